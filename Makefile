@@ -1,0 +1,47 @@
+# The two commands a newcomer needs: `make run` and `make test`. Everything else is a step.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+INSTALLED := $(VENV)/.installed
+GENERATED := libs/common/goalflow_common/pb/.generated
+BUF := node_modules/.bin/buf
+
+.PHONY: run test bench protos lint lint-protos venv clean
+
+venv: $(INSTALLED)
+
+$(INSTALLED): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+protos: $(GENERATED)
+
+$(GENERATED): $(INSTALLED) scripts/gen_protos.py $(wildcard protos/goals/v1/*.proto)
+	$(PY) scripts/gen_protos.py
+	touch $@
+
+$(BUF): package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+lint-protos: $(BUF)
+	$(BUF) lint
+
+lint: $(INSTALLED)
+	$(VENV)/bin/ruff check .
+
+# Starts the embedded database, the SMTP sink and the services; Ctrl-C stops them all.
+run: protos
+	$(PY) -m goalflow_common.devstack
+
+test: protos lint-protos lint
+	$(PY) -m pytest
+
+bench: protos
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .run libs/common/goalflow_common/pb

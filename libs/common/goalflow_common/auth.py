@@ -1,0 +1,216 @@
+"""Accounts, API keys and roles.
+
+A key looks like ``gf_<key id>_<secret>``. Only the SHA-256 of the secret is stored (the
+secret is 256 random bits, so a slow hash buys nothing); the comparison is constant-time.
+Keys belong to one account, except platform service keys (account ``None``), which the
+services use to call each other on behalf of any account.
+
+Accounts and keys live in their own database (``GOALFLOW_AUTH_DB_NAME``), the identity
+store every service reads; no service reads another service's data.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import datetime as dt
+import enum
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from goalflow_common.errors import NotFound, PermissionDenied, Unauthenticated
+
+KEY_RE = re.compile(r"^gf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
+ACCOUNT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    AGENT = "agent"
+    INGEST = "ingest"
+    SERVICE = "service"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key's account (None for a platform service key) and role."""
+
+    key_id: str
+    account_id: str | None
+    role: Role
+
+    def resolve_account(self, requested: str = "") -> str | None:
+        """The account a request acts on.
+
+        An account key acts on its own account only; naming another one is refused without
+        saying whether it exists. A platform service key acts on the account it names, or
+        on all accounts (None) if it names none.
+        """
+        if self.account_id is None:
+            return requested or None
+        if requested and requested != self.account_id:
+            raise PermissionDenied("this key cannot act on that account")
+        return self.account_id
+
+    def require_account(self, requested: str = "") -> str:
+        account = self.resolve_account(requested)
+        if account is None:
+            raise PermissionDenied("account_id: required with a platform service key")
+        return account
+
+
+_principal: contextvars.ContextVar[Principal] = contextvars.ContextVar("goalflow_principal")
+
+
+def current_principal() -> Principal:
+    """The caller of the RPC being served (set by the auth interceptor)."""
+    return _principal.get()
+
+
+def set_principal(principal: Principal) -> contextvars.Token[Principal]:
+    return _principal.set(principal)
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: str
+    name: str
+    time_zone: str
+
+
+def _hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class KeyStore:
+    """Accounts and keys in the auth database, with a short-lived cache of verified keys."""
+
+    def __init__(self, db: AsyncDatabase, cache_ttl_s: float = 30.0) -> None:
+        self._accounts = db["accounts"]
+        self._keys = db["api_keys"]
+        self._ttl = cache_ttl_s
+        self._cache: dict[str, tuple[float, str, Principal]] = {}
+        self._tz_cache: dict[str, tuple[float, Account]] = {}
+
+    @classmethod
+    def for_client(cls, client: AsyncMongoClient, db_name: str, cache_ttl_s: float = 30.0):
+        return cls(client[db_name], cache_ttl_s)
+
+    async def create_account(
+        self, account_id: str, name: str = "", time_zone: str = "UTC"
+    ) -> Account:
+        """Create the account if it does not exist; return it either way."""
+        if not ACCOUNT_ID_RE.match(account_id):
+            raise ValueError("account id: 1-63 of a-z 0-9 _ -, starting with a letter or digit")
+        from zoneinfo import ZoneInfo
+
+        ZoneInfo(time_zone)  # raises for an unknown zone
+        await self._accounts.update_one(
+            {"_id": account_id},
+            {"$setOnInsert": {"name": name or account_id, "time_zone": time_zone}},
+            upsert=True,
+        )
+        return await self.get_account(account_id)
+
+    async def get_account(self, account_id: str) -> Account:
+        hit = self._tz_cache.get(account_id)
+        if hit and hit[0] > time.monotonic():
+            return hit[1]
+        doc = await self._accounts.find_one({"_id": account_id})
+        if doc is None:
+            raise NotFound(f"account {account_id!r} not found")
+        account = Account(doc["_id"], doc.get("name", doc["_id"]), doc.get("time_zone", "UTC"))
+        self._tz_cache[account_id] = (time.monotonic() + self._ttl, account)
+        return account
+
+    async def create_key(self, account_id: str | None, role: Role, label: str = "") -> str:
+        """Issue a key and return it in full; only its hash is kept."""
+        if account_id is not None:
+            await self.get_account(account_id)
+        elif role is not Role.SERVICE:
+            raise ValueError("only service keys may be platform-wide")
+        key_id = secrets.token_hex(8)
+        secret = secrets.token_urlsafe(32)
+        await self._keys.insert_one(
+            {
+                "_id": key_id,
+                "account_id": account_id,
+                "role": role.value,
+                "secret_sha256": _hash_secret(secret),
+                "label": label,
+                "create_time": dt.datetime.now(dt.UTC),
+                "revoked": False,
+            }
+        )
+        return f"gf_{key_id}_{secret}"
+
+    async def revoke_key(self, key_id: str) -> None:
+        await self._keys.update_one({"_id": key_id}, {"$set": {"revoked": True}})
+        self._cache.pop(key_id, None)
+
+    async def authenticate(self, key: str) -> Principal:
+        """The principal of a presented key, or Unauthenticated."""
+        match = KEY_RE.match(key)
+        if match is None:
+            raise Unauthenticated("malformed API key")
+        key_id, secret = match.groups()
+        presented = _hash_secret(secret)
+        hit = self._cache.get(key_id)
+        if hit is not None and hit[0] > time.monotonic():
+            if hmac.compare_digest(hit[1], presented):
+                return hit[2]
+            raise Unauthenticated("invalid API key")
+        doc = await self._keys.find_one({"_id": key_id})
+        if doc is None or doc.get("revoked") or not hmac.compare_digest(
+            doc["secret_sha256"], presented
+        ):
+            raise Unauthenticated("invalid API key")
+        principal = Principal(key_id, doc["account_id"], Role(doc["role"]))
+        self._cache[key_id] = (time.monotonic() + self._ttl, doc["secret_sha256"], principal)
+        return principal
+
+
+# Which roles may call which method. A method missing here is refused for everyone, so a
+# new RPC is closed until it is given roles. Health is open; reflection needs any key.
+_A, _G, _I, _S = Role.ADMIN, Role.AGENT, Role.INGEST, Role.SERVICE
+METHOD_ROLES: dict[str, frozenset[Role]] = {
+    "/goals.v1.ConfigService/CreateGoal": frozenset({_A}),
+    "/goals.v1.ConfigService/GetGoal": frozenset({_A, _G, _S}),
+    "/goals.v1.ConfigService/UpdateGoal": frozenset({_A}),
+    "/goals.v1.ConfigService/ListGoals": frozenset({_A, _G}),
+    "/goals.v1.ConfigService/ActivateGoal": frozenset({_A}),
+    "/goals.v1.ConfigService/DeactivateGoal": frozenset({_A}),
+    "/goals.v1.ConfigService/DeleteGoal": frozenset({_A}),
+    "/goals.v1.ConfigService/ListActiveGoals": frozenset({_A, _S}),
+    "/goals.v1.ConfigService/WatchGoals": frozenset({_A, _S}),
+    "/goals.v1.TrackerService/IngestEvents": frozenset({_I}),
+    "/goals.v1.TrackerService/SubscribeConversions": frozenset({_A, _G}),
+    "/goals.v1.TrackerService/ListConversions": frozenset({_A, _G}),
+    "/goals.v1.TrackerService/StreamConversions": frozenset({_A, _S}),
+    "/goals.v1.TrackerService/CountConversions": frozenset({_A, _S}),
+    "/goals.v1.TrackerService/GetReport": frozenset({_A}),
+    "/goals.v1.ExportService/RequestExport": frozenset({_A}),
+    "/goals.v1.ExportService/GetExport": frozenset({_A}),
+    "/goals.v1.ExportService/ListExports": frozenset({_A}),
+}
+ANY_ROLE = frozenset(Role)
+OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+REFLECTION_PREFIXES = (
+    "/grpc.reflection.v1alpha.ServerReflection/",
+    "/grpc.reflection.v1.ServerReflection/",
+)
+
+
+def roles_for(method: str) -> frozenset[Role] | None:
+    """Roles allowed on a method; None means no key is needed."""
+    if method.startswith(OPEN_PREFIXES):
+        return None
+    if method.startswith(REFLECTION_PREFIXES):
+        return ANY_ROLE
+    return METHOD_ROLES.get(method, frozenset())

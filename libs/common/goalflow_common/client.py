@@ -1,0 +1,73 @@
+"""Client side: channels that send a bearer key (and a request id) with every call."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from goalflow_common.interceptors import REQUEST_ID_KEY
+
+
+class _BearerAuth(
+    aio.UnaryUnaryClientInterceptor,
+    aio.UnaryStreamClientInterceptor,
+    aio.StreamUnaryClientInterceptor,
+    aio.StreamStreamClientInterceptor,
+):
+    """Adds ``authorization: Bearer <key>`` and, unless given, an ``x-request-id``."""
+
+    def __init__(self, api_key: str) -> None:
+        self._auth = ("authorization", f"Bearer {api_key}")
+
+    def _details(self, details: aio.ClientCallDetails) -> aio.ClientCallDetails:
+        metadata = aio.Metadata(*(details.metadata or ()))
+        metadata.add(*self._auth)
+        if REQUEST_ID_KEY not in metadata:
+            metadata.add(REQUEST_ID_KEY, uuid.uuid4().hex)
+        return aio.ClientCallDetails(
+            details.method, details.timeout, metadata, details.credentials,
+            details.wait_for_ready,
+        )
+
+    async def intercept_unary_unary(self, continuation: Callable, details, request: Any):
+        return await continuation(self._details(details), request)
+
+    async def intercept_unary_stream(self, continuation: Callable, details, request: Any):
+        return await continuation(self._details(details), request)
+
+    async def intercept_stream_unary(self, continuation: Callable, details, requests: Any):
+        return await continuation(self._details(details), requests)
+
+    async def intercept_stream_stream(self, continuation: Callable, details, requests: Any):
+        return await continuation(self._details(details), requests)
+
+
+def make_channel(
+    address: str,
+    api_key: str,
+    *,
+    max_message_bytes: int = 8 * 1024 * 1024,
+    extra_options: Sequence[tuple[str, Any]] = (),
+) -> aio.Channel:
+    """An asyncio channel to ``address`` that authenticates every call with ``api_key``."""
+    options = [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        *extra_options,
+    ]
+    return aio.insecure_channel(address, options=options, interceptors=[_BearerAuth(api_key)])
+
+
+def is_retryable(error: grpc.RpcError) -> bool:
+    """Status codes a caller may retry with backoff."""
+    return error.code() in (
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+    )

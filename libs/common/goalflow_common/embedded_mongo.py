@@ -1,0 +1,115 @@
+"""The embedded database: nx-27017 (MongoDB wire protocol over SQLite) as a subprocess.
+
+Used by ``make run``, the tests and the benchmarks when no ``MONGODB_URI`` points at a real
+MongoDB. Everything talks to it through the real driver over TCP on loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+_LAUNCH = "from nx_27017.nx_27017 import main; main()"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+class EmbeddedMongo:
+    """One nx-27017 server process with its data in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, port: int = 0, host: str = "127.0.0.1") -> None:
+        self.data_dir = Path(data_dir)
+        self.host = host
+        self.port = port or free_port(host)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def uri(self) -> str:
+        return f"mongodb://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> None:
+        """Start the server and wait until it accepts connections."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log_file = self.data_dir / "nx-27017.log"
+        self._proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                _LAUNCH,
+                "--data-dir",
+                str(self.data_dir),
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--log-file",
+                str(log_file),
+                "--pid-file",
+                str(self.data_dir / "nx-27017.pid"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C in a terminal reaches us, and we stop it.
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError(
+                    f"nx-27017 exited with {self._proc.returncode}; see {log_file}"
+                )
+            with contextlib.suppress(OSError), socket.create_connection(
+                (self.host, self.port), timeout=0.2
+            ):
+                return
+            time.sleep(0.05)
+        self.stop()
+        raise TimeoutError(f"nx-27017 did not listen on {self.uri} within {timeout_s}s")
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Stop the server: SIGTERM, then SIGKILL if it does not exit in time."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def kill(self) -> None:
+        """Stop abruptly (fault tests)."""
+        if self._proc is not None and self._proc.poll() is None:
+            os.killpg(self._proc.pid, signal.SIGKILL)
+            self._proc.wait()
+        self._proc = None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def __enter__(self) -> EmbeddedMongo:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    async def astart(self) -> None:
+        await asyncio.to_thread(self.start)
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)

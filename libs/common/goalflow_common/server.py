@@ -1,0 +1,149 @@
+"""The gRPC server bootstrap every service uses: health, reflection, interceptors, limits
+and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from goalflow_common.auth import KeyStore
+from goalflow_common.interceptors import AuthInterceptor, ContextInterceptor
+from goalflow_common.settings import ServiceSettings
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True)
+class Registration:
+    """One gRPC service to serve: the generated ``add_..._to_server`` and its servicer."""
+
+    add_to_server: Callable[[Any, aio.Server], None]
+    servicer: Any
+    full_name: str
+
+
+@dataclass
+class Lifecycle:
+    """Shared shutdown signal: long-lived streams end when ``stopping`` is set."""
+
+    stopping: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def wait_or(self, awaitable: Awaitable[Any]) -> tuple[bool, Any]:
+        """Await ``awaitable`` unless shutdown starts first: (stopped, result)."""
+        task = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self.stopping.wait())
+        try:
+            done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task in done:
+            return False, task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        return True, None
+
+
+class GoalflowServer:
+    """A started-or-not gRPC server with its health service and clean-up hooks."""
+
+    def __init__(
+        self,
+        server: aio.Server,
+        health_servicer: health.aio.HealthServicer,
+        service_names: Sequence[str],
+        lifecycle: Lifecycle,
+        grace_s: float,
+        on_stop: Sequence[Callable[[], Awaitable[None]]],
+    ) -> None:
+        self.grpc_server = server
+        self.lifecycle = lifecycle
+        self._health = health_servicer
+        self._names = service_names
+        self._grace = grace_s
+        self._on_stop = list(on_stop)
+        self._stopped = False
+
+    def add_cleanup(self, fn: Callable[[], Awaitable[None]]) -> None:
+        self._on_stop.append(fn)
+
+    async def start(self) -> None:
+        await self.grpc_server.start()
+        for name in ("", *self._names):
+            await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING first, then end streams, let RPCs finish, clean up."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self._health.enter_graceful_shutdown()
+        self.lifecycle.stopping.set()
+        await self.grpc_server.stop(self._grace if grace_s is None else grace_s)
+        for fn in reversed(self._on_stop):
+            await fn()
+
+    async def serve_until_signal(self) -> None:
+        """Serve until SIGTERM or SIGINT, then stop gracefully."""
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("shutdown_started")
+        await self.stop()
+        log.info("shutdown_complete")
+
+
+def build_server(
+    settings: ServiceSettings,
+    *,
+    port: int,
+    keys: KeyStore,
+    registrations: Sequence[Registration],
+    lifecycle: Lifecycle | None = None,
+    on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+) -> tuple[GoalflowServer, int]:
+    """Create (not start) a server with every registration, health and reflection, bound to
+    ``settings.grpc_host:port`` (0 picks a free port). Returns it and the bound port."""
+    options = [
+        ("grpc.max_receive_message_length", settings.max_message_bytes),
+        ("grpc.max_send_message_length", settings.max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    server = aio.server(
+        interceptors=[ContextInterceptor(), AuthInterceptor(keys)], options=options
+    )
+    for reg in registrations:
+        reg.add_to_server(reg.servicer, server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [reg.full_name for reg in registrations]
+    reflection.enable_server_reflection(
+        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME],
+        server,
+    )
+    bound = server.add_insecure_port(f"{settings.grpc_host}:{port}")
+    if bound == 0:
+        raise OSError(f"could not bind {settings.grpc_host}:{port}")
+    wrapped = GoalflowServer(
+        server,
+        health_servicer,
+        names,
+        lifecycle or Lifecycle(),
+        settings.shutdown_grace_s,
+        on_stop,
+    )
+    return wrapped, bound

@@ -1,0 +1,59 @@
+"""Builds the config service's gRPC server."""
+
+from __future__ import annotations
+
+from config_svc.service import ConfigServicer, SevenDayCounts
+from config_svc.settings import ConfigSettings
+from config_svc.store import GoalStore
+from goalflow_common.auth import KeyStore
+from goalflow_common.client import make_channel
+from goalflow_common.clock import Clock, SystemClock
+from goalflow_common.db import connect
+from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc, tracker_pb2_grpc
+from goalflow_common.server import GoalflowServer, Lifecycle, Registration, build_server
+
+
+async def create_server(
+    settings: ConfigSettings, *, clock: Clock | None = None
+) -> tuple[GoalflowServer, int]:
+    """Connect to MongoDB, prepare indexes and return the (not yet started) server and the
+    port it is bound to."""
+    client = await connect(
+        settings.mongodb_uri, app_name="goalflow-config", attempts=settings.mongo_connect_attempts
+    )
+    store = GoalStore(client[settings.config_db_name])
+    await store.ensure_indexes()
+    keys = KeyStore(client[settings.auth_db_name], settings.key_cache_ttl_s)
+    channel = None
+    stub = None
+    if settings.tracker_address:
+        channel = make_channel(settings.tracker_address, settings.service_api_key)
+        stub = tracker_pb2_grpc.TrackerServiceStub(channel)
+    lifecycle = Lifecycle()
+    servicer = ConfigServicer(
+        store,
+        keys,
+        clock or SystemClock(),
+        SevenDayCounts(stub, settings.tracker_timeout_s),
+        lifecycle,
+    )
+
+    async def close() -> None:
+        if channel is not None:
+            await channel.close()
+        await client.close()
+
+    return build_server(
+        settings,
+        port=settings.grpc_port,
+        keys=keys,
+        registrations=[
+            Registration(
+                config_pb2_grpc.add_ConfigServiceServicer_to_server,
+                servicer,
+                config_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name,
+            )
+        ],
+        lifecycle=lifecycle,
+        on_stop=[close],
+    )

@@ -1,0 +1,323 @@
+"""The ConfigService servicer: SPEC section 2."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime as dt
+import json
+import uuid
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc import aio
+
+from config_svc import rules
+from config_svc.convert import goal_to_proto, timestamp
+from config_svc.store import DuplicateName, GoalStore, SlotBusy
+from goalflow_common.auth import KeyStore, current_principal
+from goalflow_common.clock import Clock, start_of_day, today_in
+from goalflow_common.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+)
+from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
+from goalflow_common.server import Lifecycle
+
+log = structlog.get_logger(__name__)
+
+CONFLICT_RETRIES = 5
+DEFAULT_PAGE, MAX_PAGE = 50, 200
+
+
+class SevenDayCounts:
+    """Asks the tracker for 7-day conversion counts; None whenever it cannot answer."""
+
+    def __init__(self, stub: tracker_pb2_grpc.TrackerServiceStub | None, timeout_s: float):
+        self._stub = stub
+        self._timeout = timeout_s
+
+    async def fetch(
+        self, account_id: str, since: dt.datetime, goal_ids: list[str]
+    ) -> dict[str, int] | None:
+        if self._stub is None or not goal_ids:
+            return {} if self._stub is not None else None
+        since_ts = Timestamp()
+        since_ts.FromDatetime(since)
+        try:
+            reply = await self._stub.CountConversions(
+                tracker_pb2.CountConversionsRequest(
+                    account_id=account_id, since=since_ts, goal_ids=goal_ids
+                ),
+                timeout=self._timeout,
+            )
+        except grpc.RpcError as exc:
+            log.warning("seven_day_counts_unavailable", code=str(exc.code()))
+            return None
+        return {c.goal_id: c.count for c in reply.counts}
+
+
+class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
+    def __init__(
+        self,
+        store: GoalStore,
+        keys: KeyStore,
+        clock: Clock,
+        counts: SevenDayCounts,
+        lifecycle: Lifecycle,
+    ) -> None:
+        self._store = store
+        self._keys = keys
+        self._clock = clock
+        self._counts = counts
+        self._lifecycle = lifecycle
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _account(self) -> tuple[str, str, dt.date]:
+        """The caller's account, its time zone and today's date there."""
+        account_id = current_principal().require_account()
+        account = await self._keys.get_account(account_id)
+        return account_id, account.time_zone, today_in(self._clock, account.time_zone)
+
+    async def _load(self, account_id: str, goal_id: str) -> dict[str, Any]:
+        if not goal_id:
+            raise InvalidArgument("goal_id", "required")
+        doc = await self._store.get(account_id, goal_id)
+        if doc is None:
+            raise NotFound(f"goal {goal_id!r} not found")
+        return doc
+
+    def _stamp(self, doc: dict[str, Any]) -> dict[str, Any]:
+        return {**doc, "revision": doc["revision"] + 1, "update_time": self._clock.now()}
+
+    @staticmethod
+    def _limit_error() -> FailedPrecondition:
+        return FailedPrecondition(
+            f"the account already has {rules.MAX_ACTIVE_GOALS} active goals (ended goals "
+            "included); deactivate or delete one first",
+            field="active",
+        )
+
+    # -- RPCs ----------------------------------------------------------------------------
+
+    async def CreateGoal(self, request, context):
+        account_id, tz, today = await self._account()
+        fields = rules.fields_from(request, rules.UPDATABLE)
+        now = self._clock.now()
+        doc = {
+            "_id": uuid.uuid4().hex,
+            "account_id": account_id,
+            **fields,
+            "name_key": rules.name_key(fields["name"]),
+            "active": request.active,
+            "create_time": now,
+            "update_time": now,
+            "revision": 1,
+        }
+        rules.check_dates(doc, today, None)
+        token = None
+        if request.active:
+            token = await self._store.claim_slot(account_id, doc["_id"])
+            if token is None:
+                raise self._limit_error()
+        try:
+            await self._store.insert(doc)
+        except DuplicateName:
+            if token:
+                await self._store.release_slot(doc["_id"], token)
+            raise AlreadyExists("name", f"a goal named {doc['name']!r} already exists") from None
+        return config_pb2.CreateGoalResponse(goal=goal_to_proto(doc, today, tz))
+
+    async def GetGoal(self, request, context):
+        account_id, tz, today = await self._account()
+        doc = await self._load(account_id, request.goal_id)
+        return config_pb2.GetGoalResponse(goal=goal_to_proto(doc, today, tz))
+
+    async def UpdateGoal(self, request, context):
+        account_id, tz, today = await self._account()
+        paths = list(request.update_mask.paths) or list(rules.UPDATABLE)
+        for path in paths:
+            if path not in rules.UPDATABLE:
+                raise InvalidArgument(
+                    "update_mask", f"{path!r} cannot be updated; allowed: {', '.join(rules.UPDATABLE)}"
+                )
+        changes = rules.fields_from(request.goal, tuple(paths))
+        for _ in range(CONFLICT_RETRIES):
+            doc = await self._load(account_id, request.goal_id)
+            if request.expected_revision and doc["revision"] != request.expected_revision:
+                raise Aborted(
+                    f"goal changed: revision is {doc['revision']}, "
+                    f"expected {request.expected_revision}"
+                )
+            new = self._stamp({**doc, **changes})
+            new["name_key"] = rules.name_key(new["name"])
+            rules.check_dates(new, today, doc)
+            try:
+                if await self._store.replace(new, doc["revision"]):
+                    return config_pb2.UpdateGoalResponse(goal=goal_to_proto(new, today, tz))
+            except DuplicateName:
+                raise AlreadyExists("name", f"a goal named {new['name']!r} already exists") from None
+        raise Aborted("the goal kept changing concurrently; retry")
+
+    async def ListGoals(self, request, context):
+        account_id, tz, today = await self._account()
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        after = _decode_token(request.page_token)
+        docs = await self._store.page(account_id, after, size + 1)
+        more = len(docs) > size
+        docs = docs[:size]
+        since = start_of_day(today - dt.timedelta(days=6), tz)
+        counts = await self._counts.fetch(account_id, since, [d["_id"] for d in docs])
+        rows = []
+        for doc in docs:
+            row = config_pb2.GoalSummary(goal=goal_to_proto(doc, today, tz))
+            if counts is not None:
+                row.seven_day_conversions = counts.get(doc["_id"], 0)
+            rows.append(row)
+        token = _encode_token(docs[-1]) if more else ""
+        return config_pb2.ListGoalsResponse(
+            goals=rows, next_page_token=token, seven_day_conversions_available=counts is not None
+        )
+
+    async def ActivateGoal(self, request, context):
+        account_id, tz, today = await self._account()
+        dates = {
+            name: rules.date_or_none(name, request)
+            for name in ("start_date", "end_date")
+            if request.HasField(name)
+        }
+        for _ in range(CONFLICT_RETRIES):
+            doc = await self._load(account_id, request.goal_id)
+            new = self._stamp({**doc, **dates, "active": True})
+            rules.check_dates(new, today, doc)
+            if doc["active"]:
+                if not dates or all(doc.get(k) == v for k, v in dates.items()):
+                    return config_pb2.ActivateGoalResponse(goal=goal_to_proto(doc, today, tz))
+                if await self._store.replace(new, doc["revision"]):
+                    return config_pb2.ActivateGoalResponse(goal=goal_to_proto(new, today, tz))
+                continue
+            try:
+                token = await self._store.claim_slot(account_id, doc["_id"])
+            except SlotBusy:
+                await asyncio.sleep(0.01)  # another activation or deactivation is mid-way
+                continue
+            if token is None:
+                raise self._limit_error()
+            if await self._store.replace(new, doc["revision"]):
+                return config_pb2.ActivateGoalResponse(goal=goal_to_proto(new, today, tz))
+            await self._store.release_slot(doc["_id"], token)
+        raise Aborted("the goal kept changing concurrently; retry")
+
+    async def DeactivateGoal(self, request, context):
+        account_id, tz, today = await self._account()
+        doc = await self._store.deactivate(account_id, request.goal_id, self._clock.now())
+        if doc is None:
+            doc = await self._load(account_id, request.goal_id)  # already inactive, or absent
+        return config_pb2.DeactivateGoalResponse(goal=goal_to_proto(doc, today, tz))
+
+    async def DeleteGoal(self, request, context):
+        account_id, _, _ = await self._account()
+        if not request.goal_id:
+            raise InvalidArgument("goal_id", "required")
+        if await self._store.delete(account_id, request.goal_id) is None:
+            raise NotFound(f"goal {request.goal_id!r} not found")
+        return config_pb2.DeleteGoalResponse()
+
+    async def ListActiveGoals(self, request, context):
+        account_id = current_principal().resolve_account(request.account_id)
+        docs = await self._store.active_goals(account_id)
+        return config_pb2.ListActiveGoalsResponse(goals=[await self._proto(d) for d in docs])
+
+    async def _proto(self, doc: dict[str, Any]) -> config_pb2.Goal:
+        account = await self._keys.get_account(doc["account_id"])
+        return goal_to_proto(doc, today_in(self._clock, account.time_zone), account.time_zone)
+
+    async def WatchGoals(self, request, context: aio.ServicerContext):
+        account_id = current_principal().resolve_account(request.account_id)
+        changes: asyncio.Queue[config_pb2.WatchGoalsResponse] = asyncio.Queue()
+        # Streams are opened before the snapshot is read, so no change falls between them.
+        goal_stream = await self._store.goals.watch(full_document="updateLookup")
+        tomb_stream = await self._store.tombstones.watch()
+        readers = [
+            asyncio.create_task(self._follow(goal_stream, account_id, changes, False)),
+            asyncio.create_task(self._follow(tomb_stream, account_id, changes, True)),
+        ]
+        stopping = asyncio.ensure_future(self._lifecycle.stopping.wait())
+        try:
+            if request.send_snapshot:
+                async for doc in self._store.all_goals(account_id):
+                    yield _change(config_pb2.GOAL_CHANGE_TYPE_SNAPSHOT, await self._proto(doc))
+                yield config_pb2.WatchGoalsResponse(
+                    type=config_pb2.GOAL_CHANGE_TYPE_SNAPSHOT_COMPLETE,
+                    change_time=timestamp(dt.datetime.now(dt.UTC)),
+                )
+            while True:
+                getter = asyncio.ensure_future(changes.get())
+                done, _ = await asyncio.wait(
+                    {getter, stopping, *readers}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if getter not in done:
+                    getter.cancel()
+                    for task in readers:
+                        if task.done() and task.exception() is not None:
+                            raise task.exception()  # type: ignore[misc]
+                    return  # the server is stopping: end the stream cleanly
+                yield getter.result()
+        finally:
+            stopping.cancel()
+            for task in readers:
+                task.cancel()
+            for task in readers:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await goal_stream.close()
+            await tomb_stream.close()
+
+    async def _follow(self, stream, account_id, out: asyncio.Queue, deletions: bool):
+        """Forward one change stream into ``out`` as goal changes."""
+        async for event in stream:
+            if event.get("operationType") not in ("insert", "replace", "update"):
+                continue
+            doc = event.get("fullDocument")
+            if not doc or (account_id is not None and doc.get("account_id") != account_id):
+                continue
+            if deletions:
+                goal = config_pb2.Goal(
+                    id=doc["_id"], account_id=doc["account_id"], revision=doc["revision"]
+                )
+                out.put_nowait(_change(config_pb2.GOAL_CHANGE_TYPE_DELETED, goal))
+            else:
+                out.put_nowait(
+                    _change(config_pb2.GOAL_CHANGE_TYPE_UPSERTED, await self._proto(doc))
+                )
+
+
+def _change(kind: int, goal: config_pb2.Goal) -> config_pb2.WatchGoalsResponse:
+    return config_pb2.WatchGoalsResponse(
+        type=kind, goal=goal, change_time=timestamp(dt.datetime.now(dt.UTC))
+    )
+
+
+def _encode_token(doc: dict[str, Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps([doc["name_key"], doc["_id"]]).encode()).decode()
+
+
+def _decode_token(token: str) -> tuple[str, str] | None:
+    if not token:
+        return None
+    try:
+        key, goal_id = json.loads(base64.urlsafe_b64decode(token.encode()))
+        if not isinstance(key, str) or not isinstance(goal_id, str):
+            raise ValueError
+    except ValueError:
+        raise InvalidArgument("page_token", "not a token from a previous response") from None
+    return key, goal_id

@@ -1,0 +1,88 @@
+"""Fixtures every test shares: one real database server for the session (the embedded
+nx-27017, or the MongoDB given by MONGODB_URI), a fresh set of database names per test,
+and helpers to create accounts and keys."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from pymongo import AsyncMongoClient
+
+from goalflow_common.auth import KeyStore, Role
+from goalflow_common.clock import ManualClock
+from goalflow_common.embedded_mongo import EmbeddedMongo
+
+
+@pytest.fixture(scope="session")
+def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A running MongoDB-compatible server: MONGODB_URI if set, else embedded nx-27017."""
+    if os.environ.get("MONGODB_URI"):
+        yield os.environ["MONGODB_URI"]
+        return
+    server = EmbeddedMongo(Path(tmp_path_factory.mktemp("mongo")))
+    server.start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def db_prefix() -> str:
+    """Per-test database name prefix, so tests never see each other's data."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+async def mongo(mongo_uri: str) -> AsyncIterator[AsyncMongoClient]:
+    client: AsyncMongoClient = AsyncMongoClient(mongo_uri, tz_aware=True)
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC))
+
+
+@pytest.fixture
+async def keys(mongo: AsyncMongoClient, db_prefix: str) -> KeyStore:
+    return KeyStore(mongo[f"{db_prefix}_auth"], cache_ttl_s=30)
+
+
+class Tenant:
+    """An account with one key per role."""
+
+    def __init__(self, account_id: str, api_keys: dict[Role, str]) -> None:
+        self.account_id = account_id
+        self.keys = api_keys
+
+    @property
+    def admin(self) -> str:
+        return self.keys[Role.ADMIN]
+
+
+@pytest.fixture
+def make_tenant(keys: KeyStore):
+    async def make(account_id: str | None = None, time_zone: str = "UTC") -> Tenant:
+        account_id = account_id or f"acct-{uuid.uuid4().hex[:8]}"
+        await keys.create_account(account_id, time_zone=time_zone)
+        api_keys = {}
+        for role in (Role.ADMIN, Role.AGENT, Role.INGEST, Role.SERVICE):
+            api_keys[role] = await keys.create_key(account_id, role)
+        return Tenant(account_id, api_keys)
+
+    return make
+
+
+@pytest.fixture
+async def platform_key(keys: KeyStore) -> str:
+    """A platform-wide service key (no account), as the services use between themselves."""
+    return await keys.create_key(None, Role.SERVICE, label="tests")
