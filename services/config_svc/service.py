@@ -145,8 +145,9 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         paths = list(request.update_mask.paths) or list(rules.UPDATABLE)
         for path in paths:
             if path not in rules.UPDATABLE:
+                allowed = ", ".join(rules.UPDATABLE)
                 raise InvalidArgument(
-                    "update_mask", f"{path!r} cannot be updated; allowed: {', '.join(rules.UPDATABLE)}"
+                    "update_mask", f"{path!r} cannot be updated; allowed: {allowed}"
                 )
         changes = rules.fields_from(request.goal, tuple(paths))
         for _ in range(CONFLICT_RETRIES):
@@ -163,7 +164,9 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
                 if await self._store.replace(new, doc["revision"]):
                     return config_pb2.UpdateGoalResponse(goal=goal_to_proto(new, today, tz))
             except DuplicateName:
-                raise AlreadyExists("name", f"a goal named {new['name']!r} already exists") from None
+                raise AlreadyExists(
+                    "name", f"a goal named {new['name']!r} already exists"
+                ) from None
         raise Aborted("the goal kept changing concurrently; retry")
 
     async def ListGoals(self, request, context):
