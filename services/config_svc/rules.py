@@ -11,7 +11,7 @@ import unicodedata
 from typing import Any
 
 from goalflow_common.errors import InvalidArgument
-from goalflow_common.money import check_money
+from goalflow_common.money import check_money, normalize_amount
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2
 
 MAX_ACTIVE_GOALS = 15
@@ -56,15 +56,31 @@ UPDATABLE = (
 )
 
 
+# Zero-width (non-)joiners are format characters that Persian and Indic spelling and emoji
+# sequences need; every other format character (bidi overrides, zero-width space) is refused.
+_JOINERS = frozenset("\u200c\u200d")
+
+
 def _has_control(text: str) -> bool:
-    return any(unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") for ch in text)
+    return any(
+        unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp") and ch not in _JOINERS
+        for ch in text
+    )
+
+
+# The exclusive end of tracking is the midnight after the end date, which must still be a
+# representable date (and protobuf Timestamp) in every time zone.
+MAX_DATE = dt.date(9999, 12, 30)
 
 
 def parse_date(field: str, msg: common_pb2.Date) -> dt.date:
     try:
-        return dt.date(msg.year, msg.month, msg.day)
+        day = dt.date(msg.year, msg.month, msg.day)
     except ValueError:
         raise InvalidArgument(field, "not a valid calendar date") from None
+    if day > MAX_DATE:
+        raise InvalidArgument(field, f"must be on or before {MAX_DATE.isoformat()}")
+    return day
 
 
 def date_or_none(field: str, parent: Any) -> str | None:
@@ -91,11 +107,13 @@ def clean_name(raw: str) -> str:
 
 
 def clean_description(raw: str) -> str:
-    if len(raw) > MAX_DESCRIPTION:
+    description = raw.strip()
+    if len(description) > MAX_DESCRIPTION:
         raise InvalidArgument(
-            "description", f"must be at most {MAX_DESCRIPTION} characters (got {len(raw)})"
+            "description",
+            f"must be at most {MAX_DESCRIPTION} characters (got {len(description)})",
         )
-    return raw.strip()
+    return description
 
 
 def clean_groups(raw: Any) -> list[str]:
@@ -147,7 +165,7 @@ def clean_value(parent: Any) -> dict[str, str] | None:
     problem = check_money(money.currency_code, money.amount)
     if problem:
         raise InvalidArgument(f"transaction_value.{problem[0]}", problem[1])
-    return {"currency_code": money.currency_code, "amount": money.amount}
+    return {"currency_code": money.currency_code, "amount": normalize_amount(money.amount)}
 
 
 def clean_goal_type(value: int) -> str | None:

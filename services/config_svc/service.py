@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import datetime as dt
 import json
 import uuid
@@ -17,7 +16,7 @@ from grpc import aio
 
 from config_svc import rules
 from config_svc.convert import goal_to_proto, timestamp
-from config_svc.store import DuplicateName, GoalStore, SlotBusy
+from config_svc.store import DuplicateName, GoalStore, SlotBusy, decode_change_document
 from goalflow_common.auth import KeyStore, current_principal
 from goalflow_common.clock import Clock, start_of_day, today_in
 from goalflow_common.errors import (
@@ -28,7 +27,7 @@ from goalflow_common.errors import (
     NotFound,
 )
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
-from goalflow_common.server import Lifecycle
+from goalflow_common.server import Lifecycle, cancel_and_wait
 
 log = structlog.get_logger(__name__)
 
@@ -122,6 +121,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
             "revision": 1,
         }
         rules.check_dates(doc, today, None)
+        reply = config_pb2.CreateGoalResponse(goal=goal_to_proto(doc, today, tz))
         token = None
         if request.active:
             token = await self._store.claim_slot(account_id, doc["_id"])
@@ -133,7 +133,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
             if token:
                 await self._store.release_slot(doc["_id"], token)
             raise AlreadyExists("name", f"a goal named {doc['name']!r} already exists") from None
-        return config_pb2.CreateGoalResponse(goal=goal_to_proto(doc, today, tz))
+        return reply
 
     async def GetGoal(self, request, context):
         account_id, tz, today = await self._account()
@@ -222,10 +222,21 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
 
     async def DeactivateGoal(self, request, context):
         account_id, tz, today = await self._account()
-        doc = await self._store.deactivate(account_id, request.goal_id, self._clock.now())
-        if doc is None:
-            doc = await self._load(account_id, request.goal_id)  # already inactive, or absent
-        return config_pb2.DeactivateGoalResponse(goal=goal_to_proto(doc, today, tz))
+        for _ in range(CONFLICT_RETRIES):
+            doc = await self._load(account_id, request.goal_id)
+            if not doc["active"]:
+                return config_pb2.DeactivateGoalResponse(goal=goal_to_proto(doc, today, tz))
+            # The slot is read before the flag goes off and released by its token: a slot
+            # claimed afterwards belongs to a later activation of this goal and must stay.
+            token = await self._store.slot_token(doc["_id"])
+            # A whole-document conditional replace, like every other write (nx-27017 also
+            # stores a datetime given to $set as a string).
+            new = self._stamp({**doc, "active": False})
+            if await self._store.replace(new, doc["revision"]):
+                if token is not None:
+                    await self._store.release_slot(doc["_id"], token)
+                return config_pb2.DeactivateGoalResponse(goal=goal_to_proto(new, today, tz))
+        raise Aborted("the goal kept changing concurrently; retry")
 
     async def DeleteGoal(self, request, context):
         account_id, _, _ = await self._account()
@@ -277,11 +288,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
                 yield getter.result()
         finally:
             stopping.cancel()
-            for task in readers:
-                task.cancel()
-            for task in readers:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await cancel_and_wait(*readers)
             await goal_stream.close()
             await tomb_stream.close()
 
@@ -290,7 +297,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         async for event in stream:
             if event.get("operationType") not in ("insert", "replace", "update"):
                 continue
-            doc = event.get("fullDocument")
+            doc = decode_change_document(event.get("fullDocument"))
             if not doc or (account_id is not None and doc.get("account_id") != account_id):
                 continue
             if deletions:

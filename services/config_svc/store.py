@@ -19,7 +19,8 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from bson import json_util
+from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -83,26 +84,24 @@ class GoalStore:
         await self.slots.delete_many({"goal_id": goal_id})
         return doc
 
-    async def deactivate(self, account_id: str, goal_id: str, now: dt.datetime):
-        """Turn the flag off if it is on, then free the slot. Returns the new document, or
-        None if the goal is not active (or does not exist)."""
-        doc = await self.goals.find_one_and_update(
-            {"_id": goal_id, "account_id": account_id, "active": True},
-            {"$set": {"active": False, "update_time": now}, "$inc": {"revision": 1}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if doc is not None:
-            await self.slots.delete_many({"goal_id": goal_id})
-        return doc
+    async def slot_token(self, goal_id: str) -> str | None:
+        """The claim token of the slot ``goal_id`` holds, if any."""
+        slot = await self.slots.find_one({"goal_id": goal_id})
+        return slot["token"] if slot else None
 
     async def claim_slot(self, account_id: str, goal_id: str) -> str | None:
         """Take a free active slot for ``goal_id``; return its claim token, or None if all
-        15 are held. Raises ``SlotBusy`` if the goal already holds one (a concurrent
-        activation)."""
+        15 are held. Raises ``SlotBusy`` if the goal already holds a slot that is not leaked
+        (a concurrent activation or deactivation is mid-way)."""
         for _ in range(2):
             held = {doc["_id"]: doc async for doc in self.slots.find({"account_id": account_id})}
-            if any(doc["goal_id"] == goal_id for doc in held.values()):
-                raise SlotBusy
+            own = next((doc for doc in held.values() if doc["goal_id"] == goal_id), None)
+            if own is not None:
+                # A crashed activation or deactivation of this very goal left its slot
+                # behind; without this the goal could never be activated again.
+                if not await self._free_leaked([own]):
+                    raise SlotBusy
+                held.pop(own["_id"])
             for k in range(MAX_ACTIVE_GOALS):
                 slot_id = f"{account_id}:{k}"
                 if slot_id in held:
@@ -175,6 +174,21 @@ class GoalStore:
 
 class SlotBusy(Exception):
     """The goal already holds an active slot: another activation is in flight or done."""
+
+
+_JSON_OPTIONS = json_util.JSONOptions(tz_aware=True)
+
+
+def decode_change_document(value: Any) -> Any:
+    """A change stream's ``fullDocument`` in the shape ``find`` returns. nx-27017 sends its
+    dates as extended JSON (``{"$date": "..."}``); MongoDB sends datetimes, left as they are."""
+    if isinstance(value, dict):
+        if len(value) == 1 and "$date" in value:
+            return json_util.object_hook(value, _JSON_OPTIONS)
+        return {key: decode_change_document(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [decode_change_document(item) for item in value]
+    return value
 
 
 def _aware(when: dt.datetime) -> dt.datetime:

@@ -14,11 +14,13 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import enum
+import functools
 import hashlib
 import hmac
 import re
 import secrets
 import time
+import zoneinfo
 from dataclasses import dataclass
 
 from pymongo import AsyncMongoClient
@@ -84,6 +86,22 @@ class Account:
     time_zone: str
 
 
+@functools.cache
+def _known_time_zones() -> frozenset[str]:
+    # "localtime" is this machine's zone under another name, not an IANA zone.
+    return frozenset(zoneinfo.available_timezones() - {"localtime"})
+
+
+def _check_time_zone(name: str) -> None:
+    """Raise ValueError unless ``name`` is an IANA zone (not a file such as 'localtime')."""
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (ValueError, KeyError, OSError) as exc:  # ZoneInfoNotFoundError is a KeyError
+        raise ValueError(f"time zone: unknown IANA time zone {name!r}") from exc
+    if name not in _known_time_zones():
+        raise ValueError(f"time zone: unknown IANA time zone {name!r}")
+
+
 def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -106,11 +124,9 @@ class KeyStore:
         self, account_id: str, name: str = "", time_zone: str = "UTC"
     ) -> Account:
         """Create the account if it does not exist; return it either way."""
-        if not ACCOUNT_ID_RE.match(account_id):
+        if not ACCOUNT_ID_RE.fullmatch(account_id):
             raise ValueError("account id: 1-63 of a-z 0-9 _ -, starting with a letter or digit")
-        from zoneinfo import ZoneInfo
-
-        ZoneInfo(time_zone)  # raises for an unknown zone
+        _check_time_zone(time_zone)
         await self._accounts.update_one(
             {"_id": account_id},
             {"$setOnInsert": {"name": name or account_id, "time_zone": time_zone}},
@@ -156,7 +172,7 @@ class KeyStore:
 
     async def authenticate(self, key: str) -> Principal:
         """The principal of a presented key, or Unauthenticated."""
-        match = KEY_RE.match(key)
+        match = KEY_RE.fullmatch(key)
         if match is None:
             raise Unauthenticated("malformed API key")
         key_id, secret = match.groups()

@@ -12,12 +12,7 @@ from grpc import aio
 from goalflow_common.interceptors import REQUEST_ID_KEY
 
 
-class _BearerAuth(
-    aio.UnaryUnaryClientInterceptor,
-    aio.UnaryStreamClientInterceptor,
-    aio.StreamUnaryClientInterceptor,
-    aio.StreamStreamClientInterceptor,
-):
+class _BearerAuth:
     """Adds ``authorization: Bearer <key>`` and, unless given, an ``x-request-id``."""
 
     def __init__(self, api_key: str) -> None:
@@ -33,17 +28,30 @@ class _BearerAuth(
             details.wait_for_ready,
         )
 
+
+# One class per call kind: grpc.aio files an interceptor under the first of the four
+# interfaces it implements only, so a single class would leave streaming calls keyless.
+class _UnaryUnaryAuth(_BearerAuth, aio.UnaryUnaryClientInterceptor):
     async def intercept_unary_unary(self, continuation: Callable, details, request: Any):
         return await continuation(self._details(details), request)
 
+
+class _UnaryStreamAuth(_BearerAuth, aio.UnaryStreamClientInterceptor):
     async def intercept_unary_stream(self, continuation: Callable, details, request: Any):
         return await continuation(self._details(details), request)
 
+
+class _StreamUnaryAuth(_BearerAuth, aio.StreamUnaryClientInterceptor):
     async def intercept_stream_unary(self, continuation: Callable, details, requests: Any):
         return await continuation(self._details(details), requests)
 
+
+class _StreamStreamAuth(_BearerAuth, aio.StreamStreamClientInterceptor):
     async def intercept_stream_stream(self, continuation: Callable, details, requests: Any):
         return await continuation(self._details(details), requests)
+
+
+_AUTH_KINDS = (_UnaryUnaryAuth, _UnaryStreamAuth, _StreamUnaryAuth, _StreamStreamAuth)
 
 
 def make_channel(
@@ -60,7 +68,8 @@ def make_channel(
         ("grpc.keepalive_time_ms", 30_000),
         *extra_options,
     ]
-    return aio.insecure_channel(address, options=options, interceptors=[_BearerAuth(api_key)])
+    interceptors = [kind(api_key) for kind in _AUTH_KINDS]
+    return aio.insecure_channel(address, options=options, interceptors=interceptors)
 
 
 def is_retryable(error: grpc.RpcError) -> bool:

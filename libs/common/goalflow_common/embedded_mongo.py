@@ -26,6 +26,17 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+def _ensure_free(host: str, port: int) -> None:
+    """Raise OSError if something already listens on ``host:port``."""
+    with socket.socket() as sock:
+        # SO_REUSEADDR: connections of a previous run in TIME_WAIT do not count as taken.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            raise OSError(exc.errno, f"nx-27017 port {host}:{port} is already in use") from exc
+
+
 class EmbeddedMongo:
     """One nx-27017 server process with its data in ``data_dir``."""
 
@@ -41,6 +52,9 @@ class EmbeddedMongo:
 
     def start(self, timeout_s: float = 20.0) -> None:
         """Start the server and wait until it accepts connections."""
+        # Readiness is "the port accepts connections", so another listener on the port would
+        # pass for this server while nx-27017 fails to bind and exits: refuse up front.
+        _ensure_free(self.host, self.port)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log_file = self.data_dir / "nx-27017.log"
         self._proc = subprocess.Popen(
@@ -67,13 +81,13 @@ class EmbeddedMongo:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError(
-                    f"nx-27017 exited with {self._proc.returncode}; see {log_file}"
-                )
+                code, self._proc = self._proc.returncode, None
+                raise RuntimeError(f"nx-27017 exited with {code}; see {log_file}")
             with contextlib.suppress(OSError), socket.create_connection(
                 (self.host, self.port), timeout=0.2
             ):
-                return
+                if self._proc.poll() is None:
+                    return
             time.sleep(0.05)
         self.stop()
         raise TimeoutError(f"nx-27017 did not listen on {self.uri} within {timeout_s}s")
@@ -96,6 +110,11 @@ class EmbeddedMongo:
             os.killpg(self._proc.pid, signal.SIGKILL)
             self._proc.wait()
         self._proc = None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the server while this object manages one."""
+        return self._proc.pid if self._proc is not None else None
 
     @property
     def running(self) -> bool:

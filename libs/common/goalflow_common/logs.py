@@ -9,6 +9,21 @@ import sys
 import structlog
 
 
+class _Stderr:
+    """``sys.stderr`` as it is at each write. Loggers are cached on first use, so a stream
+    captured at configure time would outlive a later swap of ``sys.stderr`` (test capture,
+    redirection) and end up writing to a stale or closed file."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
+_STDERR = _Stderr()
+
+
 def configure_logging(level: str = "INFO") -> None:
     """Configure structlog to write one JSON object per line to stderr. Call once at start."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
@@ -21,6 +36,6 @@ def configure_logging(level: str = "INFO") -> None:
             structlog.processors.JSONRenderer(),
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
-        logger_factory=structlog.WriteLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.WriteLoggerFactory(file=_STDERR),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )

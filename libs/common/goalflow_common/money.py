@@ -29,6 +29,12 @@ def check_money(currency_code: str, amount: str) -> tuple[str, str] | None:
     return None
 
 
+def normalize_amount(amount: str) -> str:
+    """A valid amount in canonical form: no leading zeros, no negative zero, scale kept."""
+    value = Decimal(amount)
+    return format(abs(value) if value == 0 else value, "f")
+
+
 def to_micros(amount: str) -> int:
     """An amount as an integer number of millionths, for exact sums in the database."""
     return int(Decimal(amount).scaleb(6))

@@ -4,7 +4,6 @@ and graceful shutdown."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,25 @@ class Registration:
     full_name: str
 
 
+async def cancel_and_wait(*tasks: asyncio.Future[Any], retry_s: float = 0.1) -> None:
+    """Cancel ``tasks`` and return once every one has finished.
+
+    One ``cancel()`` is not always enough: PyMongo's async network layer can swallow a
+    cancellation that races with a socket operation finishing (Python 3.11's
+    ``asyncio.wait_for`` does that), and the task carries on; a change-stream reader then
+    loops on getMore for good. So the cancellation is repeated every ``retry_s`` until the
+    task is done. Exceptions of the tasks are consumed, not raised.
+    """
+    pending = {task for task in tasks if not task.done()}
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, pending = await asyncio.wait(pending, timeout=retry_s)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # mark it retrieved: no "exception was never retrieved"
+
+
 @dataclass
 class Lifecycle:
     """Shared shutdown signal: long-lived streams end when ``stopping`` is set."""
@@ -47,9 +65,7 @@ class Lifecycle:
             stop.cancel()
         if task in done:
             return False, task.result()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await task
+        await cancel_and_wait(task)
         return True, None
 
 
