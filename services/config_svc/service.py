@@ -16,9 +16,10 @@ from grpc import aio
 
 from config_svc import rules
 from config_svc.convert import goal_to_proto, timestamp
-from config_svc.store import DuplicateName, GoalStore, SlotBusy, decode_change_document
+from config_svc.store import DuplicateName, GoalStore, SlotBusy
 from goalflow_common.auth import KeyStore, current_principal
 from goalflow_common.clock import Clock, start_of_day, today_in
+from goalflow_common.db import decode_change_document
 from goalflow_common.errors import (
     Aborted,
     AlreadyExists,

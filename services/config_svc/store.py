@@ -19,7 +19,6 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-from bson import json_util
 from pymongo import ASCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
@@ -174,21 +173,6 @@ class GoalStore:
 
 class SlotBusy(Exception):
     """The goal already holds an active slot: another activation is in flight or done."""
-
-
-_JSON_OPTIONS = json_util.JSONOptions(tz_aware=True)
-
-
-def decode_change_document(value: Any) -> Any:
-    """A change stream's ``fullDocument`` in the shape ``find`` returns. nx-27017 sends its
-    dates as extended JSON (``{"$date": "..."}``); MongoDB sends datetimes, left as they are."""
-    if isinstance(value, dict):
-        if len(value) == 1 and "$date" in value:
-            return json_util.object_hook(value, _JSON_OPTIONS)
-        return {key: decode_change_document(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [decode_change_document(item) for item in value]
-    return value
 
 
 def _aware(when: dt.datetime) -> dt.datetime:

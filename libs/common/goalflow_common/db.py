@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import structlog
+from bson import json_util
 from pymongo import AsyncMongoClient
 from pymongo.errors import ConnectionFailure
 from tenacity import (
@@ -38,3 +41,18 @@ async def connect(uri: str, *, app_name: str, attempts: int = 8) -> AsyncMongoCl
         raise
     log.info("mongodb_connected", app=app_name)
     return client
+
+
+_JSON_OPTIONS = json_util.JSONOptions(tz_aware=True)
+
+
+def decode_change_document(value: Any) -> Any:
+    """A change stream's ``fullDocument`` in the shape ``find`` returns. nx-27017 sends its
+    dates as extended JSON (``{"$date": "..."}``); MongoDB sends datetimes, left as they are."""
+    if isinstance(value, dict):
+        if len(value) == 1 and "$date" in value:
+            return json_util.object_hook(value, _JSON_OPTIONS)
+        return {key: decode_change_document(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [decode_change_document(item) for item in value]
+    return value

@@ -16,6 +16,7 @@ from grpc_reflection.v1alpha import reflection
 
 from goalflow_common.auth import KeyStore
 from goalflow_common.interceptors import AuthInterceptor, ContextInterceptor
+from goalflow_common.logs import configure_logging
 from goalflow_common.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -88,6 +89,8 @@ class GoalflowServer:
         self._grace = grace_s
         self._on_stop = list(on_stop)
         self._stopped = False
+        # The service's parts by name, for tests and diagnostics (never for request paths).
+        self.components: dict[str, Any] = {}
 
     def add_cleanup(self, fn: Callable[[], Awaitable[None]]) -> None:
         self._on_stop.append(fn)
@@ -163,3 +166,20 @@ def build_server(
         on_stop,
     )
     return wrapped, bound
+
+
+def run_service(
+    name: str,
+    settings: ServiceSettings,
+    create_server: Callable[[Any], Awaitable[tuple[GoalflowServer, int]]],
+) -> None:
+    """The body of every ``python -m <service>``: JSON logs, build, serve until SIGTERM."""
+    configure_logging(settings.log_level)
+
+    async def serve() -> None:
+        server, port = await create_server(settings)
+        await server.start()
+        log.info("listening", service=name, address=f"{settings.grpc_host}:{port}")
+        await server.serve_until_signal()
+
+    asyncio.run(serve())
