@@ -36,6 +36,7 @@ async def create_server(
         clock or SystemClock(),
         SevenDayCounts(stub, settings.tracker_timeout_s),
         lifecycle,
+        page_bytes=settings.max_message_bytes // 2,
     )
 
     async def close() -> None:

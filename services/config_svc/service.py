@@ -71,12 +71,14 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         clock: Clock,
         counts: SevenDayCounts,
         lifecycle: Lifecycle,
+        page_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         self._store = store
         self._keys = keys
         self._clock = clock
         self._counts = counts
         self._lifecycle = lifecycle
+        self._page_bytes = page_bytes
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -179,15 +181,22 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         docs = await self._store.page(account_id, after, size + 1)
         more = len(docs) > size
         docs = docs[:size]
-        since = start_of_day(today - dt.timedelta(days=6), tz)
-        counts = await self._counts.fetch(account_id, since, [d["_id"] for d in docs])
-        rows = []
+        # Goals of the largest allowed size (100 conditions of 2,048 characters) are about
+        # 200 KB each: a page ends early rather than exceed the message limit.
+        rows, used = [], 0
         for doc in docs:
-            row = config_pb2.GoalSummary(goal=goal_to_proto(doc, today, tz))
-            if counts is not None:
-                row.seven_day_conversions = counts.get(doc["_id"], 0)
-            rows.append(row)
-        token = _encode_token(docs[-1]) if more else ""
+            goal = goal_to_proto(doc, today, tz)
+            used += goal.ByteSize() + 16
+            if rows and used > self._page_bytes:
+                more = True
+                break
+            rows.append(config_pb2.GoalSummary(goal=goal))
+        since = start_of_day(today - dt.timedelta(days=6), tz)
+        counts = await self._counts.fetch(account_id, since, [row.goal.id for row in rows])
+        if counts is not None:
+            for row in rows:
+                row.seven_day_conversions = counts.get(row.goal.id, 0)
+        token = _encode_token(docs[len(rows) - 1]) if more and rows else ""
         return config_pb2.ListGoalsResponse(
             goals=rows, next_page_token=token, seven_day_conversions_available=counts is not None
         )

@@ -24,6 +24,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from config_svc.rules import MAX_ACTIVE_GOALS
+from goalflow_common.db import eq
 
 # A slot whose goal is not active after this long was left by a crashed activation.
 LEAKED_SLOT_AGE = dt.timedelta(seconds=30)
@@ -93,7 +94,8 @@ class GoalStore:
         15 are held. Raises ``SlotBusy`` if the goal already holds a slot that is not leaked
         (a concurrent activation or deactivation is mid-way)."""
         for _ in range(2):
-            held = {doc["_id"]: doc async for doc in self.slots.find({"account_id": account_id})}
+            cursor = self.slots.find({"account_id": eq(account_id)})
+            held = {doc["_id"]: doc async for doc in cursor}
             own = next((doc for doc in held.values() if doc["goal_id"] == goal_id), None)
             if own is not None:
                 # A crashed activation or deactivation of this very goal left its slot
@@ -144,29 +146,31 @@ class GoalStore:
         return freed
 
     async def count_active(self, account_id: str) -> int:
-        return await self.goals.count_documents({"account_id": account_id, "active": True})
+        return await self.goals.count_documents({"account_id": eq(account_id), "active": True})
 
     async def page(
         self, account_id: str, after: tuple[str, str] | None, limit: int
     ) -> list[dict[str, Any]]:
-        """Goals ordered by (name_key, _id), starting after the given key."""
-        query: dict[str, Any] = {"account_id": account_id}
+        """Goals ordered by name_key (unique within an account), after the given key.
+
+        ``$eq`` rather than a bare value: nx-27017 turns a bare equality into a json_each
+        scan of the whole collection, but runs ``$eq`` and ``$gt`` on the
+        (account_id, name_key) index. No ``_id`` tie-break is needed for the same reason.
+        """
+        query: dict[str, Any] = {"account_id": eq(account_id)}
         if after is not None:
-            query["$or"] = [
-                {"name_key": {"$gt": after[0]}},
-                {"name_key": after[0], "_id": {"$gt": after[1]}},
-            ]
-        cursor = self.goals.find(query).sort([("name_key", 1), ("_id", 1)]).limit(limit)
+            query["name_key"] = {"$gt": after[0]}
+        cursor = self.goals.find(query).sort("name_key", 1).limit(limit)
         return await cursor.to_list()
 
     async def active_goals(self, account_id: str | None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"active": True}
         if account_id is not None:
-            query["account_id"] = account_id
+            query["account_id"] = eq(account_id)
         return await self.goals.find(query).sort("_id", 1).to_list()
 
     async def all_goals(self, account_id: str | None) -> AsyncIterator[dict[str, Any]]:
-        query = {} if account_id is None else {"account_id": account_id}
+        query = {} if account_id is None else {"account_id": eq(account_id)}
         async for doc in self.goals.find(query).sort("_id", 1):
             yield doc
 

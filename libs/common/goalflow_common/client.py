@@ -59,6 +59,7 @@ def make_channel(
     api_key: str,
     *,
     max_message_bytes: int = 8 * 1024 * 1024,
+    max_reconnect_backoff_s: float = 5.0,
     extra_options: Sequence[tuple[str, Any]] = (),
 ) -> aio.Channel:
     """An asyncio channel to ``address`` that authenticates every call with ``api_key``."""
@@ -66,6 +67,10 @@ def make_channel(
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.keepalive_time_ms", 30_000),
+        # Internal peers restart; reconnect within seconds, not gRPC's default 2 minutes.
+        ("grpc.initial_reconnect_backoff_ms", 100),
+        ("grpc.min_reconnect_backoff_ms", 100),
+        ("grpc.max_reconnect_backoff_ms", int(max_reconnect_backoff_s * 1000)),
         *extra_options,
     ]
     interceptors = [kind(api_key) for kind in _AUTH_KINDS]

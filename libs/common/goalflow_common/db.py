@@ -56,3 +56,12 @@ def decode_change_document(value: Any) -> Any:
     if isinstance(value, list):
         return [decode_change_document(item) for item in value]
     return value
+
+
+def eq(value: Any) -> dict[str, Any]:
+    """An equality condition in operator form, ``{"$eq": value}``.
+
+    Same meaning as a bare value in MongoDB, but nx-27017 runs a bare value as a scan of
+    the whole collection and the operator form on the index (8x faster on 20,000 documents),
+    so every indexed equality in the services is written this way."""
+    return {"$eq": value}
