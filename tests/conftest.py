@@ -33,9 +33,18 @@ def mongo_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture
-def db_prefix() -> str:
-    """Per-test database name prefix, so tests never see each other's data."""
-    return f"t{uuid.uuid4().hex[:10]}"
+async def db_prefix(mongo_uri: str) -> AsyncIterator[str]:
+    """Per-test database name prefix, so tests never see each other's data. The test's
+    databases are dropped afterwards (nx-27017 also caps how many it keeps open)."""
+    prefix = f"t{uuid.uuid4().hex[:10]}"
+    yield prefix
+    client: AsyncMongoClient = AsyncMongoClient(mongo_uri)
+    try:
+        for name in await client.list_database_names():
+            if name.startswith(f"{prefix}_"):
+                await client.drop_database(name)
+    finally:
+        await client.close()
 
 
 @pytest.fixture

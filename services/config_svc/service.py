@@ -19,7 +19,7 @@ from config_svc.convert import goal_to_proto, timestamp
 from config_svc.store import DuplicateName, GoalStore, SlotBusy
 from goalflow_common.auth import KeyStore, current_principal
 from goalflow_common.clock import Clock, start_of_day, today_in
-from goalflow_common.db import decode_change_document
+from goalflow_common.db import change_events, decode_change_document
 from goalflow_common.errors import (
     Aborted,
     AlreadyExists,
@@ -304,7 +304,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
 
     async def _follow(self, stream, account_id, out: asyncio.Queue, deletions: bool):
         """Forward one change stream into ``out`` as goal changes."""
-        async for event in stream:
+        async for event in change_events(stream):
             if event.get("operationType") not in ("insert", "replace", "update"):
                 continue
             doc = decode_change_document(event.get("fullDocument"))

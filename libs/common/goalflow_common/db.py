@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -65,3 +67,18 @@ def eq(value: Any) -> dict[str, Any]:
     the whole collection and the operator form on the index (8x faster on 20,000 documents),
     so every indexed equality in the services is written this way."""
     return {"$eq": value}
+
+
+async def change_events(stream: Any, idle_s: float = 0.05) -> AsyncIterator[dict[str, Any]]:
+    """The events of an open change stream, as they come.
+
+    A real MongoDB holds each ``getMore`` open until a change arrives (up to
+    maxAwaitTimeMS); nx-27017 answers at once, so ``async for`` over its stream spins a core.
+    After an empty answer this waits ``idle_s`` before asking again: at most that much
+    latency, and an idle watcher costs nothing."""
+    while stream.alive:
+        event = await stream.try_next()
+        if event is None:
+            await asyncio.sleep(idle_s)
+            continue
+        yield event

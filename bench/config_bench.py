@@ -1,0 +1,389 @@
+"""Config service benchmark: CreateGoal, GetGoal and ListGoals at N concurrent clients.
+
+Starts the embedded database (unless ``MONGODB_URI`` is set) and the real config service as
+its own process, so the load generator never shares the server's event loop. Then runs a
+health-check baseline and the three phases, each a warm-up followed by a fixed number of
+measured calls spread over the clients (closed loop unless --rate is given). Prints
+``name value`` lines on stdout; progress and errors go to stderr. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import itertools
+import math
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pymongo.errors import PyMongoError
+
+from goalflow_common.auth import KeyStore, Role
+from goalflow_common.client import make_channel
+from goalflow_common.db import connect
+from goalflow_common.embedded_mongo import EmbeddedMongo, free_port
+from goalflow_common.logs import configure_logging
+from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, config_pb2_grpc
+
+PREFIX = "config"
+HOST = "127.0.0.1"
+ACTIVE_IN_LIST_ACCOUNT = 10  # some active goals, under the 15 limit, for realistic statuses
+DEFAULT_PAGE = 50  # ListGoals page size when the request leaves it unset
+
+
+class BenchError(Exception):
+    """The benchmark could not run to the end; the message says why."""
+
+
+def _log(message: str) -> None:
+    print(f"[config_bench] {message}", file=sys.stderr, flush=True)
+
+
+# -- processes -----------------------------------------------------------------------------
+
+
+class ServiceProcess:
+    """``python -m <module>`` in its own session, stopped with SIGTERM (then SIGKILL)."""
+
+    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+        self.module = module
+        self.env = env
+        self.log_path = log_path
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with self.log_path.open("wb") as log_file:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", self.module],
+                env=self.env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                # Its own session: a terminal Ctrl-C reaches only us, and we stop it in order.
+                start_new_session=True,
+            )
+
+    def exited(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def log_tail(self, lines: int = 20) -> str:
+        with contextlib.suppress(OSError):
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+async def wait_serving(address: str, service: ServiceProcess, timeout_s: float = 30.0) -> None:
+    """Poll the gRPC health service until it says SERVING, or fail with the server's log."""
+    deadline = time.monotonic() + timeout_s
+    async with aio.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while time.monotonic() < deadline:
+            code = service.exited()
+            if code is not None:
+                raise BenchError(
+                    f"{service.module} exited with {code}:\n{service.log_tail()}"
+                )
+            with contextlib.suppress(grpc.RpcError):
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            await asyncio.sleep(0.1)
+    raise BenchError(f"{service.module} not SERVING within {timeout_s}s:\n{service.log_tail()}")
+
+
+# -- load ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PhaseResult:
+    latencies_s: list[float]
+    wall_s: float
+
+    def percentile_ms(self, pct: float) -> float:
+        """Nearest-rank percentile of the sorted latencies, in milliseconds."""
+        ordered = sorted(self.latencies_s)
+        rank = max(1, math.ceil(pct / 100 * len(ordered)))
+        return ordered[rank - 1] * 1000
+
+    @property
+    def rps(self) -> float:
+        return len(self.latencies_s) / self.wall_s
+
+
+Call = Callable[[int, int], Awaitable[object]]  # (client number, call number) -> RPC
+
+
+async def run_calls(
+    name: str, calls: int, clients: int, call: Call, rate: float = 0.0
+) -> PhaseResult:
+    """``calls`` calls shared by ``clients`` concurrent tasks; the first failure stops all.
+
+    With ``rate`` 0 each client sends its next call as soon as the previous one returns
+    (closed loop). With a rate, call i is due at ``i / rate`` seconds (open loop, at most
+    ``clients`` in flight) and its latency counts from when it was due, so a server that
+    falls behind is charged for the wait rather than hidden by it.
+    """
+    counter: Iterator[int] = itertools.count()
+    latencies = [0.0] * calls
+
+    async def client(number: int) -> None:
+        while (i := next(counter)) < calls:
+            if rate:
+                due = start + i / rate
+                if due > time.perf_counter():
+                    await asyncio.sleep(due - time.perf_counter())
+                sent = due
+            else:
+                sent = time.perf_counter()
+            try:
+                await call(number, i)
+            except grpc.RpcError as exc:
+                raise BenchError(f"{name} call {i} failed: {exc.code()}: {exc.details()}") from exc
+            latencies[i] = time.perf_counter() - sent
+
+    start = time.perf_counter()
+    try:
+        async with asyncio.TaskGroup() as group:
+            for number in range(clients):
+                group.create_task(client(number))
+    except* BenchError as errors:
+        raise errors.exceptions[0] from None
+    return PhaseResult(latencies, time.perf_counter() - start)
+
+
+async def phase(
+    name: str, args: argparse.Namespace, call: Call, warm_call: Call | None = None
+) -> PhaseResult:
+    """Warm up, then measure; print this phase's figures."""
+    if args.warmup:
+        _log(f"{name}: warm-up, {args.warmup} calls")
+        await run_calls(f"{name} warm-up", args.warmup, args.clients, warm_call or call)
+    pace = f", {args.rate:g} calls/s offered" if args.rate else ""
+    _log(f"{name}: {args.calls} calls at {args.clients} clients{pace}")
+    result = await run_calls(name, args.calls, args.clients, call, args.rate)
+    figures = {
+        f"{PREFIX}_{name}_p50_ms": f"{result.percentile_ms(50):.2f}",
+        f"{PREFIX}_{name}_p99_ms": f"{result.percentile_ms(99):.2f}",
+        f"{PREFIX}_{name}_rps": f"{result.rps:.1f}",
+    }
+    for key, value in figures.items():
+        print(f"{key} {value}", flush=True)
+    return result
+
+
+def date(day: dt.date) -> common_pb2.Date:
+    return common_pb2.Date(year=day.year, month=day.month, day=day.day)
+
+
+def goal_request(name: str, *, active: bool = False) -> config_pb2.CreateGoalRequest:
+    """A goal shaped like a real one: a few conditions, two groups, dates and a value."""
+    start = dt.datetime.now(dt.UTC).date() + dt.timedelta(days=1)  # never "before today"
+    return config_pb2.CreateGoalRequest(
+        name=name,
+        description="Visitors who reach the order confirmation after a chat",
+        active=active,
+        start_date=date(start),
+        end_date=date(start + dt.timedelta(days=90)),
+        agent_group_ids=["sales", "support"],
+        attribution_model=config_pb2.ATTRIBUTION_MODEL_LAST_TOUCH,
+        attribution_period_days=7,
+        transaction_value=common_pb2.Money(currency_code="USD", amount="49.90"),
+        goal_type=config_pb2.GOAL_TYPE_SELL_PRODUCT_OR_SERVICE,
+        conditions=[
+            config_pb2.Condition(
+                category=config_pb2.CONDITION_CATEGORY_URL,
+                operator=config_pb2.CONDITION_OPERATOR_CONTAINS,
+                value=f"/checkout/confirm?step={k}",
+            )
+            for k in range(3)
+        ],
+    )
+
+
+async def run_load(args: argparse.Namespace, uri: str, env: dict[str, str], address: str,
+                   service: ServiceProcess, external_db: bool) -> None:
+    try:
+        client = await connect(uri, app_name="goalflow-bench", attempts=3)
+    except PyMongoError as exc:
+        raise BenchError(f"cannot reach MongoDB at {uri}: {exc}") from exc
+    channels: list[aio.Channel] = []
+    try:
+        keys = KeyStore(client[env["GOALFLOW_AUTH_DB_NAME"]])
+        suffix = uuid.uuid4().hex[:8]
+        main_account, list_account = f"bench-{suffix}", f"bench-list-{suffix}"
+        for account in (main_account, list_account):
+            await keys.create_account(account)
+        main_key = await keys.create_key(main_account, Role.ADMIN, label="bench")
+        list_key = await keys.create_key(list_account, Role.ADMIN, label="bench")
+        await wait_serving(address, service)
+
+        main_stubs, list_stubs = [], []
+        for key, stubs in ((main_key, main_stubs), (list_key, list_stubs)):
+            for _ in range(args.channels):
+                channels.append(make_channel(address, key))
+                stubs.append(config_pb2_grpc.ConfigServiceStub(channels[-1]))
+        timeout = args.timeout
+
+        # Baseline: the health check goes through the same channels and gRPC server but no
+        # interceptor, handler or database, so it is the floor the other phases stand on.
+        health_stubs = [health_pb2_grpc.HealthStub(c) for c in channels[: args.channels]]
+
+        async def health_check(number: int, i: int) -> None:
+            await health_stubs[number % len(health_stubs)].Check(
+                health_pb2.HealthCheckRequest(), timeout=timeout
+            )
+
+        await phase("health", args, health_check)
+
+        # CreateGoal: inactive goals with unique names (activation has its own limit).
+        ids: list[str] = []
+
+        def create(prefix: str) -> Call:
+            async def call(number: int, i: int) -> None:
+                stub = main_stubs[number % len(main_stubs)]
+                reply = await stub.CreateGoal(goal_request(f"{prefix} {i:06d}"), timeout=timeout)
+                ids.append(reply.goal.id)
+
+            return call
+
+        await phase("create", args, create("bench goal"), create("warm-up goal"))
+
+        # GetGoal over every goal created above.
+        async def get(number: int, i: int) -> None:
+            stub = main_stubs[number % len(main_stubs)]
+            await stub.GetGoal(config_pb2.GetGoalRequest(goal_id=ids[i % len(ids)]),
+                               timeout=timeout)
+
+        await phase("get", args, get)
+
+        # ListGoals: the first page (default size) of an account with --list-goals goals.
+        _log(f"list: seeding {args.list_goals} goals")
+        for i in range(min(ACTIVE_IN_LIST_ACCOUNT, args.list_goals)):
+            await list_stubs[0].CreateGoal(goal_request(f"list goal {i:04d}", active=True),
+                                           timeout=timeout)
+
+        async def seed(number: int, i: int) -> None:
+            await list_stubs[number % len(list_stubs)].CreateGoal(
+                goal_request(f"list goal {i + ACTIVE_IN_LIST_ACCOUNT:04d}"), timeout=timeout
+            )
+
+        await run_calls("list seeding", max(0, args.list_goals - ACTIVE_IN_LIST_ACCOUNT),
+                        args.clients, seed)
+
+        async def list_goals(number: int, i: int) -> None:
+            stub = list_stubs[number % len(list_stubs)]
+            reply = await stub.ListGoals(config_pb2.ListGoalsRequest(), timeout=timeout)
+            if len(reply.goals) != min(DEFAULT_PAGE, args.list_goals):
+                raise BenchError(f"ListGoals returned {len(reply.goals)} goals")
+
+        await phase("list", args, list_goals)
+    finally:
+        for channel in channels:
+            await channel.close()
+        if external_db:  # leave a real MongoDB as we found it
+            for name in (env["GOALFLOW_CONFIG_DB_NAME"], env["GOALFLOW_AUTH_DB_NAME"]):
+                with contextlib.suppress(Exception):
+                    await client.drop_database(name)
+        await client.close()
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.config_bench", description=__doc__)
+    parser.add_argument("--calls", type=int, default=2000, help="measured calls per phase")
+    parser.add_argument("--clients", type=int, default=50, help="concurrent clients")
+    parser.add_argument("--warmup", type=int, default=200, help="warm-up calls per phase")
+    parser.add_argument("--channels", type=int, default=4, help="gRPC channels per account")
+    parser.add_argument("--list-goals", type=int, default=200,
+                        help="goals in the account that ListGoals reads")
+    parser.add_argument("--timeout", type=float, default=30.0, help="deadline of each call (s)")
+    parser.add_argument("--rate", type=float, default=0.0,
+                        help="offered calls/s per phase (open loop); 0: closed loop, flat out")
+    args = parser.parse_args(argv)
+    for name in ("calls", "clients", "channels"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if args.warmup < 0 or args.list_goals < 1 or args.rate < 0:
+        parser.error("--warmup and --rate must be >= 0, --list-goals >= 1")
+    return args
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwind like Ctrl-C, so every child is stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging("WARNING")  # library logs to stderr, never into the figures
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        with contextlib.ExitStack() as stack:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gf-bench-")))
+            uri = os.environ.get("MONGODB_URI", "")
+            external_db = bool(uri)
+            if not external_db:
+                mongo = EmbeddedMongo(workdir / "mongo")
+                stack.callback(mongo.stop)
+                try:
+                    mongo.start()
+                except (OSError, RuntimeError) as exc:  # TimeoutError is an OSError
+                    raise BenchError(f"embedded database did not start: {exc}") from exc
+                uri = mongo.uri
+            _log(f"database {uri}")
+            run_id = uuid.uuid4().hex[:8]
+            port = free_port(HOST)
+            env = {
+                **os.environ,
+                "MONGODB_URI": uri,
+                "GOALFLOW_GRPC_HOST": HOST,
+                "GOALFLOW_GRPC_PORT": str(port),
+                "GOALFLOW_TRACKER_ADDRESS": "",
+                "GOALFLOW_LOG_LEVEL": "WARNING",
+                "GOALFLOW_SHUTDOWN_GRACE_S": "2",
+                "GOALFLOW_CONFIG_DB_NAME": f"bench_{run_id}_config",
+                "GOALFLOW_AUTH_DB_NAME": f"bench_{run_id}_auth",
+            }
+            service = ServiceProcess("config_svc", env, workdir / "config_svc.log")
+            stack.callback(service.stop)
+            service.start()
+            asyncio.run(run_load(args, uri, env, f"{HOST}:{port}", service, external_db))
+    except BenchError as exc:
+        _log(f"failed: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _log("interrupted; everything it started is stopped")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

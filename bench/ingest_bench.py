@@ -1,0 +1,744 @@
+"""Ingest benchmark: the generated event mix streamed through the real tracker.
+
+Starts the embedded database (unless ``MONGODB_URI`` is set), creates an account with its
+keys, runs the real config service, creates 15 active goals of 100 conditions
+(:func:`bench.datagen.goal_requests`), then runs the real tracker (so its first goal
+snapshot already holds them). Each service is its own process, so the load generator
+never shares a server's event loop. Then, in one run:
+
+1. ``store_insert_per_s`` — the store's own ceiling: the same number of documents, in the
+   tracker's stored-event shape (``tracker_svc.events.to_document``), written with
+   ``insert_many`` in batches of the same size by the same number of writers into a scratch
+   collection of the tracker's database that has the events collection's indexes.
+2. ``ingest_events_per_s`` — every event through ``IngestEvents``: one stream per producer,
+   each owning whole end users (so whole conversations), each keeping up to ``--window``
+   batches unacknowledged; from the first send to the last acknowledgement. Every
+   acknowledgement must account for its whole batch (accepted + duplicates) with nothing
+   rejected, and the conversions they report must equal the ones an offline replay of the
+   same events through ``tracker_svc.attribution`` expects.
+3. ``conversion_latency_p50_ms`` / ``_p99_ms`` — during the ingest, agent-workspace
+   subscribers (``SubscribeConversions`` by conversation, agent key) follow a sample of the
+   conversations that convert; latency is the receive time minus the send time of the
+   batch carrying the conversion's hit event. If the tracker does not serve
+   ``SubscribeConversions`` yet, a change stream on the conversions collection stands in
+   (every conversion is then measured) and stderr says so.
+4. ``tracker_rss_mb`` — the tracker's resident memory at the end.
+
+Prints one ``name value`` line per figure on stdout; progress, CPU use per process and
+checks go to stderr. Everything it started is stopped, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pymongo import AsyncMongoClient
+
+from bench import datagen
+from goalflow_common.auth import KeyStore, Role
+from goalflow_common.client import make_channel
+from goalflow_common.db import connect, decode_change_document
+from goalflow_common.embedded_mongo import EmbeddedMongo, free_port
+from goalflow_common.logs import configure_logging
+from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
+from goalflow_common.server import cancel_and_wait
+from tracker_svc.attribution import UNSUPPORTED_CHANNELS, build_state, credits_for
+from tracker_svc.events import to_document
+from tracker_svc.goals import KnownGoal, convert_goal
+from tracker_svc.matching import UrlMatcher
+from tracker_svc.store import STATE_KINDS, TrackerStore, conversion_key
+
+HOST = "127.0.0.1"
+SCRATCH = "bench_store_ceiling"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+POLL_S = 0.01  # change-stream fallback: nx-27017 answers getMore at once, so we pace it
+
+
+class BenchError(Exception):
+    """The benchmark could not run to the end, or a check failed; the message says why."""
+
+
+def _log(message: str) -> None:
+    print(f"[ingest_bench] {message}", file=sys.stderr, flush=True)
+
+
+# -- processes -----------------------------------------------------------------------------
+
+
+class Service:
+    """``python -m <module>`` in its own session; stopped with SIGTERM, then SIGKILL."""
+
+    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
+        self.module = module
+        self.env = env
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int:
+        if self.proc is None:
+            raise BenchError(f"{self.module} is not running")
+        return self.proc.pid
+
+    def start(self) -> None:
+        with self.log_path.open("wb") as log_file:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", self.module], env=self.env, stdin=subprocess.DEVNULL,
+                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+
+    def check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise BenchError(
+                f"{self.module} exited with {self.proc.returncode}:\n{self.log_tail()}"
+            )
+
+    def log_tail(self, lines: int = 25) -> str:
+        with contextlib.suppress(OSError):
+            text = self.log_path.read_text(errors="replace")
+            return "\n".join(line[:400] for line in text.splitlines()[-lines:])
+        return ""
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    async def wait_serving(self, address: str, timeout_s: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        async with aio.insecure_channel(address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.monotonic() < deadline:
+                self.check_alive()
+                with contextlib.suppress(grpc.RpcError):
+                    reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                    if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                await asyncio.sleep(0.1)
+        raise BenchError(f"{self.module} not SERVING within {timeout_s}s:\n{self.log_tail()}")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+class CpuMeter:
+    """CPU used by each watched process between ``start()`` and ``report()``."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start: dict[str, float] = {}
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def report(self, phase: str) -> None:
+        wall = time.perf_counter() - self._t0
+        used = {
+            name: (cpu_seconds(pid) - self._start[name]) / wall for name, pid in self.pids.items()
+        }
+        shares = ", ".join(f"{name} {cores:.2f}" for name, cores in used.items())
+        _log(f"{phase}: {wall:.1f}s wall; CPU cores used: {shares} (machine: {os.cpu_count()})")
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
+
+
+# -- the offline expectation ---------------------------------------------------------------
+
+
+def expected_conversions(
+    docs: list[dict[str, Any]], goals: Iterable[KnownGoal]
+) -> dict[str, str]:
+    """Conversion ``_id`` -> hit event id that the tracker must record for ``docs`` (one
+    account's stored events): the SPEC rules via the tracker's own attribution functions,
+    replayed in time order, so a difference points at ingestion, not at the rules."""
+    known = [k for k in goals if k.matchable]
+    by_id = {k.goal.id: k.goal for k in known}
+    matcher = UrlMatcher((k.goal.id, k.conditions) for k in known)
+    ordered = sorted(docs, key=lambda d: (d["at"], d["_id"]))
+    history: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    opens: dict[str, list[tuple[Any, str]]] = defaultdict(list)
+    hits = []
+    for doc in ordered:
+        if doc["kind"] in STATE_KINDS:
+            history[doc["conversation_id"]].append(doc)
+        if doc["kind"] == "opened":
+            opens[doc["end_user_id"]].append((doc["at"], doc["conversation_id"]))
+        elif doc["kind"] == "activity":
+            for goal_id in sorted(matcher.match(doc["url"])):
+                if by_id[goal_id].tracked_at(doc["at"]):
+                    hits.append((by_id[goal_id], doc))
+    converted: dict[str, str] = {}
+    for goal, doc in hits:
+        at = doc["at"]
+        conversation = doc["conversation_id"] or next(
+            (cid for opened, cid in reversed(opens[doc["end_user_id"]]) if opened <= at), None
+        )
+        if conversation is None:
+            continue
+        key = conversion_key(doc["account_id"], goal.id, conversation)
+        if key in converted:
+            continue
+        state = build_state(conversation, history[conversation], at)
+        if state.channel in UNSUPPORTED_CHANNELS:
+            continue
+        if credits_for(goal, state, at):
+            converted[key] = doc["event_id"]
+    return converted
+
+
+# -- phases --------------------------------------------------------------------------------
+
+
+async def store_ceiling(
+    db: Any, docs: list[dict[str, Any]], batch: int, writers: int
+) -> float:
+    """Documents per second ``insert_many`` reaches on a collection indexed like events."""
+    scratch = db[SCRATCH]
+    await scratch.drop()
+    await TrackerStore(db).ensure_indexes()  # the events collection exists with its indexes
+    info = await db["events"].index_information()
+    for name, spec in info.items():
+        if name != "_id_":
+            await scratch.create_index(spec["key"], name=name)
+    shares = [docs[i::writers] for i in range(writers)]
+
+    async def writer(share: list[dict[str, Any]]) -> None:
+        for start in range(0, len(share), batch):
+            await scratch.insert_many(share[start:start + batch], ordered=False)
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(writer(share) for share in shares))
+    elapsed = time.perf_counter() - t0
+    if await scratch.count_documents({}) != len(docs):
+        raise BenchError("the store ceiling phase did not write every document")
+    await scratch.drop()
+    return len(docs) / elapsed
+
+
+@dataclass
+class IngestResult:
+    sent_events: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    conversions: int = 0
+    first_send: float = math.inf
+    last_ack: float = 0.0
+    sent_at: dict[str, float] = field(default_factory=dict)  # event id -> its batch's send
+
+    @property
+    def events_per_s(self) -> float:
+        return self.sent_events / (self.last_ack - self.first_send)
+
+
+async def produce(
+    stub: tracker_pb2_grpc.TrackerServiceStub, name: str,
+    requests: list[tracker_pb2.IngestEventsRequest], window: int, result: IngestResult,
+) -> None:
+    """One producer: its batches over one stream, up to ``window`` unacknowledged."""
+    call = stub.IngestEvents()
+    pending: list[tracker_pb2.IngestEventsRequest] = []
+
+    async def read_ack() -> None:
+        request = pending.pop(0)
+        ack = await call.read()
+        if ack is aio.EOF:
+            raise BenchError(f"{name}: stream ended before acknowledging {request.batch_id}")
+        result.last_ack = max(result.last_ack, time.perf_counter())
+        if ack.batch_id != request.batch_id:
+            raise BenchError(f"{name}: ack for {ack.batch_id}, expected {request.batch_id}")
+        if ack.rejected:
+            first = ack.rejected[0]
+            raise BenchError(
+                f"{name}: {len(ack.rejected)} events rejected in {ack.batch_id}, first "
+                f"#{first.index} {first.event_id}: {first.field}: {first.reason}"
+            )
+        if ack.accepted + ack.duplicates != len(request.events):
+            raise BenchError(
+                f"{name}: {ack.batch_id} acknowledged {ack.accepted} accepted + "
+                f"{ack.duplicates} duplicates of {len(request.events)} sent"
+            )
+        result.accepted += ack.accepted
+        result.duplicates += ack.duplicates
+        result.conversions += ack.conversions
+
+    try:
+        for request in requests:
+            now = time.perf_counter()
+            result.first_send = min(result.first_send, now)
+            for event in request.events:
+                result.sent_at[event.event_id] = now
+            pending.append(request)
+            await call.write(request)
+            result.sent_events += len(request.events)
+            if len(pending) >= window:
+                await read_ack()
+        await call.done_writing()
+        while pending:
+            await read_ack()
+    except grpc.RpcError as exc:
+        raise BenchError(f"{name}: IngestEvents failed: {exc.code()}: {exc.details()}") from exc
+    finally:
+        call.cancel()
+
+
+class LatencyProbe:
+    """Receive times of conversions, by hit event id."""
+
+    def __init__(self, due: set[str]) -> None:
+        self.due = due  # hit event ids of the conversions the watchers should receive
+        self.received: dict[str, float] = {}
+        self.tasks: list[asyncio.Task[None]] = []
+        self.errors: list[str] = []
+        self.all_received = asyncio.Event()
+        self._missing = set(due)
+
+    def record(self, hit_event_id: str) -> None:
+        self.received.setdefault(hit_event_id, time.perf_counter())
+        self._missing.discard(hit_event_id)
+        if not self._missing:
+            self.all_received.set()
+
+    def latencies_ms(self, sent_at: dict[str, float]) -> list[float]:
+        return [
+            (at - sent_at[hit]) * 1000 for hit, at in self.received.items() if hit in sent_at
+        ]
+
+    async def stop(self) -> None:
+        await cancel_and_wait(*self.tasks)
+
+
+async def subscribe_supported(stub: tracker_pb2_grpc.TrackerServiceStub) -> bool:
+    """True unless SubscribeConversions fails at once (unimplemented, or a placeholder)."""
+    call = stub.SubscribeConversions(
+        tracker_pb2.SubscribeConversionsRequest(conversation_id="bench-probe")
+    )
+    try:
+        await asyncio.wait_for(call.read(), 1.0)
+    except TimeoutError:
+        return True  # open and waiting for conversions: served
+    except grpc.RpcError as exc:
+        _log(f"SubscribeConversions is not served ({exc.code().name}: {exc.details()})")
+        return False
+    finally:
+        call.cancel()
+    return True
+
+
+async def start_subscribers(
+    stubs: list[tracker_pb2_grpc.TrackerServiceStub], conversations: list[str], due: set[str]
+) -> LatencyProbe:
+    probe = LatencyProbe(due)
+    loop = asyncio.get_running_loop()
+    live = [loop.create_future() for _ in conversations]
+
+    async def follow(
+        stub: tracker_pb2_grpc.TrackerServiceStub, conversation_id: str,
+        subscribed: asyncio.Future[None],
+    ) -> None:
+        call = stub.SubscribeConversions(
+            tracker_pb2.SubscribeConversionsRequest(conversation_id=conversation_id)
+        )
+        try:
+            await call.initial_metadata()  # sent once the subscription is registered
+            subscribed.set_result(None)
+            async for item in call:
+                probe.record(item.conversion.hit_event_id)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.CANCELLED:
+                probe.errors.append(f"{conversation_id}: {exc.code().name}: {exc.details()}")
+        finally:
+            call.cancel()
+            if not subscribed.done():
+                subscribed.set_result(None)
+
+    for i, conversation_id in enumerate(conversations):
+        probe.tasks.append(asyncio.create_task(
+            follow(stubs[i % len(stubs)], conversation_id, live[i])
+        ))
+    try:
+        await asyncio.wait_for(asyncio.gather(*live), 30.0)
+    except TimeoutError:
+        await probe.stop()
+        raise BenchError("SubscribeConversions subscriptions did not start within 30s") from None
+    return probe
+
+
+async def start_change_stream(db: Any, due: set[str]) -> LatencyProbe:
+    """Stand-in for SubscribeConversions: inserts into the conversions collection."""
+    probe = LatencyProbe(due)
+    stream = await db["conversions"].watch([{"$match": {"operationType": "insert"}}])
+
+    async def follow() -> None:
+        try:
+            while True:
+                change = await stream.try_next()
+                if change is None:
+                    await asyncio.sleep(POLL_S)
+                    continue
+                doc = decode_change_document(change.get("fullDocument")) or {}
+                if "hit_event_id" in doc:
+                    probe.record(doc["hit_event_id"])
+        finally:
+            await stream.close()
+
+    probe.tasks.append(asyncio.create_task(follow()))
+    return probe
+
+
+def batches(
+    events: list[tracker_pb2.Event], size: int, prefix: str
+) -> list[tracker_pb2.IngestEventsRequest]:
+    return [
+        tracker_pb2.IngestEventsRequest(
+            batch_id=f"{prefix}-{n:05d}", events=events[start:start + size]
+        )
+        for n, start in enumerate(range(0, len(events), size))
+    ]
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    workdir: Path
+    uri: str
+    mongo_pid: int | None
+    services: list[Service] = field(default_factory=list)
+    channels: list[aio.Channel] = field(default_factory=list)
+
+    def channel(self, address: str, key: str) -> aio.Channel:
+        channel = make_channel(address, key)
+        self.channels.append(channel)
+        return channel
+
+
+async def run(bench: Run, external_db: bool) -> dict[str, str]:
+    args = bench.args
+    run_id = uuid.uuid4().hex[:8]
+    names = {
+        "GOALFLOW_AUTH_DB_NAME": f"bench_{run_id}_auth",
+        "GOALFLOW_CONFIG_DB_NAME": f"bench_{run_id}_config",
+        "GOALFLOW_TRACKER_DB_NAME": f"bench_{run_id}_tracker",
+    }
+    # Midnight UTC of the goals' start date: every generated event is tracked.
+    today = dt.datetime.now(dt.UTC).date()
+    start = dt.datetime.combine(today, dt.time(), tzinfo=dt.UTC)
+    _log(f"generating {args.events} events (seed {args.seed})")
+    traffic = datagen.generate(args.seed, args.events, start)
+    account = f"bench-{run_id}"
+    now = dt.datetime.now(dt.UTC)
+    docs = [to_document(event, account, now) for event in traffic.events]
+
+    client = await connect(bench.uri, app_name="goalflow-bench", attempts=3)
+    try:
+        return await _measure(bench, client, names, account, today, traffic, docs)
+    finally:
+        for channel in bench.channels:
+            await channel.close()
+        if external_db:  # leave a real MongoDB as we found it
+            for name in names.values():
+                with contextlib.suppress(Exception):
+                    await client.drop_database(name)
+        await client.close()
+
+
+async def _measure(
+    bench: Run, client: AsyncMongoClient, names: dict[str, str], account: str,
+    today: dt.date, traffic: datagen.Traffic, docs: list[dict[str, Any]],
+) -> dict[str, str]:
+    args = bench.args
+    keys = KeyStore(client[names["GOALFLOW_AUTH_DB_NAME"]])
+    await keys.create_account(account)
+    admin_key = await keys.create_key(account, Role.ADMIN, label="bench")
+    ingest_key = await keys.create_key(account, Role.INGEST, label="bench")
+    agent_key = await keys.create_key(account, Role.AGENT, label="bench")
+    service_key = await keys.create_key(None, Role.SERVICE, label="bench")
+
+    config_port, tracker_port = free_port(HOST), free_port(HOST)
+    config_address, tracker_address = f"{HOST}:{config_port}", f"{HOST}:{tracker_port}"
+    base_env = {
+        **os.environ,
+        **names,
+        "PYTHONUNBUFFERED": "1",
+        "MONGODB_URI": bench.uri,
+        "GOALFLOW_GRPC_HOST": HOST,
+        "GOALFLOW_LOG_LEVEL": "WARNING",
+        "GOALFLOW_SHUTDOWN_GRACE_S": "2",
+        "GOALFLOW_SERVICE_API_KEY": service_key,
+        "GOALFLOW_CONFIG_ADDRESS": config_address,
+        "GOALFLOW_TRACKER_ADDRESS": tracker_address,
+    }
+    config = Service("config_svc", {**base_env, "GOALFLOW_GRPC_PORT": str(config_port)},
+                     bench.workdir / "config_svc.log")
+    tracker = Service("tracker_svc", {**base_env, "GOALFLOW_GRPC_PORT": str(tracker_port)},
+                      bench.workdir / "tracker_svc.log")
+    bench.services += [config, tracker]
+
+    config.start()
+    await config.wait_serving(config_address)
+    config_stub = config_pb2_grpc.ConfigServiceStub(bench.channel(config_address, admin_key))
+    goals = []
+    for request in datagen.goal_requests(today):
+        try:
+            reply = await config_stub.CreateGoal(request, timeout=30)
+        except grpc.RpcError as exc:
+            raise BenchError(f"CreateGoal {request.name!r}: {exc.code()}: {exc.details()}") \
+                from exc
+        goals.append(convert_goal(reply.goal))
+    _log(f"created {len(goals)} active goals of {datagen.CONDITIONS_PER_GOAL} conditions")
+    # Started after the goals exist: its first WatchGoals snapshot holds all of them.
+    tracker.start()
+    await tracker.wait_serving(tracker_address)
+    _log(f"config pid {config.pid}, tracker pid {tracker.pid}, database {bench.uri}")
+
+    expected = expected_conversions(docs, goals)
+    _log(f"offline replay expects {len(expected)} conversions")
+
+    pids = {"tracker": tracker.pid, "config": config.pid, "bench": os.getpid()}
+    if bench.mongo_pid is not None:
+        pids["db"] = bench.mongo_pid
+    cpu = CpuMeter(pids)
+    tracker_db = client[names["GOALFLOW_TRACKER_DB_NAME"]]
+
+    # 1. The store's ceiling (copies: insert_many must not see the tracker's own dicts).
+    cpu.start()
+    store_rate = await store_ceiling(
+        tracker_db, [dict(d) for d in docs], args.batch, args.producers
+    )
+    cpu.report("store ceiling")
+
+    # 2 and 3. Ingest, with subscribers following a sample of converting conversations.
+    streams = traffic.partition(args.producers)
+    requests = [batches(events, args.batch, f"p{i}") for i, events in enumerate(streams)]
+    tracker_stubs = [
+        tracker_pb2_grpc.TrackerServiceStub(bench.channel(tracker_address, ingest_key))
+        for _ in range(args.producers)
+    ]
+    agent_stubs = [
+        tracker_pb2_grpc.TrackerServiceStub(bench.channel(tracker_address, agent_key))
+        for _ in range(4)
+    ]
+    use_subscribe = args.latency_source == "subscribe" or (
+        args.latency_source == "auto" and await subscribe_supported(agent_stubs[0])
+    )
+    if use_subscribe:
+        converting = sorted({key.split(":", 2)[2] for key in expected})
+        sample = set(random.Random(args.seed).sample(
+            converting, min(args.subscribers, len(converting))
+        ))
+        watched = {e for k, e in expected.items() if k.split(":", 2)[2] in sample}
+        probe = await start_subscribers(agent_stubs, sorted(sample), watched)
+        _log(f"{len(sample)} SubscribeConversions subscribers, {len(watched)} conversions due")
+    else:
+        watched = set(expected.values())
+        probe = await start_change_stream(tracker_db, watched)
+        _log("latency from a change stream on the conversions collection (fallback)")
+    if probe.errors:
+        raise BenchError(f"subscribers failed: {probe.errors[:3]}")
+
+    result = IngestResult()
+    try:
+        profilers = start_profilers(args.profile, pids)
+        try:
+            cpu.start()
+            async with asyncio.TaskGroup() as group:
+                for i, (stub, reqs) in enumerate(zip(tracker_stubs, requests, strict=True)):
+                    group.create_task(produce(stub, f"producer {i}", reqs, args.window, result))
+            cpu.report("ingest")
+        finally:
+            stop_profilers(profilers)
+        # Deliveries after the last ack still count (late, not lost); wait a little for them.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(probe.all_received.wait(), 5.0)
+    except* BenchError as errors:
+        raise errors.exceptions[0] from None
+    finally:
+        await probe.stop()
+    tracker.check_alive()
+    rss = rss_mb(tracker.pid)
+
+    for error in probe.errors[:5]:
+        _log(f"subscriber error: {error}")
+    _log(
+        f"acks: {result.accepted} accepted, {result.duplicates} duplicates of "
+        f"{result.sent_events} sent; {result.conversions} conversions "
+        f"(offline replay: {len(expected)})"
+    )
+    received = len(watched & probe.received.keys())
+    _log(f"latency samples: {received} of {len(watched)} conversions due to the watchers")
+    latencies = probe.latencies_ms(result.sent_at)
+    if result.sent_events != len(traffic.events):
+        raise BenchError(f"sent {result.sent_events} of {len(traffic.events)} events")
+    if result.conversions != len(expected):
+        raise BenchError(
+            f"the tracker recorded {result.conversions} conversions, the offline replay of "
+            f"the same events expects {len(expected)}"
+        )
+    if not latencies:
+        raise BenchError("no conversion reached the latency watchers")
+    ingest_rate = result.events_per_s
+    return {
+        "ingest_events_per_s": f"{ingest_rate:.0f}",
+        "store_insert_per_s": f"{store_rate:.0f}",
+        "ingest_vs_store_ratio": f"{ingest_rate / store_rate:.3f}",
+        "conversion_latency_p50_ms": f"{percentile(latencies, 50):.1f}",
+        "conversion_latency_p99_ms": f"{percentile(latencies, 99):.1f}",
+        "tracker_rss_mb": f"{rss:.1f}",
+    }
+
+
+def start_profilers(directory: str | None, pids: dict[str, int]) -> list[subprocess.Popen]:
+    """py-spy recording each service process during the ingest, if ``--profile`` asks."""
+    if not directory:
+        return []
+    py_spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if py_spy is None:
+        raise BenchError("--profile needs py-spy on PATH or in $PY_SPY")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    procs = []
+    for name, pid in pids.items():
+        if name == "bench":
+            continue
+        # Folded stacks ("raw"): one line per stack with its sample count, easy to total.
+        output = Path(directory) / f"{name}.folded"
+        procs.append(subprocess.Popen(
+            [py_spy, "record", "--pid", str(pid), "--output", str(output), "--format", "raw",
+             "--rate", "100", "--nonblocking"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        ))
+    time.sleep(1.0)  # attached before the first batch
+    return procs
+
+
+def stop_profilers(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        _log(f"py-spy: {err.decode(errors='replace').strip().splitlines()[-1:]}")
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.ingest_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=200_000, help="events to ingest")
+    parser.add_argument("--batch", type=int, default=1000, help="events per batch (<= 1000)")
+    parser.add_argument("--producers", type=int, default=2, help="parallel ingest streams")
+    parser.add_argument("--window", type=int, default=1,
+                        help="unacknowledged batches per stream (1: send, await ack, repeat)")
+    parser.add_argument("--subscribers", type=int, default=500,
+                        help="converting conversations followed by SubscribeConversions")
+    parser.add_argument("--latency-source", choices=("auto", "subscribe", "changestream"),
+                        default="auto", help="how conversions are received (auto: subscribe "
+                        "if the tracker serves it, else a change stream)")
+    parser.add_argument("--seed", type=int, default=1, help="seed of the generated traffic")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="record tracker, config and database with py-spy during the "
+                        "ingest, as folded stacks in DIR/<name>.folded")
+    args = parser.parse_args(argv)
+    if args.events < 1 or args.producers < 1 or args.window < 1 or args.subscribers < 1:
+        parser.error("--events, --producers, --window and --subscribers must be at least 1")
+    if not 1 <= args.batch <= 1000:
+        parser.error("--batch must be 1 to 1000")
+    return args
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwind like Ctrl-C, so every child is stopped
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    configure_logging("WARNING")  # library logs to stderr, never into the figures
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        with contextlib.ExitStack() as stack:
+            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gf-bench-")))
+            uri = os.environ.get("MONGODB_URI", "")
+            external_db = bool(uri)
+            mongo_pid = None
+            if not external_db:
+                mongo = EmbeddedMongo(workdir / "mongo")
+                stack.callback(mongo.stop)
+                mongo.start()
+                uri, mongo_pid = mongo.uri, mongo.pid
+            bench = Run(args, workdir, uri, mongo_pid)
+            # Registered after the database: services stop first (LIFO), then it does.
+            stack.callback(lambda: [s.stop() for s in reversed(bench.services)])
+            try:
+                figures = asyncio.run(run(bench, external_db))
+            except BenchError:
+                for service in bench.services:
+                    tail = service.log_tail(10)
+                    if tail:
+                        _log(f"{service.module} log ends with:\n{tail}")
+                raise
+    except BenchError as exc:
+        _log(f"failed: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        _log("interrupted; everything it started is stopped")
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    for name, value in figures.items():
+        print(f"{name} {value}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,170 @@
+"""Event validation: a protobuf Event becomes a stored document, or a rejection naming the
+field. Limits are documented in the README."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+from goalflow_common.money import check_money, normalize_amount, to_micros
+from goalflow_common.pb.goals.v1 import tracker_pb2
+from tracker_svc.store import event_key
+
+MAX_ID = 128
+MAX_NAME = 256
+MAX_EMAIL = 254
+MAX_URL = 2048
+MAX_RATING = 32
+MAX_BRAND_EVENT_ID = 256
+# Events may be late (retries, replays) but not from before the platform or the far future.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")  # Unicode category Cc, exactly
+EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+MAX_CLOCK_SKEW = dt.timedelta(days=1)
+
+
+def _names(enum: Any, prefix: str) -> dict[int, str]:
+    return {number: name[len(prefix):] for name, number in enum.items() if number}
+
+
+CHANNELS = _names(tracker_pb2.Channel, "CHANNEL_")
+USER_TYPES = _names(tracker_pb2.UserType, "USER_TYPE_")
+AUTHOR_TYPES = _names(tracker_pb2.AuthorType, "AUTHOR_TYPE_")
+START_REASONS = _names(tracker_pb2.SegmentStartReason, "SEGMENT_START_REASON_")
+END_REASONS = _names(tracker_pb2.SegmentEndReason, "SEGMENT_END_REASON_")
+TRANSACTION_TYPES = _names(tracker_pb2.TransactionEventType, "TRANSACTION_EVENT_TYPE_")
+
+
+class Rejected(Exception):
+    def __init__(self, field: str, reason: str) -> None:
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+def _text(field: str, value: str, limit: int, *, required: bool = True) -> str:
+    if required and not value:
+        raise Rejected(field, "required")
+    if len(value) > limit:
+        raise Rejected(field, f"must be at most {limit} characters")
+    if _CONTROL.search(value):
+        raise Rejected(field, "must not contain control characters")
+    return value
+
+
+def _enum(field: str, value: int, names: dict[int, str], *, required: bool = True) -> str | None:
+    if value == 0:
+        if required:
+            raise Rejected(field, "required")
+        return None
+    if value not in names:
+        raise Rejected(field, f"unknown value {value}")
+    return names[value]
+
+
+def _agent(msg: tracker_pb2.Agent) -> dict[str, Any]:
+    return {
+        "id": _text("agent_assigned.agent.id", msg.id, MAX_ID),
+        "name": _text("agent_assigned.agent.name", msg.name, MAX_NAME, required=False),
+        "email": _text("agent_assigned.agent.email", msg.email, MAX_EMAIL, required=False),
+        "group_id": _text("agent_assigned.agent.group_id", msg.group_id, MAX_ID),
+        "skill": _text("agent_assigned.agent.skill", msg.skill, MAX_ID, required=False),
+        "user_type": _enum("agent_assigned.agent.user_type", msg.user_type, USER_TYPES),
+        "survey_bot": msg.survey_bot,
+    }
+
+
+def _transaction(msg: tracker_pb2.Transaction) -> dict[str, Any]:
+    prefix = "end_user_activity.transaction"
+    if not msg.HasField("value"):
+        raise Rejected(f"{prefix}.value", "required when a transaction is given")
+    problem = check_money(msg.value.currency_code, msg.value.amount)
+    if problem:
+        raise Rejected(f"{prefix}.value.{problem[0]}", problem[1])
+    amount = normalize_amount(msg.value.amount)
+    return {
+        "currency_code": msg.value.currency_code,
+        "amount": amount,
+        "value_micros": to_micros(amount),
+        "brand_event_id": _text(
+            f"{prefix}.brand_event_id", msg.brand_event_id, MAX_BRAND_EVENT_ID, required=False
+        ),
+        "event_type": _enum(
+            f"{prefix}.event_type", msg.event_type, TRANSACTION_TYPES, required=False
+        ),
+    }
+
+
+def to_document(
+    event: tracker_pb2.Event, account_id: str, now: dt.datetime
+) -> dict[str, Any]:
+    """The stored form of ``event`` for ``account_id`` (the ingest key's), or Rejected."""
+    event_id = _text("event_id", event.event_id, MAX_ID)
+    if event.account_id and event.account_id != account_id:
+        raise Rejected("account_id", "does not match the ingest key's account")
+    if not event.HasField("occurred_at"):
+        raise Rejected("occurred_at", "required")
+    try:
+        at = event.occurred_at.ToDatetime(dt.UTC)
+    except (ValueError, OverflowError):
+        raise Rejected("occurred_at", "not a valid timestamp") from None
+    if at < EARLIEST or at > now + MAX_CLOCK_SKEW:
+        raise Rejected("occurred_at", "must be after 2000-01-01 and at most a day ahead")
+    at = at.replace(microsecond=at.microsecond // 1000 * 1000)  # BSON dates hold milliseconds
+    doc: dict[str, Any] = {
+        "_id": event_key(account_id, event_id),
+        "account_id": account_id,
+        "event_id": event_id,
+        "at": at,
+        "received_at": now,
+        "conversation_id": None,
+    }
+    kind = event.WhichOneof("kind")
+    if kind is None:
+        raise Rejected("kind", "exactly one event kind is required")
+    msg = getattr(event, kind)
+    if kind == "end_user_activity":
+        doc.update(
+            kind="activity",
+            end_user_id=_text(f"{kind}.end_user_id", msg.end_user_id, MAX_ID),
+            url=_text(f"{kind}.url", msg.url, MAX_URL),
+            conversation_id=_text(
+                f"{kind}.conversation_id", msg.conversation_id, MAX_ID, required=False
+            ) or None,
+            transaction=_transaction(msg.transaction) if msg.HasField("transaction") else None,
+        )
+        return doc
+    doc["conversation_id"] = _text(f"{kind}.conversation_id", msg.conversation_id, MAX_ID)
+    if kind == "conversation_opened":
+        doc.update(
+            kind="opened",
+            end_user_id=_text(f"{kind}.end_user_id", msg.end_user_id, MAX_ID),
+            channel=_enum(f"{kind}.channel", msg.channel, CHANNELS),
+            skill=_text(f"{kind}.skill", msg.skill, MAX_ID, required=False),
+        )
+    elif kind == "agent_assigned":
+        if not msg.HasField("agent"):
+            raise Rejected(f"{kind}.agent", "required")
+        doc.update(
+            kind="assigned",
+            agent=_agent(msg.agent),
+            start_reason=_enum(f"{kind}.start_reason", msg.start_reason, START_REASONS,
+                               required=False),
+        )
+    elif kind == "agent_unassigned":
+        doc.update(
+            kind="unassigned",
+            agent_id=_text(f"{kind}.agent_id", msg.agent_id, MAX_ID),
+            end_reason=_enum(f"{kind}.end_reason", msg.end_reason, END_REASONS, required=False),
+        )
+    elif kind == "message_sent":
+        doc.update(
+            kind="message",
+            author_type=_enum(f"{kind}.author_type", msg.author_type, AUTHOR_TYPES),
+            author_id=_text(f"{kind}.author_id", msg.author_id, MAX_ID),
+        )
+    elif kind == "conversation_closed":
+        doc["kind"] = "closed"
+    elif kind == "satisfaction_rated":
+        doc.update(kind="rated", rating=_text(f"{kind}.rating", msg.rating, MAX_RATING))
+    return doc

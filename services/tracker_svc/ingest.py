@@ -1,0 +1,230 @@
+"""IngestEvents: validate a batch, store it, attribute its goal hits, acknowledge.
+
+Per batch: one bulk insert of events (and of "opened" records), then — only if the batch
+has goal hits — one read of the end users' opens, one read of the hit conversations'
+events, and one bulk insert of conversions. Duplicates are found by the unique ``_id``s,
+so replays and concurrent tracker replicas never double anything. A resent hit is
+attributed again (the conversion's ``_id`` makes that a no-op if it was recorded), so a
+crash between storing a batch and recording its conversions loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from grpc import aio
+
+from goalflow_common.auth import current_principal
+from goalflow_common.clock import Clock
+from goalflow_common.errors import Unavailable
+from goalflow_common.money import to_micros
+from goalflow_common.pb.goals.v1 import tracker_pb2
+from goalflow_common.server import Lifecycle
+from tracker_svc.attribution import (
+    UNSUPPORTED_CHANNELS,
+    ConversationState,
+    TrackedGoal,
+    build_state,
+    credits_for,
+)
+from tracker_svc.events import Rejected, to_document
+from tracker_svc.goals import GoalCache
+from tracker_svc.store import TrackerStore, conversion_key
+
+log = structlog.get_logger(__name__)
+
+GOALS_SYNC_WAIT_S = 5.0
+
+
+@dataclass(slots=True)
+class Hit:
+    """An activity matching a tracked goal: the goal, the event and its conversation."""
+
+    goal: TrackedGoal
+    event: dict[str, Any]
+    index: int
+    conversation_id: str | None = None
+
+
+class Ingestor:
+    def __init__(
+        self,
+        store: TrackerStore,
+        goals: GoalCache,
+        clock: Clock,
+        lifecycle: Lifecycle,
+        *,
+        max_batch: int,
+    ) -> None:
+        self._store = store
+        self._goals = goals
+        self._clock = clock
+        self._lifecycle = lifecycle
+        self._max_batch = max_batch
+
+    async def stream(
+        self, requests: AsyncIterator[tracker_pb2.IngestEventsRequest], context: aio.ServicerContext
+    ) -> AsyncIterator[tracker_pb2.IngestEventsResponse]:
+        account_id = current_principal().require_account()
+        if not await self._goals.wait_synced(GOALS_SYNC_WAIT_S):
+            raise Unavailable("goals are not loaded from the config service yet; retry")
+        async for batch in requests:
+            # A batch that has started is finished and acknowledged; on shutdown no new one
+            # is started, and the producer resends what was not acknowledged.
+            yield await self.process(batch, account_id)
+            if self._lifecycle.stopping.is_set():
+                raise Unavailable("the tracker is shutting down; resend unacknowledged batches")
+
+    async def process(
+        self, batch: tracker_pb2.IngestEventsRequest, account_id: str
+    ) -> tracker_pb2.IngestEventsResponse:
+        ack = tracker_pb2.IngestEventsResponse(batch_id=batch.batch_id)
+        if len(batch.events) > self._max_batch:
+            ack.rejected.add(
+                index=0, field="events",
+                reason=f"a batch holds at most {self._max_batch} events (got {len(batch.events)})",
+            )
+            return ack
+        now = self._clock.now()
+        docs: list[dict[str, Any]] = []
+        positions: list[int] = []
+        seen: set[str] = set()
+        for index, event in enumerate(batch.events):
+            try:
+                doc = to_document(event, account_id, now)
+            except Rejected as exc:
+                ack.rejected.add(index=index, event_id=event.event_id[:128], field=exc.field,
+                                 reason=exc.reason)
+                continue
+            if doc["_id"] in seen:  # the same event twice in one batch
+                ack.duplicates += 1
+                continue
+            seen.add(doc["_id"])
+            docs.append(doc)
+            positions.append(index)
+
+        opens = [
+            {"_id": d["_id"], "account_id": account_id, "end_user_id": d["end_user_id"],
+             "conversation_id": d["conversation_id"], "at": d["at"]}
+            for d in docs if d["kind"] == "opened"
+        ]
+        duplicates, _ = await asyncio.gather(
+            self._store.insert_new(self._store.events, docs),
+            self._store.insert_new(self._store.opens, opens),
+        )
+        ack.duplicates += len(duplicates)
+        ack.accepted = len(docs) - len(duplicates)
+
+        for doc, index in zip(docs, positions, strict=True):
+            if doc["kind"] == "opened" and doc["channel"] in UNSUPPORTED_CHANNELS:
+                ack.unsupported_channel_indexes.append(index)
+        hits = [
+            Hit(goal, doc, index, doc["conversation_id"])
+            for doc, index in zip(docs, positions, strict=True)
+            if doc["kind"] == "activity"
+            for goal in self._goals.matching(account_id, doc["url"])
+            if goal.tracked_at(doc["at"])
+        ]
+        if hits:
+            recorded, unsupported = await self._attribute(account_id, hits)
+            ack.conversions = recorded
+            ack.unsupported_channel_indexes.extend(sorted(unsupported))
+        return ack
+
+    async def _attribute(self, account_id: str, hits: list[Hit]) -> tuple[int, set[int]]:
+        """Record the conversions of ``hits``; return how many were new and the indexes of
+        hits whose conversation is on a channel that never converts."""
+        unresolved = [h for h in hits if h.conversation_id is None]
+        if unresolved:
+            opens = await self._store.latest_opens(
+                account_id, {h.event["end_user_id"] for h in unresolved}
+            )
+            by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
+            for record in opens:  # newest first
+                by_user[record["end_user_id"]].append(record)
+            for hit in unresolved:
+                hit.conversation_id = next(
+                    (o["conversation_id"] for o in by_user[hit.event["end_user_id"]]
+                     if o["at"] <= hit.event["at"]),
+                    None,
+                )
+        hits = [h for h in hits if h.conversation_id is not None]
+        events = await self._store.conversation_events(
+            account_id, {h.conversation_id for h in hits}
+        )
+        by_conversation: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for event in events:
+            by_conversation[event["conversation_id"]].append(event)
+
+        conversions: dict[str, dict[str, Any]] = {}
+        unsupported: set[int] = set()
+        states: dict[tuple[str, dt.datetime], ConversationState] = {}
+        for hit in sorted(hits, key=lambda h: h.event["at"]):
+            at = hit.event["at"]
+            key = (hit.conversation_id, at)
+            if key not in states:
+                history = by_conversation[hit.conversation_id]
+                states[key] = build_state(hit.conversation_id, history, at)
+            state = states[key]
+            if state.channel in UNSUPPORTED_CHANNELS:
+                unsupported.add(hit.index)
+                continue
+            doc_id = conversion_key(account_id, hit.goal.id, hit.conversation_id)
+            if doc_id in conversions:
+                continue  # an earlier hit of this batch converted this goal here already
+            credits = credits_for(hit.goal, state, at)
+            if credits:
+                conversions[doc_id] = _conversion(doc_id, hit, state, credits, self._clock.now())
+        if not conversions:
+            return 0, unsupported
+        docs = list(conversions.values())
+        existing = await self._store.insert_new(self._store.conversions, docs)
+        return len(docs) - len(existing), unsupported
+
+
+def _conversion(
+    doc_id: str, hit: Hit, state: ConversationState, credits: list, now: dt.datetime
+) -> dict[str, Any]:
+    goal, event = hit.goal, hit.event
+    transaction = event.get("transaction")
+    if transaction is not None:
+        value = {"currency_code": transaction["currency_code"], "amount": transaction["amount"]}
+    else:
+        value = goal.value
+    return {
+        "_id": doc_id,
+        "account_id": goal.account_id,
+        "goal_id": goal.id,
+        "goal_name": goal.name,
+        "goal_type": goal.goal_type,
+        "attribution_model": goal.model,
+        "conversation_id": hit.conversation_id,
+        "end_user_id": state.end_user_id,
+        "channel": state.channel,
+        "skill": state.skill,
+        "conversion_time": event["at"],
+        "conversation_open_time": state.opened_at,
+        "event_type": transaction["event_type"] if transaction else None,
+        "brand_event_id": transaction["brand_event_id"] if transaction else "",
+        "url": event["url"],
+        "hit_event_id": event["event_id"],
+        "transaction_value": value,
+        "value_micros": to_micros(value["amount"]) if value else 0,
+        "credits": [
+            {
+                "agent": credit.agent,
+                "assignment_time": credit.assignment_time,
+                "contact_duration_ms": int(credit.contact_duration.total_seconds() * 1000),
+            }
+            for credit in credits
+        ],
+        "credited_agent_ids": sorted({c.agent["id"] for c in credits}),
+        "credited_group_ids": sorted({c.agent["group_id"] for c in credits}),
+        "recorded_at": now,
+    }

@@ -1,0 +1,27 @@
+"""Settings of the tracker service (env prefix ``GOALFLOW_``)."""
+
+from __future__ import annotations
+
+from goalflow_common.settings import ServiceSettings
+
+
+class TrackerSettings(ServiceSettings):
+    """The tracker: events, attribution, conversions, reports."""
+
+    grpc_port: int = 50052
+    """Port of the tracker gRPC server (0 picks a free one)."""
+
+    tracker_db_name: str = "goalflow_tracker"
+    """Database of the tracker service."""
+
+    config_address: str = "127.0.0.1:50051"
+    """Config gRPC address: goals come from ListActiveGoals/WatchGoals there."""
+
+    max_batch_events: int = 1000
+    """Most events accepted in one IngestEvents batch."""
+
+    goal_resync_max_backoff_s: float = 5.0
+    """Longest wait between attempts to reconnect to config's goal feed."""
+
+    stream_chunk_size: int = 500
+    """Conversions per StreamConversions message."""

@@ -1,0 +1,153 @@
+"""The tracker's data in MongoDB (database ``GOALFLOW_TRACKER_DB_NAME``).
+
+One document per record, written in bulk once per batch; never arrays that grow.
+
+``events`` — every accepted event, as stored (the source of truth for conversation state)::
+
+    _id             "<account_id>:<event_id>"   (unique: a resent event is a duplicate)
+    account_id, event_id
+    kind            "opened" | "assigned" | "unassigned" | "message" | "closed" | "rated"
+                    | "activity"
+    at              occurred_at (aware datetime, UTC)
+    received_at     arrival time
+    conversation_id str, or None for an activity that names none
+    end_user_id     opened, activity
+    channel, skill  opened (channel is the Channel enum name without prefix: "WEB_WIDGET")
+    agent           assigned: {id, name, email, group_id, skill, user_type, survey_bot}
+    start_reason    assigned;   agent_id, end_reason: unassigned
+    author_type, author_id      message (author_type: "END_USER" | "AGENT" | "BOT" | "SYSTEM")
+    rating          rated
+    url, transaction            activity; transaction: {currency_code, amount, value_micros,
+                                brand_event_id, event_type} or None
+
+    index (account_id, conversation_id, at)
+
+``opens`` — one document per "opened" event, to find an end user's latest conversation::
+
+    _id "<account_id>:<event_id>", account_id, end_user_id, conversation_id, at
+    index (account_id, end_user_id, at)
+
+``conversions`` — one document per (goal, conversation); the _id makes "at most once per
+conversation" hold across replicas::
+
+    _id             "<account_id>:<goal_id>:<conversation_id>"
+    account_id, goal_id, goal_name, goal_type ("SELL_PRODUCT_OR_SERVICE"... or None)
+    attribution_model ("FIRST_TOUCH" | "LAST_TOUCH" | "ALL_TOUCHES")
+    conversation_id, end_user_id, channel, skill
+    conversion_time, conversation_open_time          aware datetimes
+    event_type ("PURCHASE" | "LEAD" | ... or None), brand_event_id, url, hit_event_id
+    transaction_value {currency_code, amount} or None; value_micros (int, 0 if none)
+    credits         [{agent: {...as in events}, assignment_time, contact_duration_ms}]
+    credited_agent_ids, credited_group_ids           lists of str (for filters)
+    recorded_at
+
+    indexes (account_id, conversion_time), (account_id, goal_id, conversion_time),
+            (account_id, conversation_id), (account_id, conversation_open_time),
+            (account_id, credited_agent_ids)
+
+nx-27017 stores a datetime given to ``$set`` on an existing document as a string, so
+documents with dates are only ever inserted or replaced whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
+
+from goalflow_common.db import eq
+
+DUPLICATE_KEY = 11000
+# Conversation kinds that make up conversation state (activity and ratings are not).
+STATE_KINDS = ("opened", "assigned", "unassigned", "message", "closed")
+
+
+def event_key(account_id: str, event_id: str) -> str:
+    return f"{account_id}:{event_id}"
+
+
+def conversion_key(account_id: str, goal_id: str, conversation_id: str) -> str:
+    return f"{account_id}:{goal_id}:{conversation_id}"
+
+
+class TrackerStore:
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.events = db["events"]
+        self.opens = db["opens"]
+        self.conversions = db["conversions"]
+
+    async def ensure_indexes(self) -> None:
+        await self.events.create_index(
+            [("account_id", ASCENDING), ("conversation_id", ASCENDING), ("at", ASCENDING)]
+        )
+        await self.opens.create_index(
+            [("account_id", ASCENDING), ("end_user_id", ASCENDING), ("at", ASCENDING)]
+        )
+        for keys in (
+            [("account_id", ASCENDING), ("conversion_time", ASCENDING)],
+            [("account_id", ASCENDING), ("goal_id", ASCENDING), ("conversion_time", ASCENDING)],
+            [("account_id", ASCENDING), ("conversation_id", ASCENDING)],
+            [("account_id", ASCENDING), ("conversation_open_time", ASCENDING)],
+            [("account_id", ASCENDING), ("credited_agent_ids", ASCENDING)],
+        ):
+            await self.conversions.create_index(keys)
+
+    async def insert_new(self, collection: Any, docs: list[dict[str, Any]]) -> set[str]:
+        """Insert ``docs`` (unordered); return the ``_id``s that already existed."""
+        if not docs:
+            return set()
+        try:
+            await collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            duplicates = set()
+            for error in exc.details.get("writeErrors", ()):
+                if error.get("code") != DUPLICATE_KEY:
+                    raise
+                duplicates.add(docs[error["index"]]["_id"])
+            return duplicates
+        return set()
+
+    async def find_each(
+        self,
+        collection: Any,
+        account_id: str,
+        field: str,
+        keys: Iterable[str],
+        extra: dict[str, Any] | None = None,
+        sort: list[tuple[str, int]] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The account's documents whose ``field`` is one of ``keys``: one indexed equality
+        query per key, all in flight at once. On nx-27017 ``$in`` scans the collection (and
+        a bare equality does too, see ``goalflow_common.db.eq``), so a batch of keys is one
+        concurrent round of index look-ups rather than one scan."""
+
+        async def one(key: str) -> list[dict[str, Any]]:
+            query = {"account_id": eq(account_id), field: eq(key), **(extra or {})}
+            cursor = collection.find(query)
+            if sort:
+                cursor = cursor.sort(sort)
+            return await cursor.to_list()
+
+        found = await asyncio.gather(*(one(key) for key in sorted(set(keys))))
+        return [doc for docs in found for doc in docs]
+
+    async def conversation_events(
+        self, account_id: str, conversation_ids: Iterable[str], kinds: Iterable[str] = STATE_KINDS
+    ) -> list[dict[str, Any]]:
+        """State events of the given conversations, each conversation's oldest first."""
+        return await self.find_each(
+            self.events, account_id, "conversation_id", conversation_ids,
+            {"kind": {"$in": list(kinds)}}, [("at", ASCENDING), ("_id", ASCENDING)],
+        )
+
+    async def latest_opens(
+        self, account_id: str, end_user_ids: Iterable[str]
+    ) -> list[dict[str, Any]]:
+        """Every "opened" record of the given end users, each end user's newest first."""
+        return await self.find_each(
+            self.opens, account_id, "end_user_id", end_user_ids, sort=[("at", DESCENDING)]
+        )

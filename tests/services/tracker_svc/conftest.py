@@ -1,0 +1,72 @@
+"""A real config server and a real tracker server on loopback ports, per test."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+import pytest
+from grpc import aio
+
+from config_svc.server import create_server as create_config
+from config_svc.settings import ConfigSettings
+from goalflow_common.client import make_channel
+from goalflow_common.embedded_mongo import free_port
+from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2_grpc
+from goalflow_common.server import GoalflowServer
+from tracker_svc.server import create_server as create_tracker
+from tracker_svc.settings import TrackerSettings
+
+
+@dataclass
+class Stack:
+    """Running config + tracker; ``config(key)``/``tracker(key)`` give authenticated stubs."""
+
+    config_address: str
+    tracker_address: str
+    tracker_settings: TrackerSettings
+    servers: list[GoalflowServer] = field(default_factory=list)
+    tracker_server: GoalflowServer | None = None
+    channels: list[aio.Channel] = field(default_factory=list)
+
+    def _channel(self, address: str, key: str) -> aio.Channel:
+        channel = make_channel(address, key)
+        self.channels.append(channel)
+        return channel
+
+    def config(self, key: str) -> config_pb2_grpc.ConfigServiceStub:
+        return config_pb2_grpc.ConfigServiceStub(self._channel(self.config_address, key))
+
+    def tracker(self, key: str) -> tracker_pb2_grpc.TrackerServiceStub:
+        return tracker_pb2_grpc.TrackerServiceStub(self._channel(self.tracker_address, key))
+
+
+@pytest.fixture
+async def stack(mongo_uri, db_prefix, clock, platform_key) -> AsyncIterator[Stack]:
+    # Each side needs the other's address: the tracker's port is chosen first.
+    tracker_port = free_port()
+    config_settings = ConfigSettings(
+        mongodb_uri=mongo_uri, auth_db_name=f"{db_prefix}_auth",
+        config_db_name=f"{db_prefix}_config", grpc_port=0,
+        tracker_address=f"127.0.0.1:{tracker_port}",
+        shutdown_grace_s=1.0, service_api_key=platform_key,
+    )
+    config, config_port = await create_config(config_settings, clock=clock)
+    await config.start()
+    tracker_settings = TrackerSettings(
+        mongodb_uri=mongo_uri, auth_db_name=f"{db_prefix}_auth",
+        tracker_db_name=f"{db_prefix}_tracker", grpc_port=tracker_port,
+        config_address=f"127.0.0.1:{config_port}", shutdown_grace_s=1.0,
+        service_api_key=platform_key, goal_resync_max_backoff_s=0.5,
+    )
+    tracker, tracker_port = await create_tracker(tracker_settings, clock=clock)
+    await tracker.start()
+    result = Stack(f"127.0.0.1:{config_port}", f"127.0.0.1:{tracker_port}", tracker_settings,
+                   [tracker, config], tracker_server=tracker)
+    try:
+        yield result
+    finally:
+        for channel in result.channels:
+            await channel.close()
+        for server in result.servers:
+            await server.stop(0.5)

@@ -1,0 +1,326 @@
+"""SubscribeConversions: each new conversion reaches the workspaces watching its
+conversation or its agents within a second, and nobody else; slow subscribers are cut off
+without holding up the rest; shutdown and database restarts are survived as they should."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc import aio
+from pymongo import AsyncMongoClient
+
+from goalflow_common.auth import KeyStore, Role
+from goalflow_common.embedded_mongo import EmbeddedMongo
+from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2, tracker_pb2_grpc
+from goalflow_common.server import Lifecycle, Registration, build_server
+from tests.services.tracker_svc.builders import (
+    agent,
+    assigned,
+    create_goal,
+    ingest,
+    opened,
+    visit,
+)
+from tests.services.tracker_svc.test_queries import T0, conversion_doc
+from tracker_svc.feed import ConversionFeed
+from tracker_svc.service import TrackerServicer
+from tracker_svc.settings import TrackerSettings
+from tracker_svc.store import TrackerStore
+
+MAX_LATENCY_S = 1.0  # SPEC: a workspace sees each new conversion as it happens
+SECOND = dt.timedelta(seconds=1)
+
+
+class Subscriptions:
+    """SubscribeConversions calls on plain channels: make_channel's interceptor pumps every
+    response into a client-side queue at once, so a client that stops reading would never
+    push back on the server (and its pending pump task is left behind on cancel)."""
+
+    def __init__(self) -> None:
+        self.channels: list[aio.Channel] = []
+
+    async def open(self, address: str, key: str, **target: str) -> aio.UnaryStreamCall:
+        """Start a subscription and wait until the server has registered it (it sends its
+        initial metadata then), so whatever is inserted afterwards must be delivered."""
+        # No BDP probing: the flow-control window stays small, as for a stalled client.
+        channel = aio.insecure_channel(address, options=[("grpc.http2.bdp_probe", 0)])
+        self.channels.append(channel)
+        call = tracker_pb2_grpc.TrackerServiceStub(channel).SubscribeConversions(
+            tracker_pb2.SubscribeConversionsRequest(**target),
+            metadata=(("authorization", f"Bearer {key}"),),
+        )
+        await asyncio.wait_for(call.initial_metadata(), 5.0)
+        return call
+
+    async def close(self) -> None:
+        for channel in self.channels:
+            await channel.close()
+
+
+@pytest.fixture
+async def subs() -> AsyncIterator[Subscriptions]:
+    subscriptions = Subscriptions()
+    try:
+        yield subscriptions
+    finally:
+        await subscriptions.close()
+
+
+async def receive(call, within_s: float = MAX_LATENCY_S) -> tracker_pb2.Conversion:
+    message = await asyncio.wait_for(call.read(), within_s)
+    assert message is not aio.EOF, "the stream ended"
+    return message.conversion
+
+
+@pytest.fixture
+def tracker_db(mongo, db_prefix) -> TrackerStore:
+    return TrackerStore(mongo[f"{db_prefix}_tracker"])
+
+
+async def test_subscriber_of_a_conversation_gets_its_conversions_only(
+    stack, make_tenant, tracker_db, subs
+):
+    tenant = await make_tenant()
+    acct = tenant.account_id
+    call = await subs.open(stack.tracker_address, tenant.keys[Role.AGENT],
+                           conversation_id="conv-1")
+    try:
+        doc = conversion_doc(acct, "goal-a", "conv-1", T0, agents=("a1", "a2"),
+                             model="ALL_TOUCHES")
+        await tracker_db.conversions.insert_one(doc)
+        inserted = time.perf_counter()
+        got = await receive(call)
+        assert time.perf_counter() - inserted < MAX_LATENCY_S
+        assert (got.id, got.goal_id, got.conversation_id) == (doc["_id"], "goal-a", "conv-1")
+        assert [c.agent.id for c in got.credits] == ["a1", "a2"]
+        assert got.conversion_time.ToDatetime(tzinfo=dt.UTC) == T0
+        # Other conversations (even crediting the same agents) are not sent; the feed
+        # delivers in insertion order, so the next message proves nothing came between.
+        await tracker_db.conversions.insert_many([
+            conversion_doc(acct, "goal-a", "conv-2", T0, agents=("a1",)),
+            conversion_doc(acct, "goal-b", "conv-10", T0),
+        ])
+        last = conversion_doc(acct, "goal-b", "conv-1", T0 + SECOND)
+        await tracker_db.conversions.insert_one(last)
+        assert (await receive(call)).id == last["_id"]
+    finally:
+        call.cancel()
+
+
+async def test_subscriber_of_an_agent_gets_conversions_crediting_it(
+    stack, make_tenant, tracker_db, subs
+):
+    tenant = await make_tenant()
+    acct = tenant.account_id
+    call = await subs.open(stack.tracker_address, tenant.admin, agent_id="agent-7")
+    try:
+        await tracker_db.conversions.insert_many([
+            conversion_doc(acct, "goal", "c1", T0, agents=("agent-1",)),  # not credited
+            conversion_doc(acct, "goal", "c2", T0, agents=("agent-1", "agent-7", "agent-9")),
+            conversion_doc(acct, "goal", "c3", T0, agents=("agent-70",)),
+            conversion_doc(acct, "goal", "c4", T0 + SECOND, agents=("agent-7",)),
+        ])
+        first, second = await receive(call), await receive(call)
+        assert [first.conversation_id, second.conversation_id] == ["c2", "c4"]
+        assert "agent-7" in [c.agent.id for c in first.credits]
+    finally:
+        call.cancel()
+
+
+async def test_subscriptions_never_cross_accounts(stack, make_tenant, tracker_db, subs):
+    owner, other = await make_tenant(), await make_tenant()
+    by_conversation = await subs.open(stack.tracker_address, other.admin,
+                                      conversation_id="conv-1")
+    by_agent = await subs.open(stack.tracker_address, other.keys[Role.AGENT],
+                               agent_id="agent-1")
+    try:
+        # The owner's conversions use the very ids the other account watches.
+        await tracker_db.conversions.insert_many([
+            conversion_doc(owner.account_id, "goal", "conv-1", T0, agents=("agent-1",)),
+            conversion_doc(owner.account_id, "goal-2", "conv-1", T0, agents=("agent-1",)),
+        ])
+        own = conversion_doc(other.account_id, "goal", "conv-1", T0, agents=("agent-1",))
+        await tracker_db.conversions.insert_one(own)
+        for call in (by_conversation, by_agent):
+            got = await receive(call)
+            assert (got.id, got.account_id) == (own["_id"], other.account_id)
+    finally:
+        by_conversation.cancel()
+        by_agent.cancel()
+
+
+async def test_subscriber_sees_a_conversion_made_by_another_clients_ingest_stream(
+    stack, make_tenant, subs
+):
+    tenant = await make_tenant()
+    await create_goal(stack, tenant, "Checkout", model=config_pb2.ATTRIBUTION_MODEL_LAST_TOUCH)
+    call = await subs.open(stack.tracker_address, tenant.keys[Role.AGENT], agent_id="A")
+    try:
+        at = dt.datetime(2026, 6, 1, 12, 5, tzinfo=dt.UTC)
+        acks = await ingest(stack.tracker(tenant.keys[Role.INGEST]), [
+            opened("conv-9", at, user="u9"),
+            assigned("conv-9", at + SECOND, agent("A")),
+            visit("https://shop.example/checkout", at + 2 * SECOND, user="u9"),
+        ])
+        sent = time.perf_counter()
+        assert acks[0].conversions == 1
+        got = await receive(call)
+        assert time.perf_counter() - sent < MAX_LATENCY_S
+        assert (got.conversation_id, got.goal_name) == ("conv-9", "Checkout")
+        assert [c.agent.id for c in got.credits] == ["A"]
+    finally:
+        call.cancel()
+
+
+async def test_subscribe_needs_exactly_one_valid_target(stack, make_tenant):
+    tenant = await make_tenant()
+    stub = stack.tracker(tenant.admin)
+    for request, field in [
+        (tracker_pb2.SubscribeConversionsRequest(), "target"),
+        (tracker_pb2.SubscribeConversionsRequest(conversation_id=""), "conversation_id"),
+        (tracker_pb2.SubscribeConversionsRequest(agent_id="x" * 129), "agent_id"),
+    ]:
+        with pytest.raises(grpc.RpcError) as err:
+            async for _ in stub.SubscribeConversions(request):
+                pass
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert err.value.details().startswith(f"{field}:"), err.value.details()
+
+
+# --- a tracker of our own: a small subscriber queue, shutdown, a database restart ------
+
+
+class FeedServer:
+    """A tracker gRPC server that serves only the feed, on a store of our choosing."""
+
+    def __init__(self, store: TrackerStore, keys: KeyStore, mongo_uri: str, **feed_options):
+        self.lifecycle = Lifecycle()
+        self.feed = ConversionFeed(store, self.lifecycle, **feed_options)
+        settings = TrackerSettings(mongodb_uri=mongo_uri, grpc_port=0, shutdown_grace_s=1.0)
+        servicer = TrackerServicer(None, self.feed, None, None)  # type: ignore[arg-type]
+        self.server, port = build_server(
+            settings, port=0, keys=keys, lifecycle=self.lifecycle, on_stop=[self.feed.stop],
+            registrations=[Registration(
+                tracker_pb2_grpc.add_TrackerServiceServicer_to_server, servicer,
+                tracker_pb2.DESCRIPTOR.services_by_name["TrackerService"].full_name,
+            )],
+        )
+        self.address = f"127.0.0.1:{port}"
+
+    async def start(self) -> None:
+        await self.feed.start()
+        await self.server.start()
+
+    async def close(self) -> None:
+        await self.server.stop(0)
+
+
+@contextlib.asynccontextmanager
+async def feed_server(store, keys, mongo_uri, **options) -> AsyncIterator[FeedServer]:
+    server = FeedServer(store, keys, mongo_uri, **options)
+    await server.start()
+    try:
+        yield server
+    finally:
+        await server.close()
+
+
+async def test_a_slow_subscriber_is_cut_off_without_holding_up_others(
+    mongo_uri, tracker_db, keys, make_tenant, subs
+):
+    tenant = await make_tenant()
+    count = 3000
+    # Room for a burst (one change-stream batch is at most ~100 conversions), not for
+    # everything a client that stopped reading would be sent.
+    async with feed_server(tracker_db, keys, mongo_uri, queue_size=300) as server:
+        slow = await subs.open(server.address, tenant.admin, agent_id="agent-1")
+        fast = await subs.open(server.address, tenant.admin, agent_id="agent-1")
+        assert server.feed.subscriber_count == 2
+        received: list[str] = []
+
+        async def read_fast() -> None:
+            while len(received) < count:
+                received.append((await receive(fast, 10.0)).id)
+
+        reader = asyncio.create_task(read_fast())
+        docs = [conversion_doc(tenant.account_id, "goal", f"c{k:04d}", T0 + k * SECOND)
+                for k in range(count)]
+        for k in range(0, count, 100):
+            await tracker_db.conversions.insert_many(docs[k : k + 100])
+            # A reader that keeps up: the next burst comes once it has this one (the
+            # server, the feed and both clients share this test's one event loop).
+            deadline = time.monotonic() + 10.0
+            while len(received) < k + 100 and not reader.done():
+                assert time.monotonic() < deadline, "the fast subscriber fell behind"
+                await asyncio.sleep(0.005)
+        await asyncio.wait_for(reader, 30.0)
+        assert received == [d["_id"] for d in docs]
+        # The slow one was dropped from the fan-out while still connected...
+        assert server.feed.subscriber_count == 1
+        # ...and, once it reads, gets what was in flight, then RESOURCE_EXHAUSTED.
+        got = 0
+        with pytest.raises(grpc.RpcError) as err:
+            async for _ in slow:
+                got += 1
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert got < count
+        fast.cancel()
+
+
+async def test_stopping_the_server_ends_subscriptions_cleanly(
+    mongo_uri, tracker_db, keys, make_tenant, subs
+):
+    tenant = await make_tenant()
+    async with feed_server(tracker_db, keys, mongo_uri) as server:
+        call = await subs.open(server.address, tenant.admin, conversation_id="c1")
+        started = time.perf_counter()
+        await server.server.stop(grace_s=5.0)
+        # The stream ends with OK as soon as shutdown begins, not when the grace runs out.
+        assert await asyncio.wait_for(call.read(), 5.0) is aio.EOF
+        assert await call.code() == grpc.StatusCode.OK
+        assert time.perf_counter() - started < 2.0
+        assert server.feed.subscriber_count == 0
+
+
+async def test_the_feed_survives_a_database_restart(tmp_path: Path, subs):
+    database = EmbeddedMongo(tmp_path / "mongo")
+    await database.astart()
+    client: AsyncMongoClient = AsyncMongoClient(
+        database.uri, tz_aware=True, serverSelectionTimeoutMS=1000
+    )
+    try:
+        keys = KeyStore(client["auth"], cache_ttl_s=300)
+        await keys.create_account("acct-restart")
+        key = await keys.create_key("acct-restart", Role.AGENT)
+        store = TrackerStore(client["tracker"])
+        async with feed_server(store, keys, database.uri, max_backoff_s=0.5) as server:
+            call = await subs.open(server.address, key, conversation_id="conv-1")
+            await store.conversions.insert_one(conversion_doc("acct-restart", "g1", "conv-1", T0))
+            assert (await receive(call)).goal_id == "g1"
+
+            await database.astop()
+            await asyncio.sleep(1.0)  # the feed fails to read and backs off meanwhile
+            await database.astart()
+            for attempt in range(50):  # the test's own client reconnects too
+                try:
+                    await store.conversions.insert_one(
+                        conversion_doc("acct-restart", "g2", "conv-1", T0 + SECOND)
+                    )
+                    break
+                except Exception:
+                    if attempt == 49:
+                        raise
+                    await asyncio.sleep(0.1)
+            # The same subscription, never dropped, gets the conversion made after it.
+            assert (await receive(call, 10.0)).goal_id == "g2"
+            call.cancel()
+    finally:
+        await client.close()
+        await database.astop()
