@@ -504,3 +504,44 @@ async def test_change_stream_only_sees_its_collection(db):
         await stream.close()
     assert event["operationType"] == "insert"
     assert event["fullDocument"] == {"_id": "g", "revision": 1}
+
+
+@embedded_gap("aggregate $match compares datetimes wrongly ($gte matches every document); find "
+              "and count_documents are right, and the tracker's count wraps the $match in $and")
+async def test_aggregate_match_on_datetime(db):
+    coll = db["agg_dates"]
+    base = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)
+    await coll.insert_many([{"_id": i, "t": base + dt.timedelta(days=d), "g": "a"}
+                            for i, d in enumerate((0, 1, 5, 8, 9))])
+    since = dt.datetime(2026, 6, 4, tzinfo=dt.UTC)
+    assert await coll.count_documents({"t": {"$gte": since}}) == 3
+    cursor = await coll.aggregate([{"$match": {"t": {"$gte": since}}},
+                                   {"$group": {"_id": "$g", "n": {"$sum": 1}}}])
+    assert await cursor.to_list() == [{"_id": "a", "n": 3}]
+
+
+async def test_aggregate_match_on_datetime_inside_and(db):
+    """The form the tracker's CountConversions uses."""
+    coll = db["agg_dates_and"]
+    base = dt.datetime(2026, 6, 1, 12, tzinfo=dt.UTC)
+    await coll.insert_many([{"_id": i, "t": base + dt.timedelta(days=d), "g": "a"}
+                            for i, d in enumerate((0, 1, 5, 8, 9))])
+    since = dt.datetime(2026, 6, 4, tzinfo=dt.UTC)
+    cursor = await coll.aggregate([{"$match": {"$and": [{"t": {"$gte": since}}]}},
+                                   {"$group": {"_id": "$g", "n": {"$sum": 1}}}])
+    assert await cursor.to_list() == [{"_id": "a", "n": 3}]
+
+
+async def test_eq_operator_and_in_give_the_same_answers_as_bare_equality(db):
+    """The services write indexed equalities as {"$eq": v} (goalflow_common.db.eq) and batch
+    look-ups as concurrent $eq queries: same results as the plain forms."""
+    coll = db["eq_forms"]
+    await coll.create_index([("account_id", 1), ("conversation_id", 1)])
+    await coll.insert_many([{"_id": i, "account_id": f"a{i % 3}", "conversation_id": f"c{i % 7}"}
+                            for i in range(200)])
+    bare = await coll.find({"account_id": "a1", "conversation_id": "c2"}).sort("_id").to_list()
+    op = await coll.find({"account_id": {"$eq": "a1"},
+                          "conversation_id": {"$eq": "c2"}}).sort("_id").to_list()
+    within = await coll.find({"account_id": {"$eq": "a1"},
+                              "conversation_id": {"$in": ["c2"]}}).sort("_id").to_list()
+    assert bare == op == within and len(bare) > 0
