@@ -676,7 +676,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.ingest_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--events", type=int, default=200_000, help="events to ingest")
-    parser.add_argument("--batch", type=int, default=1000, help="events per batch (<= 1000)")
+    # 250, not the 1,000 maximum: a real-time producer (widget, SDK) sends small batches
+    # often. Throughput is about the same; conversion latency is a quarter (measured:
+    # p99 138 ms at 250 against 434 ms at 1,000 on the embedded database).
+    parser.add_argument("--batch", type=int, default=250, help="events per batch (<= 1000)")
     parser.add_argument("--producers", type=int, default=2, help="parallel ingest streams")
     parser.add_argument("--window", type=int, default=1,
                         help="unacknowledged batches per stream (1: send, await ack, repeat)")

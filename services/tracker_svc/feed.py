@@ -1,15 +1,15 @@
 """The live conversion feed behind SubscribeConversions.
 
-One change stream per tracker process follows inserts into ``conversions`` and fans each
-new conversion out to the in-process subscribers of its conversation and of its credited
-agents. Reading the database's change stream, rather than hearing from this process's own
-ingest, is what makes a conversion recorded by another tracker replica reach these
-subscribers too.
+Conversions this process records are published straight to its subscribers (no database
+round trip on the way). One change stream per tracker process follows inserts into
+``conversions`` as well, which is what makes a conversion recorded by another tracker
+replica reach these subscribers too; a conversion already published here is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -30,6 +30,7 @@ from tracker_svc.store import TrackerStore
 log = structlog.get_logger(__name__)
 
 MAX_ID = 128
+RECENT_IDS = 50_000  # conversions published locally, remembered to skip their echo
 _STOP = object()  # end the stream cleanly (shutdown)
 _OVERFLOW = object()  # end the stream with RESOURCE_EXHAUSTED (subscriber too slow)
 
@@ -57,6 +58,7 @@ class ConversionFeed:
         self._queue_size = queue_size
         self._max_backoff = max_backoff_s
         self._idle_poll = idle_poll_s
+        self._published: collections.OrderedDict[str, None] = collections.OrderedDict()
         # (kind, account_id, id) -> subscribers; kind is "conversation" or "agent".
         self._subscribers: dict[tuple[str, str, str], set[_Subscriber]] = {}
         self._stream: Any = None
@@ -126,6 +128,15 @@ class ConversionFeed:
             subs.discard(sub)
             if not subs:
                 del self._subscribers[sub.key]
+
+    def publish(self, docs: list[dict[str, Any]]) -> None:
+        """Deliver conversions just recorded by this process, without waiting for the
+        change stream (which will echo them; the echo is skipped)."""
+        for doc in docs:
+            self._published[doc["_id"]] = None
+            if len(self._published) > RECENT_IDS:
+                self._published.popitem(last=False)
+            self._dispatch(doc)
 
     def _dispatch(self, doc: dict[str, Any]) -> None:
         account_id = doc.get("account_id")
@@ -214,7 +225,9 @@ class ConversionFeed:
                 continue
             try:
                 doc = decode_change_document(change.get("fullDocument"))
-                if doc:
+                if doc and doc.get("_id") in self._published:
+                    del self._published[doc["_id"]]  # published when recorded here
+                elif doc:
                     self._dispatch(doc)
             except Exception:  # one bad change must not end the feed for everyone
                 log.exception("conversion_feed_dispatch_failed")

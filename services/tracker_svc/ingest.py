@@ -1,8 +1,8 @@
 """IngestEvents: validate a batch, store it, attribute its goal hits, acknowledge.
 
-Per batch: one bulk insert of events (and of "opened" records), then — only if the batch
-has goal hits — one read of the end users' opens, one read of the hit conversations'
-events, and one bulk insert of conversions. Duplicates are found by the unique ``_id``s,
+Per batch: only if the batch has goal hits, one round of reads (the end users' opens, the
+hit conversations' events — stored ones merged with the batch's own); then one round of
+bulk inserts: conversions, events and "opened" records. Duplicates are found by the unique ``_id``s,
 so replays and concurrent tracker replicas never double anything. A resent hit is
 attributed again (the conversion's ``_id`` makes that a no-op if it was recorded), so a
 crash between storing a batch and recording its conversions loses nothing.
@@ -34,8 +34,9 @@ from tracker_svc.attribution import (
     credits_for,
 )
 from tracker_svc.events import Rejected, to_document
+from tracker_svc.feed import ConversionFeed
 from tracker_svc.goals import GoalCache
-from tracker_svc.store import TrackerStore, conversion_key
+from tracker_svc.store import STATE_KINDS, TrackerStore, conversion_key
 
 log = structlog.get_logger(__name__)
 
@@ -57,6 +58,7 @@ class Ingestor:
         self,
         store: TrackerStore,
         goals: GoalCache,
+        feed: ConversionFeed,
         clock: Clock,
         lifecycle: Lifecycle,
         *,
@@ -64,6 +66,7 @@ class Ingestor:
     ) -> None:
         self._store = store
         self._goals = goals
+        self._feed = feed
         self._clock = clock
         self._lifecycle = lifecycle
         self._max_batch = max_batch
@@ -114,13 +117,6 @@ class Ingestor:
              "conversation_id": d["conversation_id"], "at": d["at"]}
             for d in docs if d["kind"] == "opened"
         ]
-        duplicates, _ = await asyncio.gather(
-            self._store.insert_new(self._store.events, docs),
-            self._store.insert_new(self._store.opens, opens),
-        )
-        ack.duplicates += len(duplicates)
-        ack.accepted = len(docs) - len(duplicates)
-
         for doc, index in zip(docs, positions, strict=True):
             if doc["kind"] == "opened" and doc["channel"] in UNSUPPORTED_CHANNELS:
                 ack.unsupported_channel_indexes.append(index)
@@ -131,35 +127,57 @@ class Ingestor:
             for goal in self._goals.matching(account_id, doc["url"])
             if goal.tracked_at(doc["at"])
         ]
+        conversions: list[dict[str, Any]] = []
         if hits:
-            recorded, unsupported = await self._attribute(account_id, hits)
-            ack.conversions = recorded
+            # Attribution reads what earlier batches stored and adds this batch's own
+            # events, so it need not wait for this batch's insert; the conversions are then
+            # written first (subscribers see them sooner) and the ack still waits for all.
+            conversions, unsupported = await self._attribute(account_id, hits, docs, opens)
             ack.unsupported_channel_indexes.extend(sorted(unsupported))
+        existing, duplicates, _ = await asyncio.gather(
+            self._record(conversions),
+            self._store.insert_new(self._store.events, docs),
+            self._store.insert_new(self._store.opens, opens),
+        )
+        ack.duplicates += len(duplicates)
+        ack.accepted = len(docs) - len(duplicates)
+        ack.conversions = len(conversions) - len(existing)
         return ack
 
-    async def _attribute(self, account_id: str, hits: list[Hit]) -> tuple[int, set[int]]:
-        """Record the conversions of ``hits``; return how many were new and the indexes of
-        hits whose conversation is on a channel that never converts."""
+    async def _record(self, conversions: list[dict[str, Any]]) -> set[str]:
+        """Insert conversions; publish the new ones to live subscribers at once."""
+        existing = await self._store.insert_new(self._store.conversions, conversions)
+        self._feed.publish([doc for doc in conversions if doc["_id"] not in existing])
+        return existing
+
+    async def _attribute(
+        self,
+        account_id: str,
+        hits: list[Hit],
+        batch: list[dict[str, Any]],
+        batch_opens: list[dict[str, Any]],
+    ) -> tuple[list[dict[str, Any]], set[int]]:
+        """The conversion documents of ``hits`` (from stored events plus ``batch``), and the
+        indexes of hits whose conversation is on a channel that never converts."""
         unresolved = [h for h in hits if h.conversation_id is None]
         if unresolved:
-            opens = await self._store.latest_opens(
-                account_id, {h.event["end_user_id"] for h in unresolved}
-            )
+            users = {h.event["end_user_id"] for h in unresolved}
+            stored = await self._store.latest_opens(account_id, users)
             by_user: dict[str, list[dict[str, Any]]] = defaultdict(list)
-            for record in opens:  # newest first
+            for record in _merge(stored, [o for o in batch_opens if o["end_user_id"] in users]):
                 by_user[record["end_user_id"]].append(record)
             for hit in unresolved:
                 hit.conversation_id = next(
-                    (o["conversation_id"] for o in by_user[hit.event["end_user_id"]]
+                    (o["conversation_id"] for o in reversed(by_user[hit.event["end_user_id"]])
                      if o["at"] <= hit.event["at"]),
                     None,
                 )
         hits = [h for h in hits if h.conversation_id is not None]
-        events = await self._store.conversation_events(
-            account_id, {h.conversation_id for h in hits}
-        )
+        wanted = {h.conversation_id for h in hits}
+        stored = await self._store.conversation_events(account_id, wanted)
         by_conversation: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for event in events:
+        in_batch = [d for d in batch if d["kind"] in STATE_KINDS and d["conversation_id"] in wanted]
+        for event in _merge(stored, in_batch):
             by_conversation[event["conversation_id"]].append(event)
 
         conversions: dict[str, dict[str, Any]] = {}
@@ -181,11 +199,15 @@ class Ingestor:
             credits = credits_for(hit.goal, state, at)
             if credits:
                 conversions[doc_id] = _conversion(doc_id, hit, state, credits, self._clock.now())
-        if not conversions:
-            return 0, unsupported
-        docs = list(conversions.values())
-        existing = await self._store.insert_new(self._store.conversions, docs)
-        return len(docs) - len(existing), unsupported
+        return list(conversions.values()), unsupported
+
+
+def _merge(stored: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Stored and in-batch records, each once (a resent event is both), oldest first."""
+    by_id = {doc["_id"]: doc for doc in stored}
+    for doc in fresh:
+        by_id.setdefault(doc["_id"], doc)
+    return sorted(by_id.values(), key=lambda d: (d["at"], d["_id"]))
 
 
 def _conversion(

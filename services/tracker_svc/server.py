@@ -42,7 +42,7 @@ async def create_server(
     )
     feed = ConversionFeed(store, lifecycle)
     servicer = TrackerServicer(
-        Ingestor(store, goals, clock, lifecycle, max_batch=settings.max_batch_events),
+        Ingestor(store, goals, feed, clock, lifecycle, max_batch=settings.max_batch_events),
         feed,
         ConversionQueries(store, chunk_size=settings.stream_chunk_size),
         Reporter(store, clock),

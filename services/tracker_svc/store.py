@@ -62,6 +62,7 @@ from pymongo.errors import BulkWriteError
 from goalflow_common.db import eq
 
 DUPLICATE_KEY = 11000
+INSERT_CHUNK = 200
 # Conversation kinds that make up conversation state (activity and ratings are not).
 STATE_KINDS = ("opened", "assigned", "unassigned", "message", "closed")
 
@@ -96,10 +97,22 @@ class TrackerStore:
         ):
             await self.conversions.create_index(keys)
 
-    async def insert_new(self, collection: Any, docs: list[dict[str, Any]]) -> set[str]:
-        """Insert ``docs`` (unordered); return the ``_id``s that already existed."""
+    async def insert_new(
+        self, collection: Any, docs: list[dict[str, Any]], chunk: int = INSERT_CHUNK
+    ) -> set[str]:
+        """Insert ``docs`` (unordered); return the ``_id``s that already existed.
+
+        Large inserts go as concurrent commands of ``chunk`` documents: one round trip, but
+        a store that runs one command at a time (nx-27017) can interleave other requests
+        (another producer's reads, a conversion insert) instead of queueing them behind
+        a thousand-document command."""
         if not docs:
             return set()
+        parts = [docs[i:i + chunk] for i in range(0, len(docs), chunk)]
+        found = await asyncio.gather(*(self._insert_part(collection, part) for part in parts))
+        return set().union(*found)
+
+    async def _insert_part(self, collection: Any, docs: list[dict[str, Any]]) -> set[str]:
         try:
             await collection.insert_many(docs, ordered=False)
         except BulkWriteError as exc:
