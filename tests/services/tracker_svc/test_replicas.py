@@ -1,0 +1,65 @@
+"""Two tracker replicas on one database: nothing twice, nothing lost."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+from goalflow_common.auth import Role
+from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2_grpc
+from tests.services.tracker_svc.builders import (
+    agent,
+    assigned,
+    create_goal,
+    ingest,
+    message,
+    opened,
+    visit,
+)
+from tracker_svc.server import create_server as create_tracker
+
+T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+MIN = dt.timedelta(minutes=1)
+
+
+async def test_two_replicas_fed_the_same_batches_record_everything_once(stack, make_tenant,
+                                                                        clock):
+    tenant = await make_tenant()
+    await create_goal(stack, tenant, "All", model=config_pb2.ATTRIBUTION_MODEL_ALL_TOUCHES)
+    await create_goal(stack, tenant, "Last", model=config_pb2.ATTRIBUTION_MODEL_LAST_TOUCH)
+    settings = stack.tracker_settings.model_copy(update={"grpc_port": 0})
+    second, port = await create_tracker(settings, clock=clock)
+    await second.start()
+    try:
+        await second.components["goals"].wait_synced(3.0)
+        batches = []
+        for n in range(30):
+            conv, user, at = f"c{n}", f"u{n}", T0 + n * MIN
+            batches.append([opened(conv, at, user=user), assigned(conv, at, agent("A")),
+                            message(conv, at, "A"), assigned(conv, at + MIN, agent("B")),
+                            visit("https://x.io/checkout", at + 2 * MIN, user=user)])
+        clock.set(T0 + 2 * dt.timedelta(hours=1))
+        key = tenant.keys[Role.INGEST]
+        second_stub = tracker_pb2_grpc.TrackerServiceStub(
+            stack._channel(f"127.0.0.1:{port}", key)
+        )
+        # The same events through both replicas at once, in opposite orders.
+        acks_a, acks_b = await asyncio.gather(
+            ingest(stack.tracker(key), *batches), ingest(second_stub, *reversed(batches))
+        )
+    finally:
+        await second.stop(0.5)
+    store = stack.tracker_server.components["store"]
+    accepted = sum(a.accepted for a in acks_a + acks_b)
+    duplicates = sum(a.duplicates for a in acks_a + acks_b)
+    assert (accepted, duplicates) == (150, 150)
+    assert await store.events.count_documents({"account_id": tenant.account_id}) == 150
+    docs = await store.conversions.find({"account_id": tenant.account_id}).to_list()
+    assert len(docs) == 60  # 30 conversations x 2 goals, each once
+    assert sum(a.conversions for a in acks_a + acks_b) == 60
+    by_goal = {}
+    for doc in docs:
+        by_goal.setdefault(doc["goal_name"], []).append(
+            sorted(c["agent"]["id"] for c in doc["credits"]))
+    assert by_goal["All"] == [["A", "B"]] * 30
+    assert by_goal["Last"] == [["B"]] * 30
