@@ -17,7 +17,6 @@ import itertools
 import math
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -31,6 +30,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pymongo.errors import PyMongoError
 
+from bench.harness import BenchError, Service
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
 from goalflow_common.db import connect
@@ -44,76 +44,11 @@ ACTIVE_IN_LIST_ACCOUNT = 10  # some active goals, under the 15 limit, for realis
 DEFAULT_PAGE = 50  # ListGoals page size when the request leaves it unset
 
 
-class BenchError(Exception):
-    """The benchmark could not run to the end; the message says why."""
-
-
 def _log(message: str) -> None:
     print(f"[config_bench] {message}", file=sys.stderr, flush=True)
 
 
 # -- processes -----------------------------------------------------------------------------
-
-
-class ServiceProcess:
-    """``python -m <module>`` in its own session, stopped with SIGTERM (then SIGKILL)."""
-
-    def __init__(self, module: str, env: dict[str, str], log_path: Path) -> None:
-        self.module = module
-        self.env = env
-        self.log_path = log_path
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("wb") as log_file:
-            self._proc = subprocess.Popen(
-                [sys.executable, "-m", self.module],
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                # Its own session: a terminal Ctrl-C reaches only us, and we stop it in order.
-                start_new_session=True,
-            )
-
-    def exited(self) -> int | None:
-        return None if self._proc is None else self._proc.poll()
-
-    def log_tail(self, lines: int = 20) -> str:
-        with contextlib.suppress(OSError):
-            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
-        return ""
-
-    def stop(self, timeout_s: float = 15.0) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
-async def wait_serving(address: str, service: ServiceProcess, timeout_s: float = 30.0) -> None:
-    """Poll the gRPC health service until it says SERVING, or fail with the server's log."""
-    deadline = time.monotonic() + timeout_s
-    async with aio.insecure_channel(address) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            code = service.exited()
-            if code is not None:
-                raise BenchError(
-                    f"{service.module} exited with {code}:\n{service.log_tail()}"
-                )
-            with contextlib.suppress(grpc.RpcError):
-                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if reply.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-            await asyncio.sleep(0.1)
-    raise BenchError(f"{service.module} not SERVING within {timeout_s}s:\n{service.log_tail()}")
 
 
 # -- load ----------------------------------------------------------------------------------
@@ -226,7 +161,7 @@ def goal_request(name: str, *, active: bool = False) -> config_pb2.CreateGoalReq
 
 
 async def run_load(args: argparse.Namespace, uri: str, env: dict[str, str], address: str,
-                   service: ServiceProcess, external_db: bool) -> None:
+                   service: Service, external_db: bool) -> None:
     try:
         client = await connect(uri, app_name="goalflow-bench", attempts=3)
     except PyMongoError as exc:
@@ -240,7 +175,7 @@ async def run_load(args: argparse.Namespace, uri: str, env: dict[str, str], addr
             await keys.create_account(account)
         main_key = await keys.create_key(main_account, Role.ADMIN, label="bench")
         list_key = await keys.create_key(list_account, Role.ADMIN, label="bench")
-        await wait_serving(address, service)
+        await service.wait_serving(address)
 
         main_stubs, list_stubs = [], []
         for key, stubs in ((main_key, main_stubs), (list_key, list_stubs)):
@@ -370,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                 "GOALFLOW_CONFIG_DB_NAME": f"bench_{run_id}_config",
                 "GOALFLOW_AUTH_DB_NAME": f"bench_{run_id}_auth",
             }
-            service = ServiceProcess("config_svc", env, workdir / "config_svc.log")
+            service = Service("config_svc", env, workdir / "config_svc.log")
             stack.callback(service.stop)
             service.start()
             asyncio.run(run_load(args, uri, env, f"{HOST}:{port}", service, external_db))
