@@ -16,6 +16,7 @@ from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2_grpc
 from goalflow_common.server import GoalflowServer
 from tracker_svc.server import create_server as create_tracker
 from tracker_svc.settings import TrackerSettings
+from tracker_svc.store import TrackerStore
 
 
 @dataclass
@@ -70,3 +71,9 @@ async def stack(mongo_uri, db_prefix, clock, platform_key) -> AsyncIterator[Stac
             await channel.close()
         for server in result.servers:
             await server.stop(0.5)
+
+
+@pytest.fixture
+def tracker_db(mongo, db_prefix) -> TrackerStore:
+    """The tracker's collections in this test's database, for direct reads and writes."""
+    return TrackerStore(mongo[f"{db_prefix}_tracker"])

@@ -28,7 +28,7 @@ from tests.services.tracker_svc.builders import (
     opened,
     visit,
 )
-from tests.services.tracker_svc.test_queries import T0, conversion_doc
+from tests.services.tracker_svc.documents import T0, conversion_doc
 from tracker_svc.feed import ConversionFeed
 from tracker_svc.service import TrackerServicer
 from tracker_svc.settings import TrackerSettings
@@ -77,11 +77,6 @@ async def receive(call, within_s: float = MAX_LATENCY_S) -> tracker_pb2.Conversi
     message = await asyncio.wait_for(call.read(), within_s)
     assert message is not aio.EOF, "the stream ended"
     return message.conversion
-
-
-@pytest.fixture
-def tracker_db(mongo, db_prefix) -> TrackerStore:
-    return TrackerStore(mongo[f"{db_prefix}_tracker"])
 
 
 async def test_subscriber_of_a_conversation_gets_its_conversions_only(
