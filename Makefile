@@ -35,7 +35,7 @@ lint: $(INSTALLED)
 
 # Starts the embedded database, the SMTP sink and the services; Ctrl-C stops them all.
 run: protos
-	$(PY) -m goalflow_common.devstack
+	$(PY) -m goalflow_common.cli.devstack
 
 test: protos lint-protos lint
 	$(PY) -m pytest

@@ -16,26 +16,22 @@ import datetime as dt
 import itertools
 import math
 import os
-import signal
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pymongo.errors import PyMongoError
 
-from bench.harness import BenchError, Service
+from bench.harness import BenchError, Service, run_main, workspace
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
 from goalflow_common.db import connect
-from goalflow_common.embedded_mongo import EmbeddedMongo, free_port
-from goalflow_common.logs import configure_logging
+from goalflow_common.embedded_mongo import free_port
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, config_pb2_grpc
 
 PREFIX = "config"
@@ -270,33 +266,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwind like Ctrl-C, so every child is stopped
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging("WARNING")  # library logs to stderr, never into the figures
-    previous = signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        with contextlib.ExitStack() as stack:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gf-bench-")))
-            uri = os.environ.get("MONGODB_URI", "")
-            external_db = bool(uri)
-            if not external_db:
-                mongo = EmbeddedMongo(workdir / "mongo")
-                stack.callback(mongo.stop)
-                try:
-                    mongo.start()
-                except (OSError, RuntimeError) as exc:  # TimeoutError is an OSError
-                    raise BenchError(f"embedded database did not start: {exc}") from exc
-                uri = mongo.uri
-            _log(f"database {uri}")
+
+    def body() -> None:
+        with workspace() as ws:
+            _log(f"database {ws.uri}")
             run_id = uuid.uuid4().hex[:8]
             port = free_port(HOST)
             env = {
                 **os.environ,
-                "MONGODB_URI": uri,
+                "MONGODB_URI": ws.uri,
                 "GOALFLOW_GRPC_HOST": HOST,
                 "GOALFLOW_GRPC_PORT": str(port),
                 "GOALFLOW_TRACKER_ADDRESS": "",
@@ -305,19 +285,12 @@ def main(argv: list[str] | None = None) -> int:
                 "GOALFLOW_CONFIG_DB_NAME": f"bench_{run_id}_config",
                 "GOALFLOW_AUTH_DB_NAME": f"bench_{run_id}_auth",
             }
-            service = Service("config_svc", env, workdir / "config_svc.log")
-            stack.callback(service.stop)
+            service = Service("config_svc", env, ws.workdir / "config_svc.log")
+            ws.stack.callback(service.stop)
             service.start()
-            asyncio.run(run_load(args, uri, env, f"{HOST}:{port}", service, external_db))
-    except BenchError as exc:
-        _log(f"failed: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        _log("interrupted; everything it started is stopped")
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    return 0
+            asyncio.run(run_load(args, ws.uri, env, f"{HOST}:{port}", service, ws.external_db))
+
+    return run_main("config_bench", body)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,18 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from goalflow_common.embedded_mongo import EmbeddedMongo
+from goalflow_common.logs import configure_logging
 
 
 class BenchError(Exception):
@@ -78,3 +84,56 @@ class Service:
                         return
                 await asyncio.sleep(0.1)
         raise BenchError(f"{self.module} not SERVING within {timeout_s}s:\n{self.log_tail()}")
+
+
+@dataclass
+class Workspace:
+    """A benchmark's temporary folder and database; ``stack`` stops what is added to it."""
+
+    workdir: Path
+    uri: str
+    external_db: bool
+    mongo_pid: int | None
+    stack: contextlib.ExitStack
+
+
+@contextlib.contextmanager
+def workspace() -> Iterator[Workspace]:
+    """A temporary folder, and ``MONGODB_URI`` or an embedded database started in it; all
+    of it (and whatever is added to the stack) is stopped and removed on the way out."""
+    with contextlib.ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gf-bench-")))
+        uri = os.environ.get("MONGODB_URI", "")
+        mongo_pid = None
+        if not uri:
+            mongo = EmbeddedMongo(workdir / "mongo")
+            stack.callback(mongo.stop)
+            try:
+                mongo.start()
+            except (OSError, RuntimeError) as exc:  # TimeoutError is an OSError
+                raise BenchError(f"embedded database did not start: {exc}") from exc
+            uri, mongo_pid = mongo.uri, mongo.pid
+        yield Workspace(workdir, uri, bool(os.environ.get("MONGODB_URI")), mongo_pid, stack)
+
+
+def _sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # unwind like Ctrl-C, so every child is stopped
+
+
+def run_main(name: str, body: Callable[[], None]) -> int:
+    """Run a benchmark's body with SIGTERM unwinding like Ctrl-C: 0 when it finished, 1 with
+    the reason on a BenchError, 130 when interrupted (everything started is stopped)."""
+    configure_logging("WARNING")  # library logs to stderr, never into the figures
+    previous = signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        body()
+    except BenchError as exc:
+        print(f"[{name}] failed: {exc}", file=sys.stderr, flush=True)
+        return 1
+    except KeyboardInterrupt:
+        print(f"[{name}] interrupted; everything it started is stopped", file=sys.stderr,
+              flush=True)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    return 0

@@ -41,7 +41,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections import defaultdict
@@ -55,12 +54,11 @@ from grpc import aio
 from pymongo import AsyncMongoClient
 
 from bench import datagen
-from bench.harness import BenchError, Service
+from bench.harness import BenchError, Service, run_main, workspace
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
 from goalflow_common.db import connect, decode_change_document
-from goalflow_common.embedded_mongo import EmbeddedMongo, free_port
-from goalflow_common.logs import configure_logging
+from goalflow_common.embedded_mongo import free_port
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
 from goalflow_common.server import cancel_and_wait
 from tracker_svc.attribution import UNSUPPORTED_CHANNELS, build_state, credits_for
@@ -636,47 +634,28 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _sigterm(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt  # unwind like Ctrl-C, so every child is stopped
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    configure_logging("WARNING")  # library logs to stderr, never into the figures
-    previous = signal.signal(signal.SIGTERM, _sigterm)
-    try:
-        with contextlib.ExitStack() as stack:
-            workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gf-bench-")))
-            uri = os.environ.get("MONGODB_URI", "")
-            external_db = bool(uri)
-            mongo_pid = None
-            if not external_db:
-                mongo = EmbeddedMongo(workdir / "mongo")
-                stack.callback(mongo.stop)
-                mongo.start()
-                uri, mongo_pid = mongo.uri, mongo.pid
-            bench = Run(args, workdir, uri, mongo_pid)
+    figures: dict[str, object] = {}
+
+    def body() -> None:
+        with workspace() as ws:
+            bench = Run(args, ws.workdir, ws.uri, ws.mongo_pid)
             # Registered after the database: services stop first (LIFO), then it does.
-            stack.callback(lambda: [s.stop() for s in reversed(bench.services)])
+            ws.stack.callback(lambda: [s.stop() for s in reversed(bench.services)])
             try:
-                figures = asyncio.run(run(bench, external_db))
+                figures.update(asyncio.run(run(bench, ws.external_db)))
             except BenchError:
                 for service in bench.services:
                     tail = service.log_tail(10)
                     if tail:
                         _log(f"{service.module} log ends with:\n{tail}")
                 raise
-    except BenchError as exc:
-        _log(f"failed: {exc}")
-        return 1
-    except KeyboardInterrupt:
-        _log("interrupted; everything it started is stopped")
-        return 130
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+
+    code = run_main("ingest_bench", body)
     for name, value in figures.items():
         print(f"{name} {value}", flush=True)
-    return 0
+    return code
 
 
 if __name__ == "__main__":

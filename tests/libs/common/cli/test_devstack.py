@@ -1,4 +1,4 @@
-"""``make run`` (goalflow_common.devstack) and ``goalflow-keys`` as a user runs them: real
+"""``make run`` (goalflow_common.cli.devstack) and ``goalflow-keys`` as a user runs them: real
 subprocesses on free ports, real database, real gRPC and SMTP."""
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from goalflow_common.auth import KeyStore, Role
+from goalflow_common.cli.devstack import DevSettings, read_env_file, service_table
 from goalflow_common.client import make_channel
-from goalflow_common.devstack import DevSettings, read_env_file, service_table
 from goalflow_common.embedded_mongo import free_port
 from goalflow_common.errors import Unauthenticated
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc
@@ -96,7 +96,7 @@ def _alive(pid: int) -> bool:
 
 
 class DevStackRun:
-    """``python -m goalflow_common.devstack`` with its output captured to files."""
+    """``python -m goalflow_common.cli.devstack`` with its output captured to files."""
 
     def __init__(self, workdir: Path, env: dict[str, str]) -> None:
         self.workdir = workdir
@@ -104,7 +104,7 @@ class DevStackRun:
         self.err_path = workdir / "devstack.err"
         with self.out_path.open("wb") as out, self.err_path.open("wb") as err:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "goalflow_common.devstack"],
+                [sys.executable, "-m", "goalflow_common.cli.devstack"],
                 stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env,
             )
 
@@ -375,7 +375,7 @@ async def test_a_taken_port_is_refused_before_anything_starts(stack_env, run_sta
 
 def _keys_cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "goalflow_common.keys_cli", *args],
+        [sys.executable, "-m", "goalflow_common.cli.keys", *args],
         capture_output=True, text=True, env=env, timeout=30,
     )
 

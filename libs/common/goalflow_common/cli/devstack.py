@@ -1,4 +1,4 @@
-"""``python -m goalflow_common.devstack`` (``make run``): the whole system on one machine.
+"""``python -m goalflow_common.cli.devstack`` (``make run``): the whole system on one machine.
 
 Starts the embedded database (unless ``MONGODB_URI`` is set), an SMTP sink that writes mail
 to ``.run/outbox/``, a development account with its keys, and every service that is built,
@@ -464,7 +464,7 @@ class DevStack:
         )
         if not owned or not any("nx_27017" in arg for arg in args):
             return
-        if "goalflow_common.devstack" in _cmdline(_parent(pid)):
+        if "goalflow_common.cli.devstack" in _cmdline(_parent(pid)):
             return
         _out(f"stopping the embedded database an earlier run left behind (pid {pid})")
         with contextlib.suppress(ProcessLookupError):
