@@ -1,0 +1,100 @@
+"""The CSV rows of an export (SPEC 6): fixed headers, one row per credit.
+
+Cell formats, chosen once so every export reads the same:
+
+- ``Timestamp``: the conversion time in UTC, ``YYYY-MM-DDTHH:MM:SSZ``, or
+  ``YYYY-MM-DDTHH:MM:SS.mmmZ`` when the milliseconds are not zero (finer digits are cut,
+  never rounded, so a row never moves into the next second).
+- ``Total transaction value``: ``"<amount> <currency>"`` as recorded, e.g. ``100.00 USD``;
+  empty when the conversion has no value. Every credit row carries the conversion's full
+  value (an ALL_TOUCHES conversion with three credits gives three rows with the same value).
+- ``Satisfaction score``: the conversation's rating, or ``Unoffered`` when there is none.
+- ``Contact duration to goal``: whole seconds, rounded down.
+
+Every cell goes through ``neutralize`` (see there) before it reaches the CSV writer.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from goalflow_common.pb.goals.v1 import tracker_pb2
+
+HEADERS = [
+    "Timestamp",
+    "Goal ID",
+    "Goal name",
+    "Agent ID",
+    "Agent name",
+    "Agent email",
+    "Ticket ID",
+    "Total transaction value",
+    "Satisfaction score",
+    "Contact duration to goal",
+]
+
+UNOFFERED = "Unoffered"
+
+# A spreadsheet runs a cell as a formula (or DDE call) when it starts with one of these;
+# Excel and LibreOffice also accept the fullwidth forms of = + - @. A tab or carriage
+# return first is how attackers slip past naive checks, so those count too.
+FORMULA_PREFIXES = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
+
+_NANOS = 1_000_000_000
+
+
+def neutralize(cell: str) -> str:
+    """``cell`` made inert for spreadsheets: a leading formula character gets a single quote
+    in front (``=1+2`` -> ``'=1+2``), which spreadsheets show as text. Any other cell is
+    returned unchanged. Negative numbers never come from our data (values are never
+    negative), so quoting one that a name or URL happens to start with is harmless."""
+    if cell and cell[0] in FORMULA_PREFIXES:
+        return "'" + cell
+    return cell
+
+
+def format_timestamp(seconds: int, nanos: int) -> str:
+    """A protobuf Timestamp as ISO-8601 UTC (see the module docstring for the format)."""
+    moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seconds)
+    text = moment.strftime("%Y-%m-%dT%H:%M:%S")
+    millis = nanos // 1_000_000
+    return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
+
+
+def whole_seconds(seconds: int, nanos: int) -> int:
+    """A protobuf Duration floored to whole seconds."""
+    return (seconds * _NANOS + nanos) // _NANOS
+
+
+def format_value(conversion: tracker_pb2.Conversion) -> str:
+    if not conversion.HasField("transaction_value") or not conversion.transaction_value.amount:
+        return ""
+    value = conversion.transaction_value
+    return f"{value.amount} {value.currency_code}".strip()
+
+
+def rows_for(conversion: tracker_pb2.Conversion) -> list[list[str]]:
+    """The CSV rows of one conversion, one per credit, every cell neutralised. A conversion
+    without credits gives no row."""
+    timestamp = format_timestamp(
+        conversion.conversion_time.seconds, conversion.conversion_time.nanos
+    )
+    value = format_value(conversion)
+    rating = conversion.satisfaction_rating or UNOFFERED
+    rows = []
+    for credit in conversion.credits:
+        duration = credit.contact_duration_to_goal
+        row = [
+            timestamp,
+            conversion.goal_id,
+            conversion.goal_name,
+            credit.agent.id,
+            credit.agent.name,
+            credit.agent.email,
+            conversion.conversation_id,
+            value,
+            rating,
+            str(whole_seconds(duration.seconds, duration.nanos)),
+        ]
+        rows.append([neutralize(cell) for cell in row])
+    return rows

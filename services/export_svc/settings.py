@@ -1,0 +1,48 @@
+"""Settings of the export service (env prefix ``GOALFLOW_``)."""
+
+from __future__ import annotations
+
+from pydantic import SecretStr
+
+from goalflow_common.settings import ServiceSettings
+
+
+class ExportSettings(ServiceSettings):
+    """The export service: zipped CSV exports, signed links, e-mail."""
+
+    grpc_port: int = 50053
+    """Port of the export gRPC server (0 picks a free one)."""
+
+    http_port: int = 8083
+    """Port of the HTTP server that serves signed download links (0 picks a free one)."""
+
+    public_base_url: str = "http://127.0.0.1:8083"
+    """Base of the download links put in e-mails, as recipients reach the HTTP server."""
+
+    export_db_name: str = "goalflow_export"
+    """Database of the export service (jobs and files)."""
+
+    tracker_address: str = "127.0.0.1:50052"
+    """Tracker gRPC address: conversions are read with StreamConversions."""
+
+    config_address: str = "127.0.0.1:50051"
+    """Config gRPC address: the goal's name is read with GetGoal when a job is requested."""
+
+    link_secret: SecretStr = SecretStr("")
+    """HMAC key that signs download links; required, at least 32 bytes."""
+
+    smtp_host: str = "127.0.0.1"
+    """SMTP server that sends export e-mails."""
+
+    smtp_port: int = 8025
+    """Its port."""
+
+    mail_from: str = "goalflow@localhost"
+    """Sender address of export e-mails."""
+
+    lease_s: float = 30.0
+    """How long a worker's claim on a job lasts without renewal (a crashed worker's job is
+    picked up after this)."""
+
+    workers: int = 2
+    """Jobs built at once by one export replica."""
