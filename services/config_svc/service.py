@@ -82,9 +82,10 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
 
     # -- helpers -------------------------------------------------------------------------
 
-    async def _account(self) -> tuple[str, str, dt.date]:
-        """The caller's account, its time zone and today's date there."""
-        account_id = current_principal().require_account()
+    async def _account(self, requested: str = "") -> tuple[str, str, dt.date]:
+        """The caller's account (or the one a platform key names), its time zone and
+        today's date there."""
+        account_id = current_principal().require_account(requested)
         account = await self._keys.get_account(account_id)
         return account_id, account.time_zone, today_in(self._clock, account.time_zone)
 
@@ -139,7 +140,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         return reply
 
     async def GetGoal(self, request, context):
-        account_id, tz, today = await self._account()
+        account_id, tz, today = await self._account(request.account_id)
         doc = await self._load(account_id, request.goal_id)
         return config_pb2.GetGoalResponse(goal=goal_to_proto(doc, today, tz))
 

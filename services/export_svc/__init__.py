@@ -1,4 +1,1 @@
-"""export_svc: zipped CSV exports with signed links, mailed (SPEC 6).
-
-Not built yet: see issue 4. The contract is in protos/goals/v1/export.proto.
-"""
+"""export_svc: goal conversions as zipped CSV files, signed download links, e-mail (SPEC 6)."""

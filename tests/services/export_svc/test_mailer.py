@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import email
 import socket
-import sys
 from collections.abc import AsyncIterator, Callable
 from email.message import EmailMessage
-from email.policy import default as default_policy
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +17,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from export_svc.mailer import Mailer, MailError, build_message
 from goalflow_common.embedded_mongo import free_port
+from tests.services.export_svc.conftest import read_outbox, start_sink, stop_sink
 
 SENDER = "goalflow@localhost"
 TO = "admin@example.com"
@@ -33,52 +31,6 @@ def _message(goal_name: str = "Checkout") -> EmailMessage:
     )
 
 
-async def _start_sink(port: int, outbox: Path) -> asyncio.subprocess.Process:
-    return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "goalflow_common.smtp_sink",
-        "--host", "127.0.0.1", "--port", str(port), "--outbox", str(outbox),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
-    )
-
-
-async def _wait_listening(port: int, timeout_s: float = 15.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while True:
-        try:
-            _, writer = await asyncio.open_connection("127.0.0.1", port)
-        except OSError:
-            if loop.time() > deadline:
-                raise
-            await asyncio.sleep(0.05)
-            continue
-        writer.close()
-        await writer.wait_closed()
-        return
-
-
-async def _stop(proc: asyncio.subprocess.Process) -> None:
-    if proc.returncode is None:
-        proc.terminate()
-        await asyncio.wait_for(proc.wait(), 10)
-
-
-@pytest.fixture
-async def sink(tmp_path: Path) -> AsyncIterator[tuple[int, Path]]:
-    port, outbox = free_port(), tmp_path / "outbox"
-    proc = await _start_sink(port, outbox)
-    try:
-        await _wait_listening(port)
-        yield port, outbox
-    finally:
-        await _stop(proc)
-
-
-def _read_outbox(outbox: Path) -> list[EmailMessage]:
-    files = sorted(outbox.glob("*.eml")) if outbox.exists() else []
-    return [email.message_from_bytes(f.read_bytes(), policy=default_policy) for f in files]
-
-
 def _parts(message: EmailMessage) -> tuple[str, str]:
     text = message.get_body(("plain",)).get_content()
     html = message.get_body(("html",)).get_content()
@@ -88,7 +40,7 @@ def _parts(message: EmailMessage) -> tuple[str, str]:
 async def test_message_arrives_in_the_sink_with_both_parts(sink):
     port, outbox = sink
     await Mailer("127.0.0.1", port, SENDER, timeout_s=5, attempts=2).send_message(_message())
-    [received] = _read_outbox(outbox)
+    [received] = read_outbox(outbox)
     assert received["To"] == TO and received["From"] == SENDER
     assert received["Delivered-To"] == TO
     assert "Checkout" in received["Subject"]
@@ -106,7 +58,7 @@ async def test_send_with_explicit_parts(sink):
     port, outbox = sink
     mailer = Mailer("127.0.0.1", port, SENDER, timeout_s=5, attempts=2)
     await mailer.send(TO, "Subject line", "plain body", "<p>html body</p>")
-    [received] = _read_outbox(outbox)
+    [received] = read_outbox(outbox)
     assert received["Subject"] == "Subject line"
     text, html = _parts(received)
     assert text.strip() == "plain body" and html.strip() == "<p>html body</p>"
@@ -118,7 +70,7 @@ async def test_goal_name_is_escaped_in_html(sink):
     await Mailer("127.0.0.1", port, SENDER, timeout_s=5, attempts=2).send_message(
         _message(name)
     )
-    [received] = _read_outbox(outbox)
+    [received] = read_outbox(outbox)
     text, html = _parts(received)
     assert "<script>" not in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt; &amp; co" in html
@@ -136,17 +88,17 @@ async def test_smtp_down_then_up_delivers_exactly_once(tmp_path: Path):
             sending = asyncio.create_task(mailer.send_message(_message()))
             await asyncio.sleep(1.0)  # the first attempts meet a closed port
             assert not sending.done()
-            proc = await _start_sink(port, outbox)
+            proc = await start_sink(port, outbox)
             await asyncio.wait_for(sending, 30)
         refused = [e for e in logs if e["event"] == "mail_transient"]
         assert refused, "the first attempt should have failed"
         assert [e["event"] for e in logs].count("mail_sent") == 1
-        assert len(_read_outbox(outbox)) == 1
+        assert len(read_outbox(outbox)) == 1
         await asyncio.sleep(0.5)  # nothing else trickles in
-        assert len(_read_outbox(outbox)) == 1
+        assert len(read_outbox(outbox)) == 1
     finally:
         if proc is not None:
-            await _stop(proc)
+            await stop_sink(proc)
 
 
 async def test_smtp_never_up_raises_after_bounded_attempts():

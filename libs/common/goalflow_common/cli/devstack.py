@@ -18,6 +18,7 @@ import importlib.util
 import itertools
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -115,6 +116,17 @@ class ServiceSpec:
             return False
 
 
+def dev_link_secret(folder: Path) -> str:
+    """The development HMAC key for download links, kept in ``<dev dir>/link-secret`` so
+    links mailed by an earlier run stay valid."""
+    path = folder / "link-secret"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
 def service_table(settings: DevSettings) -> list[ServiceSpec]:
     """The services in start order, each with the addresses of the others it calls."""
     config = f"{HOST}:{settings.config_port}"
@@ -137,7 +149,7 @@ def service_table(settings: DevSettings) -> list[ServiceSpec]:
                 "GOALFLOW_PUBLIC_BASE_URL": f"http://{HOST}:{settings.export_http_port}",
                 "GOALFLOW_SMTP_HOST": HOST,
                 "GOALFLOW_SMTP_PORT": str(settings.smtp_port),
-                "GOALFLOW_EXPORT_DIR": str((settings.dir / "exports").resolve()),
+                "GOALFLOW_LINK_SECRET": dev_link_secret(settings.dir),
             },
             http_port=settings.export_http_port,
         ),

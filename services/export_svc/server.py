@@ -1,0 +1,90 @@
+"""Builds the export service: its gRPC server, the download HTTP server and the workers."""
+
+from __future__ import annotations
+
+from export_svc.files import FileStore
+from export_svc.http import create_app, start_http, stop_http
+from export_svc.jobs import JobStore
+from export_svc.links import LinkSigner
+from export_svc.mailer import Mailer
+from export_svc.service import ExportServicer
+from export_svc.settings import ExportSettings
+from export_svc.worker import ExportWorker
+from goalflow_common.auth import KeyStore
+from goalflow_common.client import make_channel
+from goalflow_common.clock import Clock, SystemClock
+from goalflow_common.db import connect, eq
+from goalflow_common.pb.goals.v1 import (
+    config_pb2_grpc,
+    export_pb2,
+    export_pb2_grpc,
+    tracker_pb2_grpc,
+)
+from goalflow_common.server import GoalflowServer, Lifecycle, Registration, build_server
+
+
+async def create_server(
+    settings: ExportSettings, *, clock: Clock | None = None, ttl_indexes: bool = True
+) -> tuple[GoalflowServer, int]:
+    """Connect, prepare indexes, start the download HTTP server and the workers, and return
+    the (not yet started) gRPC server and its port. ``server.components["http_port"]`` is
+    where downloads are served. ``ttl_indexes=False`` is for tests that move the clock (the
+    database expires documents by its own wall clock)."""
+    secret = settings.link_secret.get_secret_value().encode()
+    if len(secret) < 32:
+        raise ValueError("GOALFLOW_LINK_SECRET must be set to at least 32 bytes")
+    clock = clock or SystemClock()
+    client = await connect(
+        settings.mongodb_uri, app_name="goalflow-export", attempts=settings.mongo_connect_attempts
+    )
+    db = client[settings.export_db_name]
+    jobs = JobStore(db, clock)
+    files = FileStore(db, clock=clock)
+    await jobs.ensure_indexes(ttl=ttl_indexes)
+    if ttl_indexes:
+        await files.ensure_indexes()
+    keys = KeyStore(client[settings.auth_db_name], settings.key_cache_ttl_s)
+    signer = LinkSigner(secret, settings.public_base_url, clock)
+    lifecycle = Lifecycle()
+    tracker_channel = make_channel(settings.tracker_address, settings.service_api_key)
+    config_channel = make_channel(settings.config_address, settings.service_api_key)
+    worker = ExportWorker(
+        jobs, files, tracker_pb2_grpc.TrackerServiceStub(tracker_channel), signer,
+        Mailer(settings.smtp_host, settings.smtp_port, settings.mail_from), keys, clock,
+        lifecycle, sender=settings.mail_from, lease_s=settings.lease_s,
+        concurrency=settings.workers,
+    )
+
+    async def lookup(export_id: str):
+        # By id alone: a link signed for another account must get 403, not 404.
+        return await jobs.exports.find_one({"_id": eq(export_id)})
+
+    runner, http_port = await start_http(
+        create_app(signer, files, lookup), settings.grpc_host, settings.http_port
+    )
+    await worker.start()
+
+    async def close() -> None:
+        await worker.stop()
+        await stop_http(runner)
+        await tracker_channel.close()
+        await config_channel.close()
+        await client.close()
+
+    server, port = build_server(
+        settings,
+        port=settings.grpc_port,
+        keys=keys,
+        registrations=[
+            Registration(
+                export_pb2_grpc.add_ExportServiceServicer_to_server,
+                ExportServicer(jobs, worker, config_pb2_grpc.ConfigServiceStub(config_channel)),
+                export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name,
+            )
+        ],
+        lifecycle=lifecycle,
+        on_stop=[close],
+    )
+    server.components.update(jobs=jobs, files=files, worker=worker, http_port=http_port,
+                             signer=signer)
+    return server, port

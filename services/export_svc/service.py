@@ -1,0 +1,126 @@
+"""The ExportService servicer: record jobs, report their state."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any
+
+import grpc
+
+from export_svc.jobs import BadPageToken, JobStore
+from export_svc.worker import ExportWorker
+from goalflow_common.auth import current_principal
+from goalflow_common.errors import InvalidArgument, NotFound, Unavailable
+from goalflow_common.pb.goals.v1 import (
+    common_pb2,
+    config_pb2,
+    config_pb2_grpc,
+    export_pb2,
+    export_pb2_grpc,
+)
+
+MAX_RANGE_DAYS = 366
+MAX_EMAIL = 254
+EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
+DEFAULT_PAGE, MAX_PAGE = 50, 200
+STATES = {
+    "QUEUED": export_pb2.EXPORT_STATE_QUEUED,
+    "BUILDING": export_pb2.EXPORT_STATE_BUILDING,
+    "MAILED": export_pb2.EXPORT_STATE_MAILED,
+    "FAILED": export_pb2.EXPORT_STATE_FAILED,
+}
+
+
+class ExportServicer(export_pb2_grpc.ExportServiceServicer):
+    def __init__(
+        self, jobs: JobStore, worker: ExportWorker, config: config_pb2_grpc.ConfigServiceStub
+    ) -> None:
+        self._jobs = jobs
+        self._worker = worker
+        self._config = config
+
+    async def RequestExport(self, request, context):
+        account_id = current_principal().require_account()
+        if not request.goal_id or len(request.goal_id) > 128:
+            raise InvalidArgument("goal_id", "required, at most 128 characters")
+        start = _date("start_date", request)
+        end = _date("end_date", request)
+        if end < start:
+            raise InvalidArgument("end_date", "must not be before start_date")
+        if (end - start).days >= MAX_RANGE_DAYS:
+            raise InvalidArgument("end_date", f"the range may span at most {MAX_RANGE_DAYS} days")
+        email = request.recipient_email.strip()
+        if len(email) > MAX_EMAIL or not EMAIL_RE.match(email):
+            raise InvalidArgument("recipient_email", "must be a valid e-mail address")
+        if len(request.request_id) > 128:
+            raise InvalidArgument("request_id", "at most 128 characters")
+        goal = await self._goal(account_id, request.goal_id)
+        job = await self._jobs.create(
+            account_id=account_id, goal_id=goal.id, goal_name=goal.name,
+            start_date=start.isoformat(), end_date=end.isoformat(), recipient_email=email,
+            request_id=request.request_id,
+        )
+        self._worker.wake()
+        return export_pb2.RequestExportResponse(export=export_to_proto(job))
+
+    async def GetExport(self, request, context):
+        account_id = current_principal().require_account()
+        job = await self._jobs.get(account_id, request.export_id) if request.export_id else None
+        if job is None:
+            raise NotFound(f"export {request.export_id!r} not found")
+        return export_pb2.GetExportResponse(export=export_to_proto(job))
+
+    async def ListExports(self, request, context):
+        account_id = current_principal().require_account()
+        if request.page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
+        try:
+            jobs, token = await self._jobs.list(account_id, size, request.page_token)
+        except BadPageToken:
+            raise InvalidArgument("page_token", "not a token from a previous response") from None
+        return export_pb2.ListExportsResponse(
+            exports=[export_to_proto(job) for job in jobs], next_page_token=token or ""
+        )
+
+    async def _goal(self, account_id: str, goal_id: str) -> config_pb2.Goal:
+        """The goal as config has it now (its name goes into the job and the e-mail)."""
+        try:
+            reply = await self._config.GetGoal(
+                config_pb2.GetGoalRequest(goal_id=goal_id, account_id=account_id), timeout=5
+            )
+        except grpc.RpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound(f"goal {goal_id!r} not found") from None
+            raise Unavailable("the config service cannot be reached; retry") from None
+        return reply.goal
+
+
+def _date(field: str, request: Any) -> dt.date:
+    if not request.HasField(field):
+        raise InvalidArgument(field, "required")
+    msg = getattr(request, field)
+    try:
+        return dt.date(msg.year, msg.month, msg.day)
+    except ValueError:
+        raise InvalidArgument(field, "not a valid calendar date") from None
+
+
+def export_to_proto(job: dict[str, Any]) -> export_pb2.Export:
+    out = export_pb2.Export(
+        id=job["_id"], account_id=job["account_id"], goal_id=job["goal_id"],
+        goal_name=job["goal_name"], recipient_email=job["recipient_email"],
+        state=STATES[job["state"]], row_count=job.get("row_count") or 0,
+        size_bytes=job.get("size_bytes") or 0, download_url=job.get("download_url") or "",
+        error="" if job["state"] == "MAILED" else job.get("error") or "",
+    )
+    for name in ("start_date", "end_date"):
+        day = dt.date.fromisoformat(job[name])
+        getattr(out, name).CopyFrom(common_pb2.Date(year=day.year, month=day.month, day=day.day))
+    for field, key in (("link_expire_time", "link_expire_time"), ("create_time", "create_time"),
+                       ("update_time", "update_time"), ("mail_time", "mail_time")):
+        if job.get(key):
+            when = job[key] if job[key].tzinfo else job[key].replace(tzinfo=dt.UTC)
+            getattr(out, field).FromDatetime(when)
+    return out
