@@ -16,6 +16,7 @@ INTERRUPTED = 130  # what a module returns after Ctrl-C or SIGTERM
 MODULES: dict[str, str] = {
     "config": "bench.config_bench",
     "ingest": "bench.ingest_bench",
+    "export": "bench.export_bench",
 }
 
 

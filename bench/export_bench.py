@@ -1,0 +1,445 @@
+"""Export benchmark: one goal's credit rows exported end-to-end, against the store's ceiling.
+
+Starts the embedded database (unless ``MONGODB_URI`` is set), creates an account with its
+keys, runs the real config service and creates one goal, then writes ``--rows`` credit
+rows worth of conversion documents (``--credits`` credits each, in the tracker's stored
+shape, ``tracker_svc.store``) straight into the tracker's ``conversions`` collection, spread
+over the last ``--days`` days. Then it runs the real tracker, export service and SMTP sink,
+each its own process. In one run:
+
+1. ``store_read_per_s`` — the store's own read ceiling: the same documents read by one plain
+   sorted ``find`` (account and goal, oldest first) straight from the database; rows are
+   credits, as in the CSV.
+2. ``export_rows_per_s`` — ``RequestExport`` (admin key) for the whole date range, then
+   ``GetExport`` polled until the job is MAILED (built, stored and mailed); rows are the
+   job's ``row_count``, which must equal the rows written, and the sink must hold a mail.
+3. ``export_vs_store_ratio`` — the two rates divided.
+4. ``export_rss_mb`` — the export service's peak resident memory (``VmHWM``).
+
+Prints one ``name value`` line per figure on stdout; progress, CPU use per process and
+checks go to stderr. Everything it started is stopped, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import os
+import secrets
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc import aio
+from pymongo import ASCENDING
+
+from bench.harness import BenchError, Service, run_main, workspace
+from bench.ingest_bench import CpuMeter, start_profilers, stop_profilers
+from goalflow_common.auth import KeyStore, Role
+from goalflow_common.client import make_channel
+from goalflow_common.db import connect, eq
+from goalflow_common.embedded_mongo import free_port
+from goalflow_common.pb.goals.v1 import (
+    common_pb2,
+    config_pb2,
+    config_pb2_grpc,
+    export_pb2,
+    export_pb2_grpc,
+)
+from tracker_svc.store import TrackerStore, conversion_key
+
+HOST = "127.0.0.1"
+INSERT_BATCH = 1000
+WRITERS = 4
+POLL_S = 0.2
+RECIPIENT = "bench@example.com"
+GROUPS = ("sales-emea", "sales-amer", "support-t1")
+
+
+def _log(message: str) -> None:
+    print(f"[export_bench] {message}", file=sys.stderr, flush=True)
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise BenchError(f"no VmHWM for pid {pid}")
+
+
+def date(day: dt.date) -> common_pb2.Date:
+    return common_pb2.Date(year=day.year, month=day.month, day=day.day)
+
+
+# -- the data ------------------------------------------------------------------------------
+
+
+def goal_request(today: dt.date) -> config_pb2.CreateGoalRequest:
+    return config_pb2.CreateGoalRequest(
+        name="Checkout after chat (export bench)",
+        active=True,
+        start_date=date(today),
+        agent_group_ids=list(GROUPS),
+        end_date=date(today + dt.timedelta(days=90)),
+        attribution_model=config_pb2.ATTRIBUTION_MODEL_ALL_TOUCHES,
+        attribution_period_days=7,
+        transaction_value=common_pb2.Money(currency_code="USD", amount="49.90"),
+        goal_type=config_pb2.GOAL_TYPE_SELL_PRODUCT_OR_SERVICE,
+        conditions=[config_pb2.Condition(
+            category=config_pb2.CONDITION_CATEGORY_URL,
+            operator=config_pb2.CONDITION_OPERATOR_CONTAINS,
+            value="/checkout/confirm",
+        )],
+    )
+
+
+def conversion_docs(
+    account: str, goal_id: str, goal_name: str, count: int, credits: int,
+    first: dt.datetime, span: dt.timedelta, now: dt.datetime,
+):
+    """``count`` conversion documents in the tracker's stored shape, evenly over ``span``
+    from ``first`` (whole milliseconds, as BSON keeps them), each with ``credits`` credits."""
+    step = span / count
+    for n in range(count):
+        at = first + step * n
+        at = at.replace(microsecond=at.microsecond // 1000 * 1000)
+        conversation = f"conv-{n:08d}"
+        agents = [
+            {
+                "id": f"agent-{(n + k) % 60:02d}", "name": f"Agent {(n + k) % 60:02d}",
+                "email": f"agent{(n + k) % 60:02d}@example.com",
+                "group_id": GROUPS[(n + k) % len(GROUPS)], "skill": "sales",
+                "user_type": "HUMAN", "survey_bot": False,
+            }
+            for k in range(credits)
+        ]
+        yield {
+            "_id": conversion_key(account, goal_id, conversation),
+            "account_id": account, "goal_id": goal_id, "goal_name": goal_name,
+            "goal_type": "SELL_PRODUCT_OR_SERVICE", "attribution_model": "ALL_TOUCHES",
+            "conversation_id": conversation, "end_user_id": f"user-{n:08d}",
+            "channel": "WEB_WIDGET", "skill": "sales",
+            "conversion_time": at,
+            "conversation_open_time": at - dt.timedelta(minutes=20),
+            "event_type": "PURCHASE", "brand_event_id": f"order-{n:08d}",
+            "url": f"https://shop.example.com/checkout/confirm?order={n}",
+            "hit_event_id": f"ev-{n:08d}",
+            "transaction_value": {"currency_code": "USD", "amount": "49.90"},
+            "value_micros": 49_900_000,
+            "credits": [
+                {
+                    "agent": agent,
+                    "assignment_time": at - dt.timedelta(minutes=15 - k),
+                    "contact_duration_ms": (15 - k) * 60_000,
+                }
+                for k, agent in enumerate(agents)
+            ],
+            "credited_agent_ids": [a["id"] for a in agents],
+            "credited_group_ids": sorted({a["group_id"] for a in agents}),
+            "recorded_at": now,
+        }
+
+
+async def write_conversions(collection: Any, docs: Any) -> int:
+    """Insert everything from the generator in batches, ``WRITERS`` batches in flight."""
+    written = 0
+    pending: set[asyncio.Task[Any]] = set()
+    batch: list[dict[str, Any]] = []
+
+    async def flush(part: list[dict[str, Any]]) -> None:
+        nonlocal pending
+        if len(pending) >= WRITERS:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+        pending.add(asyncio.create_task(collection.insert_many(part, ordered=False)))
+
+    for doc in docs:
+        batch.append(doc)
+        if len(batch) == INSERT_BATCH:
+            await flush(batch)
+            written += len(batch)
+            batch = []
+    if batch:
+        await flush(batch)
+        written += len(batch)
+    for task in pending:
+        await task
+    return written
+
+
+# -- phases --------------------------------------------------------------------------------
+
+
+async def store_ceiling(collection: Any, account: str, goal_id: str) -> tuple[int, float]:
+    """(credit rows, rows per second) of one plain sorted find over the goal's conversions."""
+    t0 = time.perf_counter()
+    rows = 0
+    cursor = collection.find(
+        {"account_id": eq(account), "goal_id": eq(goal_id)}
+    ).sort([("conversion_time", ASCENDING), ("_id", ASCENDING)])
+    async for doc in cursor:
+        rows += len(doc["credits"])
+    return rows, rows / (time.perf_counter() - t0)
+
+
+async def run_export(
+    stub: export_pb2_grpc.ExportServiceStub, goal_id: str, first: dt.date, last: dt.date,
+    export: Service, timeout_s: float,
+) -> tuple[export_pb2.Export, float]:
+    """The job at MAILED, and the seconds from the request to it."""
+    t0 = time.perf_counter()
+    try:
+        reply = await stub.RequestExport(export_pb2.RequestExportRequest(
+            goal_id=goal_id, start_date=date(first), end_date=date(last),
+            recipient_email=RECIPIENT, request_id=uuid.uuid4().hex,
+        ), timeout=30)
+    except grpc.RpcError as exc:
+        raise BenchError(f"RequestExport: {exc.code()}: {exc.details()}") from exc
+    job_id = reply.export.id
+    state = reply.export.state
+    deadline = t0 + timeout_s
+    while True:
+        export.check_alive()
+        job = (await stub.GetExport(export_pb2.GetExportRequest(export_id=job_id),
+                                    timeout=30)).export
+        if job.state != state:
+            state = job.state
+            _log(f"job {job_id}: {export_pb2.ExportState.Name(state)} after "
+                 f"{time.perf_counter() - t0:.1f}s")
+        if job.state == export_pb2.EXPORT_STATE_MAILED:
+            return job, time.perf_counter() - t0
+        if job.state == export_pb2.EXPORT_STATE_FAILED:
+            raise BenchError(f"export failed: {job.error}")
+        if time.perf_counter() > deadline:
+            raise BenchError(f"export not MAILED within {timeout_s:.0f}s "
+                             f"(state {export_pb2.ExportState.Name(job.state)}, {job.error})")
+        await asyncio.sleep(POLL_S)
+
+
+# -- the run -------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    args: argparse.Namespace
+    workdir: Path
+    uri: str
+    mongo_pid: int | None
+    services: list[Service] = field(default_factory=list)
+    channels: list[aio.Channel] = field(default_factory=list)
+
+    def channel(self, address: str, key: str) -> aio.Channel:
+        channel = make_channel(address, key, max_message_bytes=64 * 1024 * 1024)
+        self.channels.append(channel)
+        return channel
+
+
+async def run(bench: Run, external_db: bool) -> dict[str, str]:
+    run_id = uuid.uuid4().hex[:8]
+    names = {
+        "GOALFLOW_AUTH_DB_NAME": f"bench_{run_id}_auth",
+        "GOALFLOW_CONFIG_DB_NAME": f"bench_{run_id}_config",
+        "GOALFLOW_TRACKER_DB_NAME": f"bench_{run_id}_tracker",
+        "GOALFLOW_EXPORT_DB_NAME": f"bench_{run_id}_export",
+    }
+    client = await connect(bench.uri, app_name="goalflow-bench", attempts=3)
+    try:
+        return await _measure(bench, client, names, f"bench-{run_id}")
+    finally:
+        for channel in bench.channels:
+            await channel.close()
+        if external_db:  # leave a real MongoDB as we found it
+            for name in names.values():
+                with contextlib.suppress(Exception):
+                    await client.drop_database(name)
+        await client.close()
+
+
+async def _measure(
+    bench: Run, client: Any, names: dict[str, str], account: str
+) -> dict[str, str]:
+    args = bench.args
+    keys = KeyStore(client[names["GOALFLOW_AUTH_DB_NAME"]])
+    await keys.create_account(account)
+    admin_key = await keys.create_key(account, Role.ADMIN, label="bench")
+    service_key = await keys.create_key(None, Role.SERVICE, label="bench")
+
+    ports = {name: free_port(HOST) for name in ("config", "tracker", "export", "http", "smtp")}
+    address = {name: f"{HOST}:{port}" for name, port in ports.items()}
+    outbox = bench.workdir / "outbox"
+    base_env = {
+        **os.environ,
+        **names,
+        "PYTHONUNBUFFERED": "1",
+        "MONGODB_URI": bench.uri,
+        "GOALFLOW_GRPC_HOST": HOST,
+        "GOALFLOW_LOG_LEVEL": "WARNING",
+        "GOALFLOW_SHUTDOWN_GRACE_S": "2",
+        "GOALFLOW_SERVICE_API_KEY": service_key,
+        "GOALFLOW_CONFIG_ADDRESS": address["config"],
+        "GOALFLOW_TRACKER_ADDRESS": address["tracker"],
+    }
+    config = Service("config_svc", {**base_env, "GOALFLOW_GRPC_PORT": str(ports["config"])},
+                     bench.workdir / "config_svc.log")
+    tracker = Service("tracker_svc", {**base_env, "GOALFLOW_GRPC_PORT": str(ports["tracker"])},
+                      bench.workdir / "tracker_svc.log")
+    export = Service("export_svc", {
+        **base_env,
+        "GOALFLOW_GRPC_PORT": str(ports["export"]),
+        "GOALFLOW_HTTP_PORT": str(ports["http"]),
+        "GOALFLOW_PUBLIC_BASE_URL": f"http://{address['http']}",
+        "GOALFLOW_SMTP_HOST": HOST,
+        "GOALFLOW_SMTP_PORT": str(ports["smtp"]),
+        "GOALFLOW_LINK_SECRET": secrets.token_hex(32),
+    }, bench.workdir / "export_svc.log")
+    # The sink is a module too; Service runs ``python -m`` it, so its arguments go on argv.
+    sink = Service("goalflow_common.smtp_sink", base_env, bench.workdir / "smtp_sink.log")
+    bench.services += [config, tracker, sink, export]
+
+    config.start()
+    await config.wait_serving(address["config"])
+    today = dt.datetime.now(dt.UTC).date()
+    config_stub = config_pb2_grpc.ConfigServiceStub(bench.channel(address["config"], admin_key))
+    try:
+        goal = (await config_stub.CreateGoal(goal_request(today), timeout=30)).goal
+    except grpc.RpcError as exc:
+        raise BenchError(f"CreateGoal: {exc.code()}: {exc.details()}") from exc
+
+    tracker_db = client[names["GOALFLOW_TRACKER_DB_NAME"]]
+    await TrackerStore(tracker_db).ensure_indexes()
+    conversions = -(-args.rows // args.credits)
+    first_day = today - dt.timedelta(days=args.days)
+    first = dt.datetime.combine(first_day, dt.time(), tzinfo=dt.UTC)
+    t0 = time.perf_counter()
+    written = await write_conversions(tracker_db["conversions"], conversion_docs(
+        account, goal.id, goal.name, conversions, args.credits, first,
+        dt.timedelta(days=args.days), dt.datetime.now(dt.UTC),
+    ))
+    rows_written = conversions * args.credits
+    _log(f"wrote {written} conversions ({rows_written} credit rows) over {args.days} days "
+         f"in {time.perf_counter() - t0:.1f}s")
+
+    tracker.start()
+    export.start()
+    sink_cmd = [sys.executable, "-m", "goalflow_common.smtp_sink", "--host", HOST,
+                "--port", str(ports["smtp"]), "--outbox", str(outbox)]
+    start_process(sink, sink_cmd)
+    await tracker.wait_serving(address["tracker"])
+    await export.wait_serving(address["export"])
+    await wait_port(sink, HOST, ports["smtp"])
+    _log(f"config {config.pid}, tracker {tracker.pid}, export {export.pid}, sink {sink.pid}, "
+         f"database {bench.uri}")
+
+    pids = {"export": export.pid, "tracker": tracker.pid, "bench": os.getpid()}
+    if bench.mongo_pid is not None:
+        pids["db"] = bench.mongo_pid
+    cpu = CpuMeter(pids)
+
+    cpu.start()
+    store_rows, store_rate = await store_ceiling(tracker_db["conversions"], account, goal.id)
+    cpu.report("store read")
+    if store_rows != rows_written:
+        raise BenchError(f"the sorted find read {store_rows} rows of {rows_written} written")
+
+    stub = export_pb2_grpc.ExportServiceStub(bench.channel(address["export"], admin_key))
+    profilers = start_profilers(args.profile, {k: v for k, v in pids.items() if k != "db"})
+    try:
+        cpu.start()
+        job, elapsed = await run_export(stub, goal.id, first_day, today, export, args.timeout)
+        cpu.report("export")
+    finally:
+        stop_profilers(profilers)
+    export.check_alive()
+    peak = peak_rss_mb(export.pid)
+    if job.row_count != rows_written:
+        raise BenchError(f"the export holds {job.row_count} rows, {rows_written} were written")
+    mails = list(outbox.glob("*.eml")) if outbox.exists() else []
+    if not mails:
+        raise BenchError("the job is MAILED but the SMTP sink holds no message")
+    _log(f"zip {job.size_bytes / 1e6:.1f} MB, {len(mails)} mail(s) in the sink, "
+         f"{elapsed:.1f}s from request to MAILED")
+    export_rate = job.row_count / elapsed
+    return {
+        "export_rows_per_s": f"{export_rate:.0f}",
+        "store_read_per_s": f"{store_rate:.0f}",
+        "export_vs_store_ratio": f"{export_rate / store_rate:.3f}",
+        "export_rss_mb": f"{peak:.1f}",
+    }
+
+
+def start_process(service: Service, argv: list[str]) -> None:
+    """Like ``Service.start`` but with arguments (the SMTP sink takes its address on argv)."""
+    with service.log_path.open("wb") as log_file:
+        service.proc = subprocess.Popen(
+            argv, env=service.env, stdin=subprocess.DEVNULL, stdout=log_file,
+            stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
+async def wait_port(service: Service, host: str, port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        service.check_alive()
+        with contextlib.suppress(OSError):
+            _, writer = await asyncio.open_connection(host, port)
+            writer.close()
+            return
+        await asyncio.sleep(0.1)
+    raise BenchError(f"{service.module} not listening on {port}:\n{service.log_tail()}")
+
+
+# -- entry point ---------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.export_bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=1_000_000, help="credit rows to export")
+    parser.add_argument("--credits", type=int, default=2, help="credits per conversion")
+    parser.add_argument("--days", type=int, default=30,
+                        help="days (up to today) the conversions are spread over")
+    parser.add_argument("--timeout", type=float, default=3600.0,
+                        help="seconds the export may take before the run fails")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="record export and tracker with py-spy during the export, as "
+                        "folded stacks in DIR/<name>.folded")
+    args = parser.parse_args(argv)
+    if args.rows < 1 or args.credits < 1 or not 1 <= args.days <= 365:
+        parser.error("--rows and --credits must be at least 1, --days 1 to 365")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    figures: dict[str, object] = {}
+
+    def body() -> None:
+        with workspace() as ws:
+            bench = Run(args, ws.workdir, ws.uri, ws.mongo_pid)
+            # Registered after the database: services stop first (LIFO), then it does.
+            ws.stack.callback(lambda: [s.stop() for s in reversed(bench.services)])
+            try:
+                figures.update(asyncio.run(run(bench, ws.external_db)))
+            except BenchError:
+                for service in bench.services:
+                    tail = service.log_tail(10)
+                    if tail:
+                        _log(f"{service.module} log ends with:\n{tail}")
+                raise
+
+    code = run_main("export_bench", body)
+    for name, value in figures.items():
+        print(f"{name} {value}", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
