@@ -40,8 +40,14 @@ import grpc
 from grpc import aio
 from pymongo import ASCENDING
 
-from bench.harness import BenchError, Service, run_main, workspace
-from bench.ingest_bench import CpuMeter, start_profilers, stop_profilers
+from bench.harness import (
+    BenchError,
+    CpuMeter,
+    Service,
+    run_with_services,
+    start_profilers,
+    stop_profilers,
+)
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
 from goalflow_common.db import connect, eq
@@ -419,26 +425,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    figures: dict[str, object] = {}
-
-    def body() -> None:
-        with workspace() as ws:
-            bench = Run(args, ws.workdir, ws.uri, ws.mongo_pid)
-            # Registered after the database: services stop first (LIFO), then it does.
-            ws.stack.callback(lambda: [s.stop() for s in reversed(bench.services)])
-            try:
-                figures.update(asyncio.run(run(bench, ws.external_db)))
-            except BenchError:
-                for service in bench.services:
-                    tail = service.log_tail(10)
-                    if tail:
-                        _log(f"{service.module} log ends with:\n{tail}")
-                raise
-
-    code = run_main("export_bench", body)
-    for name, value in figures.items():
-        print(f"{name} {value}", flush=True)
-    return code
+    return run_with_services(
+        "export_bench", lambda ws: Run(args, ws.workdir, ws.uri, ws.mongo_pid), run
+    )
 
 
 if __name__ == "__main__":

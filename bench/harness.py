@@ -5,14 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc import aio
@@ -137,3 +139,112 @@ def run_main(name: str, body: Callable[[], None]) -> int:
     finally:
         signal.signal(signal.SIGTERM, previous)
     return 0
+
+
+# -- measuring processes -------------------------------------------------------------------
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def log(message: str) -> None:
+    """Progress for a person, on stderr (stdout carries only the figures)."""
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024  # kB
+    raise BenchError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+
+
+class CpuMeter:
+    """CPU used by each watched process between ``start()`` and ``report()``."""
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self._start: dict[str, float] = {}
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+
+    def report(self, phase: str) -> None:
+        wall = time.perf_counter() - self._t0
+        used = {
+            name: (cpu_seconds(pid) - self._start[name]) / wall for name, pid in self.pids.items()
+        }
+        shares = ", ".join(f"{name} {cores:.2f}" for name, cores in used.items())
+        log(f"{phase}: {wall:.1f}s wall; CPU cores used: {shares} (machine: {os.cpu_count()})")
+
+
+def start_profilers(directory: str | None, pids: dict[str, int]) -> list[subprocess.Popen]:
+    """py-spy recording each service process during the ingest, if ``--profile`` asks."""
+    if not directory:
+        return []
+    py_spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
+    if py_spy is None:
+        raise BenchError("--profile needs py-spy on PATH or in $PY_SPY")
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    procs = []
+    for name, pid in pids.items():
+        if name == "bench":
+            continue
+        # Folded stacks ("raw"): one line per stack with its sample count, easy to total.
+        output = Path(directory) / f"{name}.folded"
+        procs.append(subprocess.Popen(
+            [py_spy, "record", "--pid", str(pid), "--output", str(output), "--format", "raw",
+             "--rate", "100", "--nonblocking"],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        ))
+    time.sleep(1.0)  # attached before the first batch
+    return procs
+
+
+def stop_profilers(procs: list[subprocess.Popen]) -> None:
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            _, err = proc.communicate()
+        log(f"py-spy: {err.decode(errors='replace').strip().splitlines()[-1:]}")
+
+
+def run_with_services(
+    name: str,
+    make_run: Callable[[Workspace], Any],
+    run: Callable[[Any, bool], Awaitable[dict[str, Any]]],
+) -> int:
+    """The body of a benchmark that starts services: a workspace, a ``Run`` made from it
+    (its ``services`` are stopped first, then the database), the figures printed one
+    ``name value`` line each on stdout, and the service logs' tails on a failure."""
+    figures: dict[str, Any] = {}
+
+    def body() -> None:
+        with workspace() as ws:
+            bench = make_run(ws)
+            ws.stack.callback(lambda: [s.stop() for s in reversed(bench.services)])
+            try:
+                figures.update(asyncio.run(run(bench, ws.external_db)))
+            except BenchError:
+                for service in bench.services:
+                    tail = service.log_tail(10)
+                    if tail:
+                        log(f"{service.module} log ends with:\n{tail}")
+                raise
+
+    code = run_main(name, body)
+    for key, value in figures.items():
+        print(f"{key} {value}", flush=True)
+    return code

@@ -37,9 +37,6 @@ import datetime as dt
 import math
 import os
 import random
-import shutil
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -54,7 +51,15 @@ from grpc import aio
 from pymongo import AsyncMongoClient
 
 from bench import datagen
-from bench.harness import BenchError, Service, run_main, workspace
+from bench.harness import (
+    BenchError,
+    CpuMeter,
+    Service,
+    rss_mb,
+    run_with_services,
+    start_profilers,
+    stop_profilers,
+)
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
 from goalflow_common.db import connect, decode_change_document
@@ -78,41 +83,6 @@ def _log(message: str) -> None:
 
 
 # -- processes -----------------------------------------------------------------------------
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024  # kB
-    raise BenchError(f"no VmRSS for pid {pid}")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rindex(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
-
-
-class CpuMeter:
-    """CPU used by each watched process between ``start()`` and ``report()``."""
-
-    def __init__(self, pids: dict[str, int]) -> None:
-        self.pids = pids
-        self._start: dict[str, float] = {}
-        self._t0 = 0.0
-
-    def start(self) -> None:
-        self._t0 = time.perf_counter()
-        self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
-
-    def report(self, phase: str) -> None:
-        wall = time.perf_counter() - self._t0
-        used = {
-            name: (cpu_seconds(pid) - self._start[name]) / wall for name, pid in self.pids.items()
-        }
-        shares = ", ".join(f"{name} {cores:.2f}" for name, cores in used.items())
-        _log(f"{phase}: {wall:.1f}s wall; CPU cores used: {shares} (machine: {os.cpu_count()})")
 
 
 def percentile(values: list[float], pct: float) -> float:
@@ -568,41 +538,6 @@ async def _measure(
     }
 
 
-def start_profilers(directory: str | None, pids: dict[str, int]) -> list[subprocess.Popen]:
-    """py-spy recording each service process during the ingest, if ``--profile`` asks."""
-    if not directory:
-        return []
-    py_spy = os.environ.get("PY_SPY") or shutil.which("py-spy")
-    if py_spy is None:
-        raise BenchError("--profile needs py-spy on PATH or in $PY_SPY")
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    procs = []
-    for name, pid in pids.items():
-        if name == "bench":
-            continue
-        # Folded stacks ("raw"): one line per stack with its sample count, easy to total.
-        output = Path(directory) / f"{name}.folded"
-        procs.append(subprocess.Popen(
-            [py_spy, "record", "--pid", str(pid), "--output", str(output), "--format", "raw",
-             "--rate", "100", "--nonblocking"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        ))
-    time.sleep(1.0)  # attached before the first batch
-    return procs
-
-
-def stop_profilers(procs: list[subprocess.Popen]) -> None:
-    for proc in procs:
-        proc.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-    for proc in procs:
-        try:
-            _, err = proc.communicate(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            _, err = proc.communicate()
-        _log(f"py-spy: {err.decode(errors='replace').strip().splitlines()[-1:]}")
-
-
 # -- entry point ---------------------------------------------------------------------------
 
 
@@ -636,26 +571,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    figures: dict[str, object] = {}
-
-    def body() -> None:
-        with workspace() as ws:
-            bench = Run(args, ws.workdir, ws.uri, ws.mongo_pid)
-            # Registered after the database: services stop first (LIFO), then it does.
-            ws.stack.callback(lambda: [s.stop() for s in reversed(bench.services)])
-            try:
-                figures.update(asyncio.run(run(bench, ws.external_db)))
-            except BenchError:
-                for service in bench.services:
-                    tail = service.log_tail(10)
-                    if tail:
-                        _log(f"{service.module} log ends with:\n{tail}")
-                raise
-
-    code = run_main("ingest_bench", body)
-    for name, value in figures.items():
-        print(f"{name} {value}", flush=True)
-    return code
+    return run_with_services(
+        "ingest_bench", lambda ws: Run(args, ws.workdir, ws.uri, ws.mongo_pid), run
+    )
 
 
 if __name__ == "__main__":
