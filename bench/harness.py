@@ -22,6 +22,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from goalflow_common.embedded_mongo import EmbeddedMongo
 from goalflow_common.logs import configure_logging
+from goalflow_common.processes import terminate
 
 
 class BenchError(Exception):
@@ -64,15 +65,7 @@ class Service:
 
     def stop(self, timeout_s: float = 15.0) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        terminate(proc, timeout_s)
 
     async def wait_serving(self, address: str, timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from pymongo import AsyncMongoClient
 
+from config_svc.settings import ConfigSettings
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.clock import ManualClock
 from goalflow_common.embedded_mongo import EmbeddedMongo
@@ -95,3 +96,16 @@ def make_tenant(keys: KeyStore):
 async def platform_key(keys: KeyStore) -> str:
     """A platform-wide service key (no account), as the services use between themselves."""
     return await keys.create_key(None, Role.SERVICE, label="tests")
+
+
+@pytest.fixture
+def config_settings(mongo_uri: str, db_prefix: str) -> ConfigSettings:
+    """Config service settings on this test's databases, any free port, no tracker."""
+    return ConfigSettings(
+        mongodb_uri=mongo_uri,
+        auth_db_name=f"{db_prefix}_auth",
+        config_db_name=f"{db_prefix}_config",
+        grpc_port=0,
+        tracker_address="",
+        shutdown_grace_s=1.0,
+    )

@@ -12,6 +12,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 
 from goalflow_common.auth import current_principal
+from goalflow_common.db import eq
 from goalflow_common.errors import InvalidArgument
 from goalflow_common.pb.goals.v1 import tracker_pb2
 from tracker_svc.convert import conversion_to_proto
@@ -132,7 +133,7 @@ class ConversionQueries:
             return {}
         latest: dict[str, tuple[dt.datetime, str, str]] = {}
         cursor = self._store.events.find(
-            {"account_id": account_id, "conversation_id": {"$in": ids}, "kind": "rated"},
+            {"account_id": eq(account_id), "conversation_id": {"$in": ids}, "kind": "rated"},
             {"conversation_id": 1, "rating": 1, "at": 1},
         )
         async for ev in cursor:
@@ -155,7 +156,7 @@ class ConversionQueries:
         if request.page_size < 0:
             raise InvalidArgument("page_size", "must not be negative")
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
-        query: dict[str, Any] = {"account_id": account_id}
+        query: dict[str, Any] = {"account_id": eq(account_id)}
         for field, stored in (
             ("conversation_id", "conversation_id"),
             ("goal_id", "goal_id"),

@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from goalflow_common.processes import terminate
+
 _LAUNCH = "from nx_27017.nx_27017 import main; main()"
 
 
@@ -95,14 +97,7 @@ class EmbeddedMongo:
     def stop(self, timeout_s: float = 10.0) -> None:
         """Stop the server: SIGTERM, then SIGKILL if it does not exit in time."""
         proc, self._proc = self._proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        terminate(proc, timeout_s)
 
     def kill(self) -> None:
         """Stop abruptly (fault tests)."""

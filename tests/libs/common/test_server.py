@@ -61,15 +61,8 @@ class TinyServicer(config_pb2_grpc.ConfigServiceServicer):
 
 
 @pytest.fixture
-def settings(mongo_uri: str, db_prefix: str) -> ConfigSettings:
-    return ConfigSettings(
-        mongodb_uri=mongo_uri,
-        auth_db_name=f"{db_prefix}_auth",
-        config_db_name=f"{db_prefix}_config",
-        grpc_port=0,
-        tracker_address="",
-        shutdown_grace_s=5.0,
-    )
+def settings(config_settings: ConfigSettings) -> ConfigSettings:
+    return config_settings.model_copy(update={"shutdown_grace_s": 5.0})
 
 
 @pytest.fixture

@@ -8,21 +8,8 @@ import pytest
 from grpc import aio
 
 from config_svc.server import create_server
-from config_svc.settings import ConfigSettings
 from goalflow_common.client import make_channel
 from goalflow_common.pb.goals.v1 import config_pb2_grpc
-
-
-@pytest.fixture
-def config_settings(mongo_uri: str, db_prefix: str) -> ConfigSettings:
-    return ConfigSettings(
-        mongodb_uri=mongo_uri,
-        auth_db_name=f"{db_prefix}_auth",
-        config_db_name=f"{db_prefix}_config",
-        grpc_port=0,
-        tracker_address="",
-        shutdown_grace_s=1.0,
-    )
 
 
 @pytest.fixture

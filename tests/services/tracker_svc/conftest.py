@@ -9,7 +9,6 @@ import pytest
 from grpc import aio
 
 from config_svc.server import create_server as create_config
-from config_svc.settings import ConfigSettings
 from goalflow_common.client import make_channel
 from goalflow_common.embedded_mongo import free_port
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2_grpc
@@ -43,15 +42,12 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(mongo_uri, db_prefix, clock, platform_key) -> AsyncIterator[Stack]:
+async def stack(mongo_uri, db_prefix, clock, platform_key, config_settings) -> AsyncIterator[Stack]:
     # Each side needs the other's address: the tracker's port is chosen first.
     tracker_port = free_port()
-    config_settings = ConfigSettings(
-        mongodb_uri=mongo_uri, auth_db_name=f"{db_prefix}_auth",
-        config_db_name=f"{db_prefix}_config", grpc_port=0,
-        tracker_address=f"127.0.0.1:{tracker_port}",
-        shutdown_grace_s=1.0, service_api_key=platform_key,
-    )
+    config_settings = config_settings.model_copy(update={
+        "tracker_address": f"127.0.0.1:{tracker_port}", "service_api_key": platform_key,
+    })
     config, config_port = await create_config(config_settings, clock=clock)
     await config.start()
     tracker_settings = TrackerSettings(
