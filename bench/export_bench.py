@@ -4,7 +4,8 @@ Starts the embedded database (unless ``MONGODB_URI`` is set), creates an account
 keys, runs the real config service and creates one goal, then writes ``--rows`` credit
 rows worth of conversion documents (``--credits`` credits each, in the tracker's stored
 shape, ``tracker_svc.store``) straight into the tracker's ``conversions`` collection, spread
-over the last ``--days`` days. Then it runs the real tracker, export service and SMTP sink,
+over the last ``--days`` days, and the kept ratings of seven in ten of those conversations
+(``ratings``). Then it runs the real tracker, export service and SMTP sink,
 each its own process. In one run:
 
 1. ``store_read_per_s`` — the store's own read ceiling: the same documents read by one plain
@@ -59,7 +60,7 @@ from goalflow_common.pb.goals.v1 import (
     export_pb2,
     export_pb2_grpc,
 )
-from tracker_svc.store import TrackerStore, conversion_key
+from tracker_svc.store import TrackerStore, conversion_key, rating_key
 
 HOST = "127.0.0.1"
 INSERT_BATCH = 1000
@@ -153,7 +154,21 @@ def conversion_docs(
         }
 
 
-async def write_conversions(collection: Any, docs: Any) -> int:
+def rating_docs(account: str, count: int, first: dt.datetime, span: dt.timedelta):
+    """The kept ratings (``tracker_svc.store`` shape) of seven in ten of the conversations
+    ``conversion_docs`` makes, so the export looks up ratings as it would in production."""
+    step = span / count
+    for n in range(count):
+        if n % 10 < 7:
+            conversation = f"conv-{n:08d}"
+            yield {
+                "_id": rating_key(account, conversation), "account_id": account,
+                "conversation_id": conversation, "rating": ("good", "bad", "5", "4")[n % 4],
+                "at": first + step * n + dt.timedelta(minutes=30), "event_id": f"rate-{n:08d}",
+            }
+
+
+async def write_docs(collection: Any, docs: Any) -> int:
     """Insert everything from the generator in batches, ``WRITERS`` batches in flight."""
     written = 0
     pending: set[asyncio.Task[Any]] = set()
@@ -325,13 +340,15 @@ async def _measure(
     first_day = today - dt.timedelta(days=args.days)
     first = dt.datetime.combine(first_day, dt.time(), tzinfo=dt.UTC)
     t0 = time.perf_counter()
-    written = await write_conversions(tracker_db["conversions"], conversion_docs(
-        account, goal.id, goal.name, conversions, args.credits, first,
-        dt.timedelta(days=args.days), dt.datetime.now(dt.UTC),
+    span = dt.timedelta(days=args.days)
+    written = await write_docs(tracker_db["conversions"], conversion_docs(
+        account, goal.id, goal.name, conversions, args.credits, first, span,
+        dt.datetime.now(dt.UTC),
     ))
+    rated = await write_docs(tracker_db["ratings"], rating_docs(account, conversions, first, span))
     rows_written = conversions * args.credits
-    _log(f"wrote {written} conversions ({rows_written} credit rows) over {args.days} days "
-         f"in {time.perf_counter() - t0:.1f}s")
+    _log(f"wrote {written} conversions ({rows_written} credit rows, {rated} rated) over "
+         f"{args.days} days in {time.perf_counter() - t0:.1f}s")
 
     tracker.start()
     export.start()

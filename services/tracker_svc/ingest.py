@@ -134,10 +134,13 @@ class Ingestor:
             # written first (subscribers see them sooner) and the ack still waits for all.
             conversions, unsupported = await self._attribute(account_id, hits, docs, opens)
             ack.unsupported_channel_indexes.extend(sorted(unsupported))
-        existing, duplicates, _ = await asyncio.gather(
+        # Ratings are kept for every rated event, resent ones too: a batch cut short after
+        # its events were stored still gets its ratings when the producer resends it.
+        existing, duplicates, _, _ = await asyncio.gather(
             self._record(conversions),
             self._store.insert_new(self._store.events, docs),
             self._store.insert_new(self._store.opens, opens),
+            self._store.record_ratings(account_id, [d for d in docs if d["kind"] == "rated"]),
         )
         ack.duplicates += len(duplicates)
         ack.accepted = len(docs) - len(duplicates)

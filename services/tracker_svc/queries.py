@@ -6,7 +6,7 @@ import base64
 import datetime as dt
 import hashlib
 import json
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator
 from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
@@ -126,27 +126,10 @@ class ConversionQueries:
         self._chunk = max(1, chunk_size)
         self._fetch = max(self._chunk, fetch_size)
 
-    async def ratings(self, account_id: str, conversation_ids: Iterable[str]) -> dict[str, str]:
-        """Each conversation's latest satisfaction rating, in one query."""
-        ids = sorted(set(conversation_ids))
-        if not ids:
-            return {}
-        latest: dict[str, tuple[dt.datetime, str, str]] = {}
-        cursor = self._store.events.find(
-            {"account_id": eq(account_id), "conversation_id": {"$in": ids}, "kind": "rated"},
-            {"conversation_id": 1, "rating": 1, "at": 1},
-        )
-        async for ev in cursor:
-            key = (ev["at"], ev["_id"], ev.get("rating") or "")
-            seen = latest.get(ev["conversation_id"])
-            if seen is None or key[:2] > seen[:2]:
-                latest[ev["conversation_id"]] = key
-        return {conversation: rating for conversation, (_, _, rating) in latest.items()}
-
     async def _with_ratings(
         self, account_id: str, docs: list[dict[str, Any]]
     ) -> list[tracker_pb2.Conversion]:
-        ratings = await self.ratings(account_id, (d["conversation_id"] for d in docs))
+        ratings = await self._store.latest_ratings(account_id, (d["conversation_id"] for d in docs))
         return [conversion_to_proto(d, ratings.get(d["conversation_id"], "")) for d in docs]
 
     async def list(

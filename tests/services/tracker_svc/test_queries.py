@@ -127,7 +127,7 @@ async def test_list_returns_every_recorded_field(stack, make_tenant, tracker_db)
         value=("EUR", "49.90"), event_type="LEAD",
     )
     await tracker_db.conversions.insert_one(doc)
-    await tracker_db.events.insert_many([
+    await tracker_db.record_ratings(tenant.account_id, [
         rated_doc(tenant.account_id, "conv-x", "bad", when),
         rated_doc(tenant.account_id, "conv-x", "4", when + SECOND),
     ])
@@ -239,14 +239,16 @@ async def test_stream_returns_the_range_in_order_in_chunks_with_ratings(
           for k in range(30)),
     ]
     await tracker_db.conversions.insert_many(outside + inside[::-1])
-    await tracker_db.events.insert_many([
-        # Rated twice: the later rating wins, whatever order the events were stored in.
-        rated_doc(acct, "conv-0007", "good", start + dt.timedelta(hours=5)),
+    # Rated twice: the later rating wins, whatever order the events were recorded in.
+    await tracker_db.record_ratings(acct, [
+        rated_doc(acct, "conv-0007", "good", start + dt.timedelta(hours=5))])
+    await tracker_db.record_ratings(acct, [
         rated_doc(acct, "conv-0007", "bad", start + dt.timedelta(hours=4)),
         rated_doc(acct, "conv-1999", "5", start),
-        # Another account's rating of a same-named conversation is not this one's.
-        rated_doc(other.account_id, "conv-0008", "1", start),
     ])
+    # Another account's rating of a same-named conversation is not this one's.
+    await tracker_db.record_ratings(other.account_id, [
+        rated_doc(other.account_id, "conv-0008", "1", start)])
     chunk_size = stack.tracker_settings.stream_chunk_size
     chunks = await stream_all(
         stack.tracker(tenant.keys[Role.SERVICE]), goal_id="goal", start_time=ts(start),
@@ -372,7 +374,8 @@ async def test_another_account_never_sees_these_conversions(
         for k in range(10)
     ]
     await tracker_db.conversions.insert_many(docs)
-    await tracker_db.events.insert_one(rated_doc(owner.account_id, "conv-1", "good", T0))
+    await tracker_db.record_ratings(
+        owner.account_id, [rated_doc(owner.account_id, "conv-1", "good", T0)])
     window = {"start_time": ts(T0 - SECOND), "end_time": ts(T0 + dt.timedelta(hours=1))}
     own = stack.tracker(owner.admin)
     assert len((await list_all(own))[0]) == 10  # the data is there for its owner
