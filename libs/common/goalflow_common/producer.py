@@ -1,0 +1,270 @@
+"""A reliable event producer for the tracker's ``IngestEvents`` stream.
+
+Used by the ``goalflow`` CLI, the demo, benchmarks and fault tests. Events go in batches
+over one stream with a bounded window of unacknowledged batches. If the stream breaks with
+a status a producer may retry (the tracker restarted, shutting down, the database away),
+it reconnects with bounded, jittered backoff and resends every unacknowledged batch. The
+tracker stores events idempotently by event id, so a resent batch that had been applied
+before the break comes back as duplicates: nothing is lost and nothing is doubled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import itertools
+import random
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from google.protobuf import json_format
+from grpc import aio
+
+from goalflow_common.client import make_channel
+from goalflow_common.pb.goals.v1 import tracker_pb2, tracker_pb2_grpc
+
+# Besides the usual transient codes, a server killed mid-call can surface as INTERNAL or
+# UNKNOWN; ingestion is idempotent, so resending after those is safe too.
+RETRYABLE = frozenset({
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.ABORTED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+})
+
+
+class ProducerError(Exception):
+    """The tracker refused the stream for good (``code`` says why), could not be reached
+    within the reconnect budget, or broke the protocol (``code`` is None for those two)."""
+
+    def __init__(self, message: str, code: grpc.StatusCode | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """One refused event; ``index`` is its position in the events given to ``send``."""
+
+    index: int
+    event_id: str
+    field: str
+    reason: str
+
+
+@dataclass
+class IngestSummary:
+    """What the tracker acknowledged for one ``send``."""
+
+    events: int = 0
+    accepted: int = 0
+    duplicates: int = 0
+    conversions: int = 0
+    unsupported_channel: int = 0
+    rejected: list[Rejection] = field(default_factory=list)
+    batches: int = 0
+    resent_batches: int = 0
+    reconnects: int = 0
+
+
+@dataclass
+class _Batch:
+    request: tracker_pb2.IngestEventsRequest
+    offset: int  # index of the batch's first event in the whole send
+    sent: bool = False
+
+
+AckCallback = Callable[[tracker_pb2.IngestEventsResponse, int], None]
+
+
+class _StreamBroke(Exception):
+    """The stream ended or failed retryably; unacknowledged batches must be resent."""
+
+
+class EventProducer:
+    """Sends events to one tracker address with one key (role ingest or admin)."""
+
+    def __init__(
+        self,
+        address: str,
+        key: str,
+        *,
+        batch_size: int = 250,
+        window: int = 4,
+        max_reconnects: int = 8,
+        backoff_s: tuple[float, float] = (0.1, 5.0),
+    ) -> None:
+        """``max_reconnects`` bounds consecutive reconnects without an acknowledgement in
+        between; ``backoff_s`` is the first and the largest wait before reconnecting."""
+        if not 1 <= batch_size <= 1000:
+            raise ValueError("batch_size must be 1 to 1000 (the tracker's batch limit)")
+        self._channel = make_channel(address, key)
+        self._stub = tracker_pb2_grpc.TrackerServiceStub(self._channel)
+        self._batch_size = batch_size
+        self._window = max(1, window)
+        self._max_reconnects = max_reconnects
+        self._backoff = backoff_s
+        self._ids = (f"{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count())
+
+    async def __aenter__(self) -> EventProducer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def send(
+        self, events: Iterable[tracker_pb2.Event], on_ack: AckCallback | None = None
+    ) -> IngestSummary:
+        """Send every event; return once all are acknowledged."""
+        summary = IngestSummary()
+        source = self._batches(events, summary)
+        unacked: deque[_Batch] = deque()
+        failures = 0
+        while True:
+            try:
+                await self._session(source, unacked, summary, on_ack)
+                return summary
+            except _StreamBroke as broke:
+                progressed = broke.args[0]
+                failures = 0 if progressed else failures + 1
+                if failures > self._max_reconnects:
+                    raise ProducerError(
+                        f"tracker unreachable after {self._max_reconnects} reconnects: "
+                        f"{broke.__cause__}"
+                    ) from broke.__cause__
+                summary.reconnects += 1
+                first, cap = self._backoff
+                delay = min(cap, first * 2 ** max(0, failures - 1))
+                await asyncio.sleep(delay * random.uniform(0.5, 1.0))
+
+    def _batches(self, events: Iterable[tracker_pb2.Event], summary: IngestSummary
+                 ) -> Iterator[_Batch]:
+        events = iter(events)
+        offset = 0
+        while chunk := list(itertools.islice(events, self._batch_size)):
+            summary.events += len(chunk)
+            yield _Batch(
+                tracker_pb2.IngestEventsRequest(batch_id=next(self._ids), events=chunk), offset
+            )
+            offset += len(chunk)
+
+    async def _session(
+        self,
+        source: Iterator[_Batch],
+        unacked: deque[_Batch],
+        summary: IngestSummary,
+        on_ack: AckCallback | None,
+    ) -> None:
+        """One stream: resend what is unacknowledged, then go on with the source."""
+        call = self._stub.IngestEvents()
+        progressed = False
+        try:
+            for batch in unacked:
+                summary.resent_batches += batch.sent
+                batch.sent = True
+                await self._write(call, batch.request)
+            exhausted = False
+            while True:
+                while not exhausted and len(unacked) < self._window:
+                    batch = next(source, None)
+                    if batch is None:
+                        exhausted = True
+                        await call.done_writing()
+                        break
+                    unacked.append(batch)
+                    batch.sent = True
+                    await self._write(call, batch.request)
+                if not unacked:
+                    return
+                ack = await call.read()
+                if ack is aio.EOF:  # the server ended the stream early (graceful shutdown)
+                    await self._ended(call)
+                batch = unacked.popleft()
+                self._account(batch, ack, summary)
+                progressed = True
+                if on_ack is not None:
+                    on_ack(ack, len(batch.request.events))
+        except aio.AioRpcError as exc:
+            if exc.code() in RETRYABLE:
+                raise _StreamBroke(progressed) from exc
+            raise ProducerError(f"{exc.code().name}: {exc.details()}", exc.code()) from exc
+        except _StreamBroke as broke:
+            raise _StreamBroke(progressed) from broke.__cause__
+        finally:
+            call.cancel()
+
+    async def _write(self, call: aio.StreamStreamCall, request: object) -> None:
+        try:
+            await call.write(request)
+        except asyncio.InvalidStateError:  # the call already ended: why decides what next
+            await self._ended(call)
+
+    @staticmethod
+    async def _ended(call: aio.StreamStreamCall) -> None:
+        """Raise for a stream that ended before every batch was acknowledged."""
+        status = await call.code()
+        details = await call.details()
+        if status is grpc.StatusCode.OK or status in RETRYABLE:
+            raise _StreamBroke(False) from ProducerError(
+                f"stream ended with {status.name} before every batch was acknowledged: "
+                f"{details}"
+            )
+        raise ProducerError(f"{status.name}: {details}", status)
+
+    @staticmethod
+    def _account(
+        batch: _Batch, ack: tracker_pb2.IngestEventsResponse, summary: IngestSummary
+    ) -> None:
+        sent = len(batch.request.events)
+        if ack.batch_id != batch.request.batch_id:
+            raise ProducerError(
+                f"acknowledgement for batch {ack.batch_id!r}, expected "
+                f"{batch.request.batch_id!r}"
+            )
+        # A refusal of the whole batch (index 0, field "events") counts every event.
+        whole = len(ack.rejected) == 1 and ack.rejected[0].field == "events" and sent > 1
+        if not whole and ack.accepted + ack.duplicates + len(ack.rejected) != sent:
+            raise ProducerError(
+                f"batch {ack.batch_id}: {ack.accepted} accepted + {ack.duplicates} "
+                f"duplicates + {len(ack.rejected)} rejected of {sent} sent"
+            )
+        summary.batches += 1
+        summary.accepted += ack.accepted
+        summary.duplicates += ack.duplicates
+        summary.conversions += ack.conversions
+        summary.unsupported_channel += len(ack.unsupported_channel_indexes)
+        if whole:
+            first = ack.rejected[0]
+            summary.rejected.extend(
+                Rejection(batch.offset + k, event.event_id, first.field, first.reason)
+                for k, event in enumerate(batch.request.events)
+            )
+            return
+        summary.rejected.extend(
+            Rejection(batch.offset + r.index, r.event_id, r.field, r.reason)
+            for r in ack.rejected
+        )
+
+
+def read_jsonl_events(path: str | Path) -> Iterator[tuple[int, tracker_pb2.Event]]:
+    """(line number, event) for each non-blank line of a JSONL file (``.gz`` too); each
+    line is the proto3 JSON form of ``goals.v1.Event``."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as lines:
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield number, json_format.Parse(line, tracker_pb2.Event())
+            except json_format.ParseError as exc:
+                raise ValueError(f"line {number}: {exc}") from None

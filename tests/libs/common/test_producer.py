@@ -1,0 +1,122 @@
+"""The shared event producer against a real tracker: batching, rejections, resending."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import gzip
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from goalflow_common.auth import Role
+from goalflow_common.embedded_mongo import free_port
+from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2
+from goalflow_common.producer import EventProducer, ProducerError, read_jsonl_events
+from tests.services.tracker_svc.builders import agent, assigned, create_goal, message, opened, visit
+from tracker_svc.server import create_server as create_tracker
+
+T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
+MIN = dt.timedelta(minutes=1)
+CONVERSATIONS = 30
+
+
+def converting_traffic() -> list[tracker_pb2.Event]:
+    """Each conversation: opened, an agent, a reply, a checkout visit (one conversion)."""
+    events = []
+    for n in range(CONVERSATIONS):
+        conv, user, at = f"c{n}", f"u{n}", T0 + n * MIN
+        events += [
+            opened(conv, at, user=user), assigned(conv, at + 1 * MIN, agent(f"a{n % 3}")),
+            message(conv, at + 2 * MIN, f"a{n % 3}"),
+            visit("https://shop.example/checkout", at + 3 * MIN, user=user, conv=conv),
+        ]
+    return events
+
+
+async def test_sends_everything_and_names_refused_events_by_position(stack, make_tenant):
+    tenant = await make_tenant()
+    await create_goal(stack, tenant, "Checkout", model=config_pb2.ATTRIBUTION_MODEL_LAST_TOUCH)
+    events = converting_traffic()
+    bad = tracker_pb2.Event(event_id="no-kind")  # no time, no kind
+    events.insert(57, bad)
+    acks: list[int] = []
+    async with EventProducer(stack.tracker_address, tenant.keys[Role.INGEST], batch_size=7,
+                             window=3) as producer:
+        first = await producer.send(events, on_ack=lambda ack, n: acks.append(n))
+        again = await producer.send(events)
+    assert (first.events, first.accepted, first.duplicates) == (len(events), len(events) - 1, 0)
+    assert first.conversions == CONVERSATIONS
+    [refused] = first.rejected
+    assert (refused.index, refused.event_id) == (57, "no-kind") and refused.field
+    assert first.batches == -(-len(events) // 7) and sum(acks) == len(events)
+    # A resend changes nothing: every event is a duplicate, no conversion is recorded again.
+    assert (again.accepted, again.duplicates, again.conversions) == (0, len(events) - 1, 0)
+
+
+async def test_a_tracker_restart_mid_send_loses_and_doubles_nothing(
+    stack, make_tenant, tracker_db, clock
+):
+    tenant = await make_tenant()
+    await create_goal(stack, tenant, "Checkout", model=config_pb2.ATTRIBUTION_MODEL_ALL_TOUCHES)
+    events = converting_traffic()
+    restarted = asyncio.Event()
+
+    async def restart() -> None:
+        old = stack.tracker_server
+        await old.stop(0)  # abrupt: open streams are cancelled
+        await asyncio.sleep(0.3)  # the producer meets a closed port meanwhile
+        server, _ = await create_tracker(stack.tracker_settings, clock=clock)
+        await server.start()
+        stack.servers[stack.servers.index(old)] = stack.tracker_server = server
+        restarted.set()
+
+    tasks = []
+
+    def on_ack(ack: tracker_pb2.IngestEventsResponse, size: int) -> None:
+        if not tasks:  # after the first acknowledgement, pull the tracker away
+            tasks.append(asyncio.get_running_loop().create_task(restart()))
+
+    async with EventProducer(stack.tracker_address, tenant.keys[Role.INGEST], batch_size=5,
+                             window=2, backoff_s=(0.05, 0.3)) as producer:
+        summary = await producer.send(events, on_ack=on_ack)
+    await tasks[0]
+    assert restarted.is_set() and summary.reconnects >= 1
+    assert summary.accepted + summary.duplicates == len(events) and not summary.rejected
+    stored = await tracker_db.events.count_documents({"account_id": tenant.account_id})
+    recorded = await tracker_db.conversions.count_documents({"account_id": tenant.account_id})
+    assert (stored, recorded) == (len(events), CONVERSATIONS)
+
+
+async def test_gives_up_after_the_reconnect_budget():
+    address = f"127.0.0.1:{free_port()}"  # nothing listens here
+    async with EventProducer(address, "gf_0000000000000000_x", max_reconnects=2,
+                             backoff_s=(0.01, 0.02)) as producer:
+        with pytest.raises(ProducerError, match="after 2 reconnects"):
+            await producer.send(converting_traffic()[:3])
+
+
+async def test_a_refusal_that_retrying_cannot_fix_is_raised(stack, make_tenant):
+    tenant = await make_tenant()
+    async with EventProducer(stack.tracker_address, tenant.keys[Role.AGENT]) as producer:
+        with pytest.raises(ProducerError, match="PERMISSION_DENIED") as caught:
+            await producer.send(converting_traffic()[:3])
+    assert caught.value.code is grpc.StatusCode.PERMISSION_DENIED
+
+
+def test_reads_jsonl_plain_and_gzipped_and_names_a_broken_line(tmp_path):
+    events = converting_traffic()[:4]
+    lines = [json_format.MessageToJson(e, indent=None) for e in events]
+    plain = tmp_path / "events.jsonl"
+    plain.write_text("\n".join([lines[0], "", *lines[1:]]) + "\n")
+    packed = tmp_path / "events.jsonl.gz"
+    packed.write_bytes(gzip.compress(plain.read_bytes()))
+    for path in (plain, packed):
+        got = list(read_jsonl_events(path))
+        assert [n for n, _ in got] == [1, 3, 4, 5]
+        assert [e for _, e in got] == events
+    broken = tmp_path / "broken.jsonl"
+    broken.write_text(lines[0] + "\n" + '{"eventId": "x", "nope": 1}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        list(read_jsonl_events(broken))
