@@ -28,8 +28,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import os
-import secrets
-import subprocess
 import sys
 import time
 import uuid
@@ -45,6 +43,8 @@ from bench.harness import (
     BenchError,
     CpuMeter,
     Service,
+    bench_stack,
+    database_names,
     run_with_services,
     start_profilers,
     stop_profilers,
@@ -52,7 +52,6 @@ from bench.harness import (
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
 from goalflow_common.db import connect, eq
-from goalflow_common.embedded_mongo import free_port
 from goalflow_common.pb.goals.v1 import (
     common_pb2,
     config_pb2,
@@ -62,7 +61,6 @@ from goalflow_common.pb.goals.v1 import (
 )
 from tracker_svc.store import TrackerStore, conversion_key, rating_key
 
-HOST = "127.0.0.1"
 INSERT_BATCH = 1000
 WRITERS = 4
 POLL_S = 0.2
@@ -265,12 +263,7 @@ class Run:
 
 async def run(bench: Run, external_db: bool) -> dict[str, str]:
     run_id = uuid.uuid4().hex[:8]
-    names = {
-        "GOALFLOW_AUTH_DB_NAME": f"bench_{run_id}_auth",
-        "GOALFLOW_CONFIG_DB_NAME": f"bench_{run_id}_config",
-        "GOALFLOW_TRACKER_DB_NAME": f"bench_{run_id}_tracker",
-        "GOALFLOW_EXPORT_DB_NAME": f"bench_{run_id}_export",
-    }
+    names = database_names(run_id)
     client = await connect(bench.uri, app_name="goalflow-bench", attempts=3)
     try:
         return await _measure(bench, client, names, f"bench-{run_id}")
@@ -293,37 +286,10 @@ async def _measure(
     admin_key = await keys.create_key(account, Role.ADMIN, label="bench")
     service_key = await keys.create_key(None, Role.SERVICE, label="bench")
 
-    ports = {name: free_port(HOST) for name in ("config", "tracker", "export", "http", "smtp")}
-    address = {name: f"{HOST}:{port}" for name, port in ports.items()}
-    outbox = bench.workdir / "outbox"
-    base_env = {
-        **os.environ,
-        **names,
-        "PYTHONUNBUFFERED": "1",
-        "MONGODB_URI": bench.uri,
-        "GOALFLOW_GRPC_HOST": HOST,
-        "GOALFLOW_LOG_LEVEL": "WARNING",
-        "GOALFLOW_SHUTDOWN_GRACE_S": "2",
-        "GOALFLOW_SERVICE_API_KEY": service_key,
-        "GOALFLOW_CONFIG_ADDRESS": address["config"],
-        "GOALFLOW_TRACKER_ADDRESS": address["tracker"],
-    }
-    config = Service("config_svc", {**base_env, "GOALFLOW_GRPC_PORT": str(ports["config"])},
-                     bench.workdir / "config_svc.log")
-    tracker = Service("tracker_svc", {**base_env, "GOALFLOW_GRPC_PORT": str(ports["tracker"])},
-                      bench.workdir / "tracker_svc.log")
-    export = Service("export_svc", {
-        **base_env,
-        "GOALFLOW_GRPC_PORT": str(ports["export"]),
-        "GOALFLOW_HTTP_PORT": str(ports["http"]),
-        "GOALFLOW_PUBLIC_BASE_URL": f"http://{address['http']}",
-        "GOALFLOW_SMTP_HOST": HOST,
-        "GOALFLOW_SMTP_PORT": str(ports["smtp"]),
-        "GOALFLOW_LINK_SECRET": secrets.token_hex(32),
-    }, bench.workdir / "export_svc.log")
-    # The sink is a module too; Service runs ``python -m`` it, so its arguments go on argv.
-    sink = Service("goalflow_common.smtp_sink", base_env, bench.workdir / "smtp_sink.log")
-    bench.services += [config, tracker, sink, export]
+    stack = bench_stack(bench.workdir, bench.uri, names, service_key)
+    address, outbox = stack.address, stack.outbox
+    config, tracker, export = stack.config, stack.tracker, stack.export
+    bench.services += stack.services
 
     config.start()
     await config.wait_serving(address["config"])
@@ -350,15 +316,8 @@ async def _measure(
     _log(f"wrote {written} conversions ({rows_written} credit rows, {rated} rated) over "
          f"{args.days} days in {time.perf_counter() - t0:.1f}s")
 
-    tracker.start()
-    export.start()
-    sink_cmd = [sys.executable, "-m", "goalflow_common.smtp_sink", "--host", HOST,
-                "--port", str(ports["smtp"]), "--outbox", str(outbox)]
-    start_process(sink, sink_cmd)
-    await tracker.wait_serving(address["tracker"])
-    await export.wait_serving(address["export"])
-    await wait_port(sink, HOST, ports["smtp"])
-    _log(f"config {config.pid}, tracker {tracker.pid}, export {export.pid}, sink {sink.pid}, "
+    await stack.start_rest()
+    _log(f"config {config.pid}, tracker {tracker.pid}, export {export.pid}, sink {stack.sink.pid}, "
          f"database {bench.uri}")
 
     pids = {"export": export.pid, "tracker": tracker.pid, "bench": os.getpid()}
@@ -396,27 +355,6 @@ async def _measure(
         "export_vs_store_ratio": f"{export_rate / store_rate:.3f}",
         "export_rss_mb": f"{peak:.1f}",
     }
-
-
-def start_process(service: Service, argv: list[str]) -> None:
-    """Like ``Service.start`` but with arguments (the SMTP sink takes its address on argv)."""
-    with service.log_path.open("wb") as log_file:
-        service.proc = subprocess.Popen(
-            argv, env=service.env, stdin=subprocess.DEVNULL, stdout=log_file,
-            stderr=subprocess.STDOUT, start_new_session=True,
-        )
-
-
-async def wait_port(service: Service, host: str, port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        service.check_alive()
-        with contextlib.suppress(OSError):
-            _, writer = await asyncio.open_connection(host, port)
-            writer.close()
-            return
-        await asyncio.sleep(0.1)
-    raise BenchError(f"{service.module} not listening on {port}:\n{service.log_tail()}")
 
 
 # -- entry point ---------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -20,9 +21,11 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from goalflow_common.embedded_mongo import EmbeddedMongo
+from goalflow_common.embedded_mongo import EmbeddedMongo, free_port
 from goalflow_common.logs import configure_logging
 from goalflow_common.processes import terminate
+
+HOST = "127.0.0.1"
 
 
 class BenchError(Exception):
@@ -44,11 +47,12 @@ class Service:
             raise BenchError(f"{self.module} is not running")
         return self.proc.pid
 
-    def start(self) -> None:
+    def start(self, *args: str) -> None:
         with self.log_path.open("wb") as log_file:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", self.module], env=self.env, stdin=subprocess.DEVNULL,
-                stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True,
+                [sys.executable, "-m", self.module, *args], env=self.env,
+                stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
 
     def check_alive(self) -> None:
@@ -79,6 +83,91 @@ class Service:
                         return
                 await asyncio.sleep(0.1)
         raise BenchError(f"{self.module} not SERVING within {timeout_s}s:\n{self.log_tail()}")
+
+
+    async def wait_listening(self, host: str, port: int, timeout_s: float = 15.0) -> None:
+        """For a process that is not a gRPC service (the SMTP sink)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            with contextlib.suppress(OSError):
+                _, writer = await asyncio.open_connection(host, port)
+                writer.close()
+                return
+            await asyncio.sleep(0.1)
+        raise BenchError(f"{self.module} not listening on {port}:\n{self.log_tail()}")
+
+
+def database_names(run_id: str) -> dict[str, str]:
+    """One set of databases per run, as the settings' variables name them."""
+    return {
+        f"GOALFLOW_{part.upper()}_DB_NAME": f"bench_{run_id}_{part}"
+        for part in ("auth", "config", "tracker", "export")
+    }
+
+
+@dataclass
+class BenchStack:
+    """The three services and an SMTP sink as processes on free loopback ports (not yet
+    started); ``address`` has config, tracker, export, http and smtp."""
+
+    address: dict[str, str]
+    config: Service
+    tracker: Service
+    export: Service
+    sink: Service
+    outbox: Path
+
+    @property
+    def services(self) -> list[Service]:
+        return [self.config, self.tracker, self.sink, self.export]
+
+    async def start_rest(self) -> None:
+        """Start tracker, sink and export (config first, on its own, by the caller) and wait
+        until each serves."""
+        self.tracker.start()
+        self.export.start()
+        smtp_host, smtp_port = self.address["smtp"].rsplit(":", 1)
+        self.sink.start("--host", smtp_host, "--port", smtp_port, "--outbox", str(self.outbox))
+        await self.tracker.wait_serving(self.address["tracker"])
+        await self.export.wait_serving(self.address["export"])
+        await self.sink.wait_listening(smtp_host, int(smtp_port))
+
+
+def bench_stack(workdir: Path, uri: str, names: dict[str, str], service_key: str) -> BenchStack:
+    ports = {name: free_port(HOST) for name in ("config", "tracker", "export", "http", "smtp")}
+    address = {name: f"{HOST}:{port}" for name, port in ports.items()}
+    base_env = {
+        **os.environ,
+        **names,
+        "PYTHONUNBUFFERED": "1",
+        "MONGODB_URI": uri,
+        "GOALFLOW_GRPC_HOST": HOST,
+        "GOALFLOW_LOG_LEVEL": "WARNING",
+        "GOALFLOW_SHUTDOWN_GRACE_S": "2",
+        "GOALFLOW_SERVICE_API_KEY": service_key,
+        "GOALFLOW_CONFIG_ADDRESS": address["config"],
+        "GOALFLOW_TRACKER_ADDRESS": address["tracker"],
+    }
+
+    def service(module: str, env: dict[str, str]) -> Service:
+        return Service(module, {**base_env, **env}, workdir / f"{module}.log")
+
+    return BenchStack(
+        address=address,
+        config=service("config_svc", {"GOALFLOW_GRPC_PORT": str(ports["config"])}),
+        tracker=service("tracker_svc", {"GOALFLOW_GRPC_PORT": str(ports["tracker"])}),
+        export=service("export_svc", {
+            "GOALFLOW_GRPC_PORT": str(ports["export"]),
+            "GOALFLOW_HTTP_PORT": str(ports["http"]),
+            "GOALFLOW_PUBLIC_BASE_URL": f"http://{address['http']}",
+            "GOALFLOW_SMTP_HOST": HOST,
+            "GOALFLOW_SMTP_PORT": str(ports["smtp"]),
+            "GOALFLOW_LINK_SECRET": secrets.token_hex(32),
+        }),
+        sink=service("goalflow_common.smtp_sink", {}),
+        outbox=workdir / "outbox",
+    )
 
 
 @dataclass

@@ -55,6 +55,8 @@ from bench.harness import (
     BenchError,
     CpuMeter,
     Service,
+    bench_stack,
+    database_names,
     rss_mb,
     run_with_services,
     start_profilers,
@@ -63,7 +65,6 @@ from bench.harness import (
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
 from goalflow_common.db import connect, decode_change_document
-from goalflow_common.embedded_mongo import free_port
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
 from goalflow_common.server import cancel_and_wait
 from tracker_svc.attribution import UNSUPPORTED_CHANNELS, build_state, credits_for
@@ -72,7 +73,6 @@ from tracker_svc.goals import KnownGoal, convert_goal
 from tracker_svc.matching import UrlMatcher
 from tracker_svc.store import STATE_KINDS, TrackerStore, conversion_key
 
-HOST = "127.0.0.1"
 SCRATCH = "bench_store_ceiling"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 POLL_S = 0.01  # change-stream fallback: nx-27017 answers getMore at once, so we pace it
@@ -366,11 +366,7 @@ class Run:
 async def run(bench: Run, external_db: bool) -> dict[str, str]:
     args = bench.args
     run_id = uuid.uuid4().hex[:8]
-    names = {
-        "GOALFLOW_AUTH_DB_NAME": f"bench_{run_id}_auth",
-        "GOALFLOW_CONFIG_DB_NAME": f"bench_{run_id}_config",
-        "GOALFLOW_TRACKER_DB_NAME": f"bench_{run_id}_tracker",
-    }
+    names = database_names(run_id)
     # Midnight UTC of the goals' start date: every generated event is tracked.
     today = dt.datetime.now(dt.UTC).date()
     start = dt.datetime.combine(today, dt.time(), tzinfo=dt.UTC)
@@ -405,24 +401,9 @@ async def _measure(
     agent_key = await keys.create_key(account, Role.AGENT, label="bench")
     service_key = await keys.create_key(None, Role.SERVICE, label="bench")
 
-    config_port, tracker_port = free_port(HOST), free_port(HOST)
-    config_address, tracker_address = f"{HOST}:{config_port}", f"{HOST}:{tracker_port}"
-    base_env = {
-        **os.environ,
-        **names,
-        "PYTHONUNBUFFERED": "1",
-        "MONGODB_URI": bench.uri,
-        "GOALFLOW_GRPC_HOST": HOST,
-        "GOALFLOW_LOG_LEVEL": "WARNING",
-        "GOALFLOW_SHUTDOWN_GRACE_S": "2",
-        "GOALFLOW_SERVICE_API_KEY": service_key,
-        "GOALFLOW_CONFIG_ADDRESS": config_address,
-        "GOALFLOW_TRACKER_ADDRESS": tracker_address,
-    }
-    config = Service("config_svc", {**base_env, "GOALFLOW_GRPC_PORT": str(config_port)},
-                     bench.workdir / "config_svc.log")
-    tracker = Service("tracker_svc", {**base_env, "GOALFLOW_GRPC_PORT": str(tracker_port)},
-                      bench.workdir / "tracker_svc.log")
+    stack = bench_stack(bench.workdir, bench.uri, names, service_key)
+    config, tracker = stack.config, stack.tracker
+    config_address, tracker_address = stack.address["config"], stack.address["tracker"]
     bench.services += [config, tracker]
 
     config.start()
