@@ -1,0 +1,655 @@
+"""docker-compose.yml and the Dockerfile, checked against the code (no Docker engine runs on
+these machines, so nothing here builds or starts a container).
+
+The settings each container is given are compared with what its settings class reads:
+env names come from the pydantic-settings fields (prefix, aliases), the class from the
+console script the container runs, ports and peer addresses from the values the services
+end up with. The health probe the containers use is run for real against a live server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import importlib.util
+import ipaddress
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from pydantic import AliasChoices, AliasPath, SecretStr, TypeAdapter, ValidationError
+from pymongo.uri_parser import parse_uri
+
+from config_svc.server import create_server
+from goalflow_common.auth import KEY_RE
+from goalflow_common.settings import ServiceSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+REQUIRED_SERVICES = ("mongo", "mailpit", "config", "tracker", "export")
+# Fields a server listens on; every other *_port is a destination (e.g. smtp_port).
+LISTENER_FIELDS = ("grpc_port", "http_port")
+# A variable named like this holds a credential and must come from the environment.
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|API_KEY|PRIVATE_KEY", re.IGNORECASE)
+REQUIRED_FROM_ENV = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:?\?[^}]+\}$")
+INTERPOLATION = re.compile(
+    r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
+)
+LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+# Mailpit's web inbox port when MP_UI_BIND_ADDR is not set (Mailpit's documented default).
+MAILPIT_UI_PORT = 8025
+
+
+# --- reading the files ------------------------------------------------------------------
+
+
+@functools.cache
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def services() -> dict[str, dict[str, Any]]:
+    return compose()["services"]
+
+
+@functools.cache
+def pyproject() -> dict[str, Any]:
+    return tomllib.loads((ROOT / "pyproject.toml").read_text())
+
+
+@dataclass(frozen=True)
+class Instruction:
+    keyword: str
+    args: str
+
+
+@functools.cache
+def dockerfile_stages() -> tuple[tuple[Instruction, ...], ...]:
+    """The Dockerfile's build stages, each a list of instructions (continuations joined)."""
+    text = re.sub(r"\\\n", "", (ROOT / "Dockerfile").read_text())
+    stages: list[list[Instruction]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        keyword, _, args = line.partition(" ")
+        if keyword.upper() == "FROM":
+            stages.append([])
+        assert stages, "Dockerfile: an instruction comes before the first FROM"
+        stages[-1].append(Instruction(keyword.upper(), args.strip()))
+    return tuple(tuple(stage) for stage in stages)
+
+
+def image_env() -> dict[str, str]:
+    """ENV of the final stage (the image every goalflow service runs)."""
+    env: dict[str, str] = {}
+    for ins in dockerfile_stages()[-1]:
+        if ins.keyword != "ENV":
+            continue
+        tokens = shlex.split(ins.args)
+        if "=" in tokens[0]:
+            env.update(token.split("=", 1) for token in tokens)
+        else:
+            env[tokens[0]] = " ".join(tokens[1:])
+    return env
+
+
+def default_of(value: Any) -> str:
+    """A compose value as it is when the operator sets nothing: ``${X:-d}`` gives ``d``; a
+    variable the operator must set (``${X:?...}``) gives a placeholder."""
+    def sub(match: re.Match[str]) -> str:
+        op = match.group("op") or ""
+        if "?" in op or not op:
+            return f"<{match.group('name')} from the environment>"
+        return match.group("arg")
+
+    return INTERPOLATION.sub(sub, str(value))
+
+
+def environment(service: str) -> dict[str, str]:
+    env = services()[service].get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {key: str(value) for key, value in env.items()}
+
+
+def goalflow_services() -> list[str]:
+    """The compose services built from this repository."""
+    return sorted(name for name, spec in services().items() if "build" in spec)
+
+
+# --- the code a container runs ----------------------------------------------------------
+
+
+def entry_point(service: str) -> str:
+    """``module:function`` of the console script the service runs."""
+    command = services()[service].get("command")
+    assert isinstance(command, list) and command, (
+        f"{service}: `command` must name the console script to run, as a list"
+    )
+    scripts = pyproject()["project"]["scripts"]
+    assert command[0] in scripts, (
+        f"{service}: command {command[0]!r} is not a console script of pyproject.toml "
+        f"[project.scripts] ({', '.join(sorted(scripts))})"
+    )
+    return scripts[command[0]]
+
+
+def settings_class(service: str) -> type[ServiceSettings]:
+    """The settings class of the package whose console script the service runs."""
+    package = entry_point(service).split(":")[0].split(".")[0]
+    module = importlib.import_module(f"{package}.settings")
+    found = [
+        obj for obj in vars(module).values()
+        if isinstance(obj, type) and issubclass(obj, ServiceSettings)
+        and obj.__module__ == module.__name__
+    ]
+    assert len(found) == 1, f"{service}: expected one settings class in {module.__name__}"
+    return found[0]
+
+
+def env_names(cls: type[ServiceSettings]) -> dict[str, str]:
+    """Environment variable -> field, as pydantic-settings reads them: a field's validation
+    alias(es) when it has any, else env_prefix + the field name."""
+    prefix = cls.model_config.get("env_prefix", "")
+    case_sensitive = cls.model_config.get("case_sensitive", False)
+    names: dict[str, str] = {}
+    for field_name, field in cls.model_fields.items():
+        alias = field.validation_alias or field.alias
+        if alias is None:
+            candidates = [prefix + field_name]
+        elif isinstance(alias, str):
+            candidates = [alias]
+        elif isinstance(alias, AliasChoices):
+            candidates = [c for c in alias.choices if isinstance(c, str)] + [
+                c.path[0] for c in alias.choices
+                if isinstance(c, AliasPath) and isinstance(c.path[0], str)
+            ]
+        else:  # AliasPath: the first element names the variable
+            candidates = [alias.path[0]] if isinstance(alias.path[0], str) else []
+        for name in candidates:
+            names[name if case_sensitive else name.upper()] = field_name
+    return names
+
+
+def given_env(service: str) -> dict[str, str]:
+    """What the service's settings see: the image's GOALFLOW_ variables, then compose's."""
+    prefix = ServiceSettings.model_config["env_prefix"]
+    inherited = {k: v for k, v in image_env().items() if k.startswith(prefix)}
+    return {**inherited, **environment(service)}
+
+
+def setting(service: str, field_name: str) -> Any:
+    """The value a field takes in the container (compose value with defaults, or the
+    field's default), validated as pydantic would."""
+    cls = settings_class(service)
+    field = cls.model_fields[field_name]
+    by_field = {f: env for env, f in env_names(cls).items()}
+    env = given_env(service)
+    if by_field[field_name] in env:
+        return TypeAdapter(field.annotation).validate_python(
+            default_of(env[by_field[field_name]])
+        )
+    return field.get_default(call_default_factory=True)
+
+
+def listeners(service: str) -> dict[str, int]:
+    """Env name -> port of every server the service runs."""
+    cls = settings_class(service)
+    by_field = {f: env for env, f in env_names(cls).items()}
+    return {by_field[f]: setting(service, f) for f in LISTENER_FIELDS if f in cls.model_fields}
+
+
+def host_port(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def listening_ports(service: str) -> set[int]:
+    """Ports a compose service listens on inside its container."""
+    if service in goalflow_services():
+        return set(listeners(service).values())
+    command = services()[service].get("command") or []
+    if "--replSet" in command:
+        return {int(command[command.index("--port") + 1]) if "--port" in command else 27017}
+    env = environment(service)
+    if service == "mailpit":
+        smtp = host_port(env.get("MP_SMTP_BIND_ADDR", ":1025"))[1]
+        ui = host_port(env["MP_UI_BIND_ADDR"])[1] if "MP_UI_BIND_ADDR" in env else MAILPIT_UI_PORT
+        return {smtp, ui}
+    return set()
+
+
+def published(service: str) -> list[tuple[int | None, int]]:
+    """(host port, container port) of each published port, short or long syntax."""
+    out: list[tuple[int | None, int]] = []
+    for entry in services()[service].get("ports") or []:
+        if isinstance(entry, dict):
+            host = entry.get("published")
+            out.append((int(default_of(host)) if host is not None else None,
+                        int(entry["target"])))
+            continue
+        parts = default_of(entry).split("/")[0].split(":")
+        out.append((int(parts[-2]) if len(parts) > 1 else None, int(parts[-1])))
+    return out
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def mentions_loopback(value: Any) -> bool:
+    """Whether a default value points at this machine (URL, address or host)."""
+    if not isinstance(value, str) or not value:
+        return False
+    hosts = re.findall(r"(?:^|//|,)\[?([A-Za-z0-9.:-]+?)\]?(?::\d+)?(?=$|[/?,])", value)
+    return any(is_loopback(h) for h in hosts)
+
+
+def depends_on(service: str) -> dict[str, dict[str, Any]]:
+    deps = services()[service].get("depends_on") or {}
+    assert isinstance(deps, dict), (
+        f"{service}: depends_on must use the long form with a condition, not a list"
+    )
+    return deps
+
+
+GOALFLOW = goalflow_services()
+
+
+# --- the compose file -------------------------------------------------------------------
+
+
+def test_every_service_is_present_and_the_goalflow_ones_are_built_here():
+    missing = [name for name in REQUIRED_SERVICES if name not in services()]
+    assert not missing, f"docker-compose.yml: services missing: {missing}"
+    assert GOALFLOW == ["config", "export", "tracker"], (
+        f"the services built from this repository should be config, tracker and export, "
+        f"not {GOALFLOW}"
+    )
+    for name in GOALFLOW:
+        build = services()[name]["build"]
+        context = build if isinstance(build, str) else build.get("context", ".")
+        dockerfile = "Dockerfile" if isinstance(build, str) else build.get(
+            "dockerfile", "Dockerfile"
+        )
+        assert (ROOT / context / dockerfile).is_file(), f"{name}: no {dockerfile} in {context}"
+
+
+@pytest.mark.parametrize("service", GOALFLOW)
+def test_command_is_a_console_script_that_exists(service):
+    module_name, _, function = entry_point(service).partition(":")
+    module = importlib.import_module(module_name)
+    assert callable(getattr(module, function, None)), (
+        f"{service}: entry point {entry_point(service)} is not a function"
+    )
+    others = [s for s in GOALFLOW if s != service and entry_point(s) == entry_point(service)]
+    assert not others, f"{service} runs the same entry point as {others}"
+
+
+@pytest.mark.parametrize("service", GOALFLOW)
+def test_every_variable_given_is_one_the_settings_read(service):
+    cls = settings_class(service)
+    known = env_names(cls)
+    for name in given_env(service):
+        assert name.upper() in known, (
+            f"{service}: {name} is not read by {cls.__name__} (it reads: "
+            f"{', '.join(sorted(known))})"
+        )
+
+
+@pytest.mark.parametrize("service", GOALFLOW)
+def test_settings_load_the_values_given(service, monkeypatch):
+    """pydantic-settings itself reads the container's environment into the fields."""
+    cls = settings_class(service)
+    known = env_names(cls)
+    for name in list(known):
+        monkeypatch.delenv(name, raising=False)
+    # Variables the class does not read are reported by the test above.
+    env = {
+        name: default_of(value) for name, value in given_env(service).items()
+        if name.upper() in known
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        loaded = cls()
+    except ValidationError as err:
+        pytest.fail(f"{service}: {cls.__name__} refuses the values compose gives it: {err}")
+    for name, value in env.items():
+        field = cls.model_fields[known[name.upper()]]
+        expected = TypeAdapter(field.annotation).validate_python(value)
+        assert getattr(loaded, known[name.upper()]) == expected, (
+            f"{service}: {name}={value!r} did not reach {cls.__name__}.{known[name.upper()]}"
+        )
+
+
+@pytest.mark.parametrize("service", GOALFLOW)
+def test_values_a_container_cannot_default_are_set(service):
+    """Fields without a default, credentials, and defaults that point at the container's
+    own loopback (the database, peers, SMTP, bind address, link base) must all be given."""
+    cls = settings_class(service)
+    given = {name.upper() for name in given_env(service)}
+    for env, field_name in env_names(cls).items():
+        field = cls.model_fields[field_name]
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
+        if field.is_required():
+            why = "it has no default"
+        elif field.annotation is SecretStr or SECRET_NAME.search(env):
+            why = "it is a credential"
+        elif mentions_loopback(default):
+            why = f"its default {default!r} is the container itself"
+        else:
+            continue
+        assert env in given, f"{service}: {env} must be set ({why})"
+
+
+@pytest.mark.parametrize("service", REQUIRED_SERVICES)
+def test_secrets_come_from_the_environment(service):
+    text = yaml.safe_dump(services()[service])
+    assert not re.search(KEY_RE.pattern.strip("^$"), text), (
+        f"{service}: a literal goalflow API key is in docker-compose.yml"
+    )
+    fields = {}
+    if service in GOALFLOW:
+        cls = settings_class(service)
+        fields = {env: cls.model_fields[f] for env, f in env_names(cls).items()}
+    for name, value in environment(service).items():
+        field = fields.get(name.upper())
+        secret = SECRET_NAME.search(name) or (field is not None and field.annotation is SecretStr)
+        if secret:
+            assert REQUIRED_FROM_ENV.match(value), (
+                f"{service}: {name} must come from the environment as "
+                f"'${{{name}:?message}}', not {value!r}"
+            )
+        if name.upper() == "MONGODB_URI":
+            assert "@" not in default_of(value), (
+                f"{service}: MONGODB_URI carries credentials; take them from the environment"
+            )
+
+
+def test_the_image_holds_no_secrets():
+    for name, value in image_env().items():
+        assert not SECRET_NAME.search(name), f"Dockerfile: ENV {name} is a credential"
+        assert not re.search(KEY_RE.pattern.strip("^$"), value), f"Dockerfile: ENV {name}"
+
+
+@pytest.mark.parametrize("service", GOALFLOW)
+def test_published_ports_are_the_ports_the_service_listens_on(service):
+    ports = listeners(service)
+    targets = {target for _, target in published(service)}
+    for env, port in ports.items():
+        assert port in targets, f"{service}: {env}={port} is not published"
+    stray = targets - set(ports.values())
+    assert not stray, (
+        f"{service}: publishes {sorted(stray)}, which no setting listens on "
+        f"({', '.join(f'{k}={v}' for k, v in ports.items())})"
+    )
+
+
+def test_mailpit_publishes_its_inbox_and_the_database_stays_internal():
+    assert {"mailpit", "mongo"} <= set(services()), "docker-compose.yml: mailpit or mongo missing"
+    assert MAILPIT_UI_PORT in {target for _, target in published("mailpit")}, (
+        "mailpit: the web inbox port is not published"
+    )
+    assert not services()["mongo"].get("ports"), (
+        "mongo: the database must not be published (it has no authentication here)"
+    )
+
+
+def test_public_base_url_default_matches_the_published_download_port():
+    env = environment("export")
+    assert "GOALFLOW_PUBLIC_BASE_URL" in env, "export: GOALFLOW_PUBLIC_BASE_URL is not set"
+    raw = env["GOALFLOW_PUBLIC_BASE_URL"]
+    assert INTERPOLATION.fullmatch(raw) and INTERPOLATION.fullmatch(raw).group("op") == ":-", (
+        f"export: GOALFLOW_PUBLIC_BASE_URL should come from the environment with a default "
+        f"('${{GOALFLOW_PUBLIC_BASE_URL:-http://...}}'), not {raw!r}"
+    )
+    url_port = int(re.search(r":(\d+)(?:/|$)", default_of(raw)).group(1))
+    http_port = listeners("export")["GOALFLOW_HTTP_PORT"]
+    hosts = [host for host, target in published("export") if target == http_port]
+    assert url_port in hosts, (
+        f"export: GOALFLOW_PUBLIC_BASE_URL's default port {url_port} is not where "
+        f"GOALFLOW_HTTP_PORT={http_port} is published ({hosts})"
+    )
+
+
+@pytest.mark.parametrize("service", GOALFLOW)
+def test_peers_are_reached_by_service_name_on_their_ports(service):
+    cls = settings_class(service)
+    by_field = {f: env for env, f in env_names(cls).items()}
+    env = given_env(service)
+    peers: list[tuple[str, str, int]] = []
+    for field_name, var in by_field.items():
+        if field_name.endswith("_address") and var in env:
+            host, port = host_port(default_of(env[var]))
+            peers.append((var, host, port))
+        if field_name.endswith("_host") and field_name != "grpc_host" and var in env:
+            port_field = field_name.removesuffix("_host") + "_port"
+            peers.append((var, default_of(env[var]), setting(service, port_field)))
+    for var, host, port in peers:
+        assert host in services(), f"{service}: {var} names {host!r}, not a compose service"
+        assert port in listening_ports(host), (
+            f"{service}: {var} reaches {host} on {port}; it listens on "
+            f"{sorted(listening_ports(host))}"
+        )
+
+
+def _replica_set() -> tuple[str, str, str]:
+    """(service, --replSet name, the member host the healthcheck initiates)."""
+    for name, spec in services().items():
+        command = spec.get("command") or []
+        if "--replSet" in command:
+            script = " ".join(spec["healthcheck"]["test"])
+            rs_id = re.search(r"rs\.initiate\(\{\s*_id:\s*'([^']+)'", script)
+            member = re.search(r"host:\s*'([^']+)'", script)
+            assert rs_id and member, f"{name}: the healthcheck must initiate the replica set"
+            assert rs_id.group(1) == command[command.index("--replSet") + 1], (
+                f"{name}: the healthcheck initiates {rs_id.group(1)!r}, not the --replSet name"
+            )
+            assert "primary" in script.lower(), (
+                f"{name}: the healthcheck must report healthy only once the node is primary"
+            )
+            return name, command[command.index("--replSet") + 1], member.group(1)
+    raise AssertionError("docker-compose.yml: no MongoDB service runs with --replSet")
+
+
+@pytest.mark.parametrize("service", GOALFLOW)
+def test_mongodb_uri_names_the_replica_set_service(service):
+    mongo, rs_name, member = _replica_set()
+    uri = given_env(service).get("MONGODB_URI")
+    assert uri, f"{service}: MONGODB_URI is not set"
+    parsed = parse_uri(default_of(uri))
+    assert [f"{h}:{p}" for h, p in parsed["nodelist"]] == [member], (
+        f"{service}: MONGODB_URI should name {member} (the {mongo} service), not "
+        f"{parsed['nodelist']}"
+    )
+    assert parsed["options"].get("replicaSet") == rs_name, (
+        f"{service}: MONGODB_URI must carry replicaSet={rs_name}"
+    )
+    assert host_port(member)[0] == mongo and host_port(member)[1] in listening_ports(mongo)
+
+
+@pytest.mark.parametrize("service", REQUIRED_SERVICES)
+def test_every_service_has_a_healthcheck(service):
+    check = services()[service].get("healthcheck") or {}
+    test = check.get("test")
+    assert test and not check.get("disable") and test[0] in ("CMD", "CMD-SHELL"), (
+        f"{service}: needs a healthcheck (test: [CMD, ...])"
+    )
+    assert test[1:] and test[1:] != ["NONE"], f"{service}: the healthcheck runs nothing"
+
+
+@pytest.mark.parametrize("service", GOALFLOW)
+def test_goalflow_healthcheck_probes_the_grpc_port(service):
+    test = services()[service]["healthcheck"]["test"]
+    assert test[0] == "CMD" and test[1] == "python" and test[2] == "-m", (
+        f"{service}: the healthcheck should be [CMD, python, -m, <probe module>, HOST:PORT]"
+    )
+    assert importlib.util.find_spec(test[3]) is not None, (
+        f"{service}: the healthcheck module {test[3]} does not exist"
+    )
+    host, port = host_port(test[4])
+    grpc_port = listeners(service)["GOALFLOW_GRPC_PORT"]
+    assert is_loopback(host) and port == grpc_port, (
+        f"{service}: the healthcheck probes {test[4]}, not this container's "
+        f"GOALFLOW_GRPC_PORT={grpc_port}"
+    )
+
+
+@pytest.mark.parametrize("service", REQUIRED_SERVICES)
+def test_dependencies_wait_until_healthy(service):
+    for dep, spec in depends_on(service).items():
+        assert dep in services(), f"{service}: depends on unknown service {dep}"
+        assert (spec or {}).get("condition") == "service_healthy", (
+            f"{service}: depends_on {dep} must have condition: service_healthy"
+        )
+
+
+@pytest.mark.parametrize("service", GOALFLOW)
+def test_a_service_waits_for_what_it_calls(service):
+    """The database, and every peer it calls unless that peer waits for it (a cycle)."""
+    env = given_env(service)
+    needed = {host for host, _ in parse_uri(default_of(env["MONGODB_URI"]))["nodelist"]}
+    cls = settings_class(service)
+    for var, field_name in env_names(cls).items():
+        if var in env and field_name.endswith("_address"):
+            needed.add(host_port(default_of(env[var]))[0])
+        elif var in env and field_name.endswith("_host") and field_name != "grpc_host":
+            needed.add(default_of(env[var]))
+    for peer in sorted(needed):
+        if peer in services() and service in depends_on(peer):
+            continue
+        assert peer in depends_on(service), f"{service}: must depend_on {peer} (it calls it)"
+
+
+def test_dependencies_have_no_cycle():
+    state: dict[str, str] = {}
+
+    def visit(name: str, path: list[str]) -> None:
+        if state.get(name) == "done":
+            return
+        assert state.get(name) != "open", f"depends_on cycle: {' -> '.join([*path, name])}"
+        state[name] = "open"
+        for dep in depends_on(name):
+            if dep in services():  # an unknown one is reported by the test above
+                visit(dep, [*path, name])
+        state[name] = "done"
+
+    for name in services():
+        visit(name, [])
+
+
+def _seconds(duration: str) -> float:
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600}
+    parts = re.findall(r"(\d+(?:\.\d+)?)(ms|s|m|h)", duration)
+    assert parts, f"not a duration: {duration!r}"
+    return sum(float(n) * units[u] for n, u in parts)
+
+
+@pytest.mark.parametrize("service", GOALFLOW)
+def test_stop_grace_covers_the_shutdown_grace(service):
+    grace = setting(service, "shutdown_grace_s")
+    stop = _seconds(str(services()[service].get("stop_grace_period", "10s")))
+    assert stop > grace, (
+        f"{service}: stop_grace_period {stop:g}s must exceed GOALFLOW_SHUTDOWN_GRACE_S "
+        f"({grace:g}s), or Docker kills the service mid-shutdown"
+    )
+
+
+# --- the Dockerfile and the package it installs -----------------------------------------
+
+
+def test_dockerfile_builds_a_slim_non_root_image_without_dev_dependencies():
+    stages = dockerfile_stages()
+    final = stages[-1]
+    assert "slim" in final[0].args, f"Dockerfile: the final stage is {final[0].args}, not slim"
+    users = [ins.args for ins in final if ins.keyword == "USER"]
+    assert users, "Dockerfile: the final stage has no USER (it would run as root)"
+    assert users[-1].split(":")[0] not in ("root", "0"), f"Dockerfile: USER {users[-1]}"
+    assert not any(ins.keyword == "ENTRYPOINT" for ins in final), (
+        "Dockerfile: no ENTRYPOINT, so compose's `command` is the whole command line"
+    )
+    text = (ROOT / "Dockerfile").read_text()
+    assert "scripts/gen_protos.py" in text, "Dockerfile: protobuf code is not generated"
+    assert not re.search(r"\.\[[^\]]*dev", text), "Dockerfile: installs the dev extra"
+
+
+def test_the_package_ships_every_subpackage(tmp_path):
+    """The image installs the package (not the source tree): a wheel built from this
+    checkout must hold every package directory, generated protobuf code included."""
+    built = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
+         "--wheel-dir", str(tmp_path), str(ROOT)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert built.returncode == 0, built.stderr[-2000:]
+    [wheel] = tmp_path.glob("*.whl")
+    shipped = {
+        name.rsplit("/", 1)[0].replace("/", ".")
+        for name in zipfile.ZipFile(wheel).namelist() if name.endswith("/__init__.py")
+    }
+    needed = {
+        ".".join(init.parent.relative_to(root).parts)
+        for root in (ROOT / "libs" / "common", ROOT / "services")
+        for init in root.rglob("__init__.py") if "__pycache__" not in init.parts
+    }
+    missing = sorted(needed - shipped)
+    assert not missing, f"a wheel (the Docker image) would not contain {missing}"
+
+
+# --- the health probe the containers run ------------------------------------------------
+
+
+async def _probe(service: str, port: int) -> int:
+    """Run ``service``'s compose healthcheck command against ``port`` on this machine."""
+    argv = services()[service]["healthcheck"]["test"][1:]
+    assert argv[0] == "python"
+    host, _ = host_port(argv[-1])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, *argv[1:-1], f"{host}:{port}",
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )
+    return await asyncio.wait_for(proc.wait(), 30)
+
+
+async def test_health_probe_passes_on_a_serving_service_and_fails_once_it_stops(
+    config_settings, clock
+):
+    server, port = await create_server(config_settings, clock=clock)
+    await server.start()
+    try:
+        assert await _probe("config", port) == 0
+    finally:
+        await server.stop(0)
+    assert await _probe("config", port) != 0
+
+
+async def test_health_probe_fails_while_not_serving():
+    server = aio.server()
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+        assert await _probe("tracker", port) != 0
+        await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+        assert await _probe("tracker", port) == 0
+    finally:
+        await server.stop(0)
