@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 GENERATED := libs/common/goalflow_common/pb/.generated
 BUF := node_modules/.bin/buf
 
-.PHONY: run test bench protos lint lint-protos venv clean
+.PHONY: run demo test bench protos lint lint-protos venv clean
 
 venv: $(INSTALLED)
 
@@ -36,6 +36,11 @@ lint: $(INSTALLED)
 # Starts the embedded database, the SMTP sink and the services; Ctrl-C stops them all.
 run: protos
 	$(PY) -m goalflow_common.cli.devstack
+
+# The whole system end to end on free ports (work folder .run/demo): goals, 30 days of
+# recorded traffic, live conversions, reports, a mailed export. Stops what it started.
+demo: protos
+	$(PY) -m goalflow_common.cli.demo
 
 test: protos lint-protos lint
 	$(PY) -m pytest

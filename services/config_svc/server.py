@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+import structlog
+
 from config_svc.service import ConfigServicer, SevenDayCounts
 from config_svc.settings import ConfigSettings
 from config_svc.store import GoalStore
@@ -11,6 +15,8 @@ from goalflow_common.clock import Clock, SystemClock
 from goalflow_common.db import connect
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc, tracker_pb2_grpc
 from goalflow_common.server import GoalflowServer, Lifecycle, Registration, build_server
+
+log = structlog.get_logger(__name__)
 
 
 async def create_server(
@@ -27,13 +33,23 @@ async def create_server(
     channel = None
     stub = None
     if settings.tracker_address:
-        channel = make_channel(settings.tracker_address, settings.service_api_key)
+        channel = make_channel(settings.tracker_address, settings.service_api_key,
+                               credentials=settings.grpc_channel_credentials())
         stub = tracker_pb2_grpc.TrackerServiceStub(channel)
+    if clock is None:
+        offset = settings.clock_offset(dt.datetime.now(dt.UTC))
+        if offset:
+            # Loud on purpose: a shifted "today" changes which start dates are accepted.
+            log.warning(
+                "clock_shifted", clock_start=settings.clock_start.isoformat(),
+                offset_s=round(offset.total_seconds()),
+            )
+        clock = SystemClock(offset)
     lifecycle = Lifecycle()
     servicer = ConfigServicer(
         store,
         keys,
-        clock or SystemClock(),
+        clock,
         SevenDayCounts(stub, settings.tracker_timeout_s),
         lifecycle,
         page_bytes=settings.max_message_bytes // 2,

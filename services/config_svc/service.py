@@ -34,6 +34,7 @@ log = structlog.get_logger(__name__)
 
 CONFLICT_RETRIES = 5
 DEFAULT_PAGE, MAX_PAGE = 50, 200
+MAX_GOAL_ID = 128
 
 
 class SevenDayCounts:
@@ -89,9 +90,18 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         account = await self._keys.get_account(account_id)
         return account_id, account.time_zone, today_in(self._clock, account.time_zone)
 
-    async def _load(self, account_id: str, goal_id: str) -> dict[str, Any]:
+    @staticmethod
+    def _check_goal_id(goal_id: str) -> None:
         if not goal_id:
             raise InvalidArgument("goal_id", "required")
+        # Ids are 32 hex characters, so a longer one cannot exist; refusing it also keeps
+        # the NOT_FOUND details that echo the id small (an echoed 10 KB id overflowed the
+        # client's 8 KB metadata limit and the caller saw RESOURCE_EXHAUSTED instead).
+        if len(goal_id) > MAX_GOAL_ID:
+            raise InvalidArgument("goal_id", f"at most {MAX_GOAL_ID} characters")
+
+    async def _load(self, account_id: str, goal_id: str) -> dict[str, Any]:
+        self._check_goal_id(goal_id)
         doc = await self._store.get(account_id, goal_id)
         if doc is None:
             raise NotFound(f"goal {goal_id!r} not found")
@@ -150,8 +160,10 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         for path in paths:
             if path not in rules.UPDATABLE:
                 allowed = ", ".join(rules.UPDATABLE)
+                # The path is cut short: details echoing an unbounded path could exceed
+                # the client's metadata limit.
                 raise InvalidArgument(
-                    "update_mask", f"{path!r} cannot be updated; allowed: {allowed}"
+                    "update_mask", f"{path[:64]!r} cannot be updated; allowed: {allowed}"
                 )
         changes = rules.fields_from(request.goal, tuple(paths))
         for _ in range(CONFLICT_RETRIES):
@@ -251,8 +263,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
 
     async def DeleteGoal(self, request, context):
         account_id, _, _ = await self._account()
-        if not request.goal_id:
-            raise InvalidArgument("goal_id", "required")
+        self._check_goal_id(request.goal_id)
         if await self._store.delete(account_id, request.goal_id) is None:
             raise NotFound(f"goal {request.goal_id!r} not found")
         return config_pb2.DeleteGoalResponse()
@@ -277,6 +288,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
             asyncio.create_task(self._follow(tomb_stream, account_id, changes, True)),
         ]
         stopping = asyncio.ensure_future(self._lifecycle.stopping.wait())
+        getter: asyncio.Future[config_pb2.WatchGoalsResponse] | None = None
         try:
             if request.send_snapshot:
                 async for doc in self._store.all_goals(account_id):
@@ -298,6 +310,8 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
                     return  # the server is stopping: end the stream cleanly
                 yield getter.result()
         finally:
+            if getter is not None:  # the client went away while we waited for a change
+                getter.cancel()
             stopping.cancel()
             await cancel_and_wait(*readers)
             await goal_stream.close()
@@ -339,6 +353,6 @@ def _decode_token(token: str) -> tuple[str, str] | None:
         key, goal_id = json.loads(base64.urlsafe_b64decode(token.encode()))
         if not isinstance(key, str) or not isinstance(goal_id, str):
             raise ValueError
-    except ValueError:
+    except (ValueError, TypeError):  # TypeError: a made-up token of JSON null, true or 1
         raise InvalidArgument("page_token", "not a token from a previous response") from None
     return key, goal_id

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
+from pydantic import AwareDatetime
+
 from goalflow_common.settings import ServiceSettings
 
 
@@ -19,3 +23,13 @@ class ConfigSettings(ServiceSettings):
 
     tracker_timeout_s: float = 0.5
     """Deadline of the 7-day count call; past it the list answers without counts."""
+
+    clock_start: AwareDatetime | None = None
+    """The instant the service's clock starts from instead of the real time (ISO 8601 with
+    an offset, e.g. ``2026-05-01T00:00:00Z``); it then runs at normal speed. For demos and
+    replays of recorded traffic, so goals can start on the recording's first day. Never set
+    in production: "today" would be wrong for every account."""
+
+    def clock_offset(self, now: dt.datetime) -> dt.timedelta:
+        """How far the service's clock is from ``now`` (the real time at start-up)."""
+        return self.clock_start - now if self.clock_start is not None else dt.timedelta()

@@ -17,6 +17,7 @@ Every cell goes through ``neutralize`` (see there) before it reaches the CSV wri
 from __future__ import annotations
 
 import datetime as dt
+import unicodedata
 
 from goalflow_common.pb.goals.v1 import tracker_pb2
 
@@ -43,12 +44,24 @@ FORMULA_PREFIXES = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
 _NANOS = 1_000_000_000
 
 
+def _skipped_before_formula(ch: str) -> bool:
+    """Characters an importer may drop before it looks for a formula: spaces (LibreOffice's
+    "trim spaces", Google Sheets), invisible format characters (zero-width space, BOM, bidi
+    marks) and double quotes."""
+    return ch.isspace() or ch in '"\uff02' or unicodedata.category(ch) == "Cf"
+
+
 def neutralize(cell: str) -> str:
-    """``cell`` made inert for spreadsheets: a leading formula character gets a single quote
-    in front (``=1+2`` -> ``'=1+2``), which spreadsheets show as text. Any other cell is
-    returned unchanged. Negative numbers never come from our data (values are never
-    negative), so quoting one that a name or URL happens to start with is harmless."""
+    """``cell`` made inert for spreadsheets: a cell whose first character, or first one
+    after leading spaces, invisible characters and double quotes, is a formula character
+    gets a single quote in front (``=1+2`` -> ``'=1+2``, `` =1`` -> ``' =1``), which
+    spreadsheets show as text. Any other cell is returned unchanged. Negative numbers never
+    come from our data (values are never negative), so quoting one that a name or URL
+    happens to start with is harmless."""
     if cell and cell[0] in FORMULA_PREFIXES:
+        return "'" + cell
+    first = next((ch for ch in cell if not _skipped_before_formula(ch)), "")
+    if first and first in FORMULA_PREFIXES:
         return "'" + cell
     return cell
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
@@ -163,18 +164,23 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
     # Also on aiohttp's own 404/405 pages.
     for name, value in _COMMON_HEADERS.items():
         response.headers.setdefault(name, value)
+    # aiohttp's default names the Python and aiohttp versions: nothing to match exploits to.
+    response.headers["Server"] = "goalflow"
 
 
 def _text(status: int, message: str) -> web.Response:
     return web.Response(status=status, text=message + "\n")
 
 
-async def start_http(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve ``app`` on host:port (0 picks a free port); returns the runner and the port."""
+async def start_http(
+    app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+) -> tuple[web.AppRunner, int]:
+    """Serve ``app`` on host:port (0 picks a free port), over HTTPS only when an
+    ``ssl_context`` is given; returns the runner and the port."""
     # No access log: the query string is a bearer credential (the signature).
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port)
+    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
     try:
         await site.start()
     except BaseException:

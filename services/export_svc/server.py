@@ -46,8 +46,11 @@ async def create_server(
     keys = KeyStore(client[settings.auth_db_name], settings.key_cache_ttl_s)
     signer = LinkSigner(secret, settings.public_base_url, clock)
     lifecycle = Lifecycle()
-    tracker_channel = make_channel(settings.tracker_address, settings.service_api_key)
-    config_channel = make_channel(settings.config_address, settings.service_api_key)
+    peer_tls = settings.grpc_channel_credentials()
+    tracker_channel = make_channel(settings.tracker_address, settings.service_api_key,
+                                   credentials=peer_tls)
+    config_channel = make_channel(settings.config_address, settings.service_api_key,
+                                  credentials=peer_tls)
     worker = ExportWorker(
         jobs, files, tracker_pb2_grpc.TrackerServiceStub(tracker_channel), signer,
         Mailer(settings.smtp_host, settings.smtp_port, settings.mail_from), keys, clock,
@@ -60,7 +63,8 @@ async def create_server(
         return await jobs.exports.find_one({"_id": eq(export_id)})
 
     runner, http_port = await start_http(
-        create_app(signer, files, lookup), settings.grpc_host, settings.http_port
+        create_app(signer, files, lookup), settings.grpc_host, settings.http_port,
+        ssl_context=settings.http_ssl_context(),
     )
     await worker.start()
 

@@ -22,6 +22,11 @@ from goalflow_common.pb.goals.v1 import (
 
 MAX_RANGE_DAYS = 366
 MAX_EMAIL = 254
+MAX_ID = 128
+# The worker reads [start 00:00, the day after the end 00:00) in the account's time zone:
+# the calendar's first and last days have no such bounds (the job used to be accepted and
+# then fail in the worker with OverflowError).
+FIRST_DAY, LAST_DAY = dt.date(1, 1, 2), dt.date(9999, 12, 30)
 EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 DEFAULT_PAGE, MAX_PAGE = 50, 200
 STATES = {
@@ -66,7 +71,11 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
 
     async def GetExport(self, request, context):
         account_id = current_principal().require_account()
-        job = await self._jobs.get(account_id, request.export_id) if request.export_id else None
+        # An empty or over-long id is refused by name: no job has one, and a long id echoed
+        # in the NOT_FOUND details could overflow the client's 8 KB metadata limit.
+        if not 1 <= len(request.export_id) <= MAX_ID:
+            raise InvalidArgument("export_id", f"required, at most {MAX_ID} characters")
+        job = await self._jobs.get(account_id, request.export_id)
         if job is None:
             raise NotFound(f"export {request.export_id!r} not found")
         return export_pb2.GetExportResponse(export=export_to_proto(job))
@@ -102,9 +111,12 @@ def _date(field: str, request: Any) -> dt.date:
         raise InvalidArgument(field, "required")
     msg = getattr(request, field)
     try:
-        return dt.date(msg.year, msg.month, msg.day)
+        day = dt.date(msg.year, msg.month, msg.day)
     except ValueError:
         raise InvalidArgument(field, "not a valid calendar date") from None
+    if not FIRST_DAY <= day <= LAST_DAY:
+        raise InvalidArgument(field, f"must be between {FIRST_DAY} and {LAST_DAY}")
+    return day
 
 
 def export_to_proto(job: dict[str, Any]) -> export_pb2.Export:

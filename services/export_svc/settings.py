@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr
+from pydantic import SecretStr, model_validator
 
 from goalflow_common.settings import ServiceSettings
 
@@ -17,7 +17,8 @@ class ExportSettings(ServiceSettings):
     """Port of the HTTP server that serves signed download links (0 picks a free one)."""
 
     public_base_url: str = "http://127.0.0.1:8083"
-    """Base of the download links put in e-mails, as recipients reach the HTTP server."""
+    """Base of the download links put in e-mails, as recipients reach the HTTP server; must
+    be ``https://`` when ``tls_cert_file`` is set (the download server then serves HTTPS)."""
 
     export_db_name: str = "goalflow_export"
     """Database of the export service (jobs and files)."""
@@ -46,3 +47,12 @@ class ExportSettings(ServiceSettings):
 
     workers: int = 2
     """Jobs built at once by one export replica."""
+
+    @model_validator(mode="after")
+    def _links_match_tls(self) -> ExportSettings:
+        if self.tls_enabled and not self.public_base_url.startswith("https://"):
+            raise ValueError(
+                "public_base_url: must start with https:// when tls_cert_file is set "
+                "(the download server then serves HTTPS only)"
+            )
+        return self

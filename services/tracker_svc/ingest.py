@@ -77,12 +77,18 @@ class Ingestor:
         account_id = current_principal().require_account()
         if not await self._goals.wait_synced(GOALS_SYNC_WAIT_S):
             raise Unavailable("goals are not loaded from the config service yet; retry")
-        async for batch in requests:
+        batches = aiter(requests)
+        while True:
             # A batch that has started is finished and acknowledged; on shutdown no new one
-            # is started, and the producer resends what was not acknowledged.
-            yield await self.process(batch, account_id)
-            if self._lifecycle.stopping.is_set():
+            # is started, and the producer resends what was not acknowledged. Waiting for the
+            # next batch also ends on shutdown: an idle stream would otherwise hold the
+            # process for the whole grace period before being cancelled.
+            stopped, batch = await self._lifecycle.wait_or(anext(batches, None))
+            if stopped or self._lifecycle.stopping.is_set():
                 raise Unavailable("the tracker is shutting down; resend unacknowledged batches")
+            if batch is None:
+                return
+            yield await self.process(batch, account_id)
 
     async def process(
         self, batch: tracker_pb2.IngestEventsRequest, account_id: str
@@ -112,11 +118,7 @@ class Ingestor:
             docs.append(doc)
             positions.append(index)
 
-        opens = [
-            {"_id": d["_id"], "account_id": account_id, "end_user_id": d["end_user_id"],
-             "conversation_id": d["conversation_id"], "at": d["at"]}
-            for d in docs if d["kind"] == "opened"
-        ]
+        opens = [open_record(d) for d in docs if d["kind"] == "opened"]
         for doc, index in zip(docs, positions, strict=True):
             if doc["kind"] == "opened" and doc["channel"] in UNSUPPORTED_CHANNELS:
                 ack.unsupported_channel_indexes.append(index)
@@ -134,13 +136,20 @@ class Ingestor:
             # written first (subscribers see them sooner) and the ack still waits for all.
             conversions, unsupported = await self._attribute(account_id, hits, docs, opens)
             ack.unsupported_channel_indexes.extend(sorted(unsupported))
-        # Ratings are kept for every rated event, resent ones too: a batch cut short after
-        # its events were stored still gets its ratings when the producer resends it.
-        existing, duplicates, _, _ = await asyncio.gather(
+        existing, duplicates = await asyncio.gather(
             self._record(conversions),
             self._store.insert_new(self._store.events, docs),
-            self._store.insert_new(self._store.opens, opens),
-            self._store.record_ratings(account_id, [d for d in docs if d["kind"] == "rated"]),
+        )
+        # Opens and ratings are derived from the events as stored: a resent batch cut short
+        # after its events were stored still gets them, and an id resent with other
+        # content (a duplicate) changes nothing.
+        stored = [d for d in docs if d["_id"] not in duplicates]
+        if duplicates:
+            stored += await self._store.events.find({"_id": {"$in": sorted(duplicates)}}).to_list()
+        await asyncio.gather(
+            self._store.insert_new(self._store.opens, [open_record(d) for d in stored
+                                                       if d["kind"] == "opened"]),
+            self._store.record_ratings(account_id, [d for d in stored if d["kind"] == "rated"]),
         )
         ack.duplicates += len(duplicates)
         ack.accepted = len(docs) - len(duplicates)
@@ -203,6 +212,13 @@ class Ingestor:
             if credits:
                 conversions[doc_id] = _conversion(doc_id, hit, state, credits, self._clock.now())
         return list(conversions.values()), unsupported
+
+
+def open_record(event: dict[str, Any]) -> dict[str, Any]:
+    """The ``opens`` record of a stored "opened" event."""
+    return {"_id": event["_id"], "account_id": event["account_id"],
+            "end_user_id": event["end_user_id"], "conversation_id": event["conversation_id"],
+            "at": event["at"]}
 
 
 def _merge(stored: list[dict[str, Any]], fresh: list[dict[str, Any]]) -> list[dict[str, Any]]:

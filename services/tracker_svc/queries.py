@@ -31,6 +31,10 @@ _OLDEST_FIRST = [("conversion_time", ASCENDING), ("_id", ASCENDING)]
 _FIRST_WINDOW = dt.timedelta(hours=1)
 _MIN_WINDOW = dt.timedelta(seconds=1)
 _MAX_GROWTH = 8.0
+# Replies are cut at about half the 8 MiB message limit: a conversion carries one credit
+# per credited agent, so a page of ALL_TOUCHES conversions with many long-named agents
+# exceeded the limit and failed with RESOURCE_EXHAUSTED on every try (and every export).
+DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024
 
 
 def _check_id(field: str, value: str, *, required: bool = False) -> None:
@@ -113,6 +117,16 @@ def _decode_token(token: str, fingerprint: str) -> tuple[dt.datetime, str, int] 
     return when, doc_id, ties
 
 
+def _fitting(conversions: list[tracker_pb2.Conversion], budget: int) -> int:
+    """How many of ``conversions``, from the first, fit in ``budget`` bytes (at least one)."""
+    used = 0
+    for n, conversion in enumerate(conversions):
+        used += conversion.ByteSize() + 8  # + the field's tag and length
+        if n and used > budget:
+            return n
+    return len(conversions)
+
+
 def _fingerprint(*parts: Any) -> str:
     """Ties a page token to the filters it was issued for."""
     return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
@@ -120,11 +134,13 @@ def _fingerprint(*parts: Any) -> str:
 
 class ConversionQueries:
     def __init__(
-        self, store: TrackerStore, *, chunk_size: int, fetch_size: int = 5000
+        self, store: TrackerStore, *, chunk_size: int, fetch_size: int = 5000,
+        max_reply_bytes: int = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         self._store = store
         self._chunk = max(1, chunk_size)
         self._fetch = max(self._chunk, fetch_size)
+        self._max_bytes = max_reply_bytes
 
     async def _with_ratings(
         self, account_id: str, docs: list[dict[str, Any]]
@@ -176,14 +192,16 @@ class ConversionQueries:
         # here rather than by an $or in the query (see _next_key).
         rows = [d for d in raw if after is None or _key(d) < after]
         page = rows[:size]
+        conversions = await self._with_ratings(account_id, page)
+        fit = _fitting(conversions, self._max_bytes)  # a page ends early rather than overflow
+        page, conversions = page[:fit], conversions[:fit]
         next_token = ""
-        if len(rows) > size or len(raw) == limit:
+        if fit < len(rows) or len(raw) == limit:
             key, ties = _next_key(raw, page[-1] if page else None, after)
             if key is not None:
                 next_token = _encode_token(key, ties, fingerprint)
         return tracker_pb2.ListConversionsResponse(
-            conversions=await self._with_ratings(account_id, page),
-            next_page_token=next_token,
+            conversions=conversions, next_page_token=next_token
         )
 
     async def stream(
@@ -207,7 +225,12 @@ class ConversionQueries:
         ties = 0
         lo, window, in_window = start, _FIRST_WINDOW, 0
         while lo < end:
-            hi = min(end, _whole_second(lo + window))
+            # Compared before adding: lo + window (rounded up to a second) may pass year 9999
+            # (OverflowError) when a wide range ends near the end of the calendar.
+            if window >= end - lo - _MIN_WINDOW:
+                hi = end
+            else:
+                hi = min(end, _whole_second(lo + window))
             query = {
                 "account_id": account_id,
                 "goal_id": request.goal_id,
@@ -220,9 +243,11 @@ class ConversionQueries:
             rows = [d for d in raw if after is None or _key(d) > after]
             in_window += len(rows)
             for k in range(0, len(rows), self._chunk):
-                yield tracker_pb2.StreamConversionsResponse(
-                    conversions=await self._with_ratings(account_id, rows[k : k + self._chunk])
-                )
+                chunk = await self._with_ratings(account_id, rows[k : k + self._chunk])
+                while chunk:  # split further where the conversions are large
+                    fit = _fitting(chunk, self._max_bytes)
+                    yield tracker_pb2.StreamConversionsResponse(conversions=chunk[:fit])
+                    chunk = chunk[fit:]
             if len(raw) < limit:  # the window is done: size the next one to its density
                 scale = self._fetch / in_window if in_window else _MAX_GROWTH
                 window = max(_MIN_WINDOW, window * min(_MAX_GROWTH, max(0.25, scale * 0.8)))

@@ -35,6 +35,7 @@ async def create_server(
     config_channel = make_channel(
         settings.config_address, settings.service_api_key,
         max_reconnect_backoff_s=settings.goal_resync_max_backoff_s,
+        credentials=settings.grpc_channel_credentials(),
     )
     goals = GoalCache(
         config_pb2_grpc.ConfigServiceStub(config_channel),

@@ -1,7 +1,12 @@
-"""The TrackerService servicer: a thin layer over the components that do the work."""
+"""The TrackerService servicer: a thin layer over the components that do the work.
+
+Every RPC answers UNAVAILABLE, not INTERNAL, while the database is unreachable: producers
+and readers retry, and ingestion is idempotent, so a batch cut short by the outage is
+completed by its resend."""
 
 from __future__ import annotations
 
+from goalflow_common.db import unavailable_while_unreachable
 from goalflow_common.pb.goals.v1 import tracker_pb2_grpc
 from tracker_svc.feed import ConversionFeed
 from tracker_svc.ingest import Ingestor
@@ -20,22 +25,27 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):
         self._reports = reports
 
     async def IngestEvents(self, request_iterator, context):
-        async for ack in self._ingest.stream(request_iterator, context):
-            yield ack
+        with unavailable_while_unreachable():
+            async for ack in self._ingest.stream(request_iterator, context):
+                yield ack
 
     async def SubscribeConversions(self, request, context):
         async for item in self._feed.subscribe(request, context):
             yield item
 
     async def ListConversions(self, request, context):
-        return await self._queries.list(request)
+        with unavailable_while_unreachable():
+            return await self._queries.list(request)
 
     async def StreamConversions(self, request, context):
-        async for chunk in self._queries.stream(request):
-            yield chunk
+        with unavailable_while_unreachable():
+            async for chunk in self._queries.stream(request):
+                yield chunk
 
     async def CountConversions(self, request, context):
-        return await self._queries.count(request)
+        with unavailable_while_unreachable():
+            return await self._queries.count(request)
 
     async def GetReport(self, request, context):
-        return await self._reports.report(request)
+        with unavailable_while_unreachable():
+            return await self._reports.report(request)

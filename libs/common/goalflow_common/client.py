@@ -10,6 +10,7 @@ import grpc
 from grpc import aio
 
 from goalflow_common.interceptors import REQUEST_ID_KEY
+from goalflow_common.settings import read_pem
 
 
 class _BearerAuth:
@@ -61,8 +62,12 @@ def make_channel(
     max_message_bytes: int = 8 * 1024 * 1024,
     max_reconnect_backoff_s: float = 5.0,
     extra_options: Sequence[tuple[str, Any]] = (),
+    credentials: grpc.ChannelCredentials | None = None,
 ) -> aio.Channel:
-    """An asyncio channel to ``address`` that authenticates every call with ``api_key``."""
+    """An asyncio channel to ``address`` that authenticates every call with ``api_key``.
+
+    With ``credentials`` (e.g. :func:`tls_credentials` or a settings'
+    ``grpc_channel_credentials()``) the channel uses TLS; without, plaintext."""
     options = [
         ("grpc.max_receive_message_length", max_message_bytes),
         ("grpc.max_send_message_length", max_message_bytes),
@@ -74,7 +79,18 @@ def make_channel(
         *extra_options,
     ]
     interceptors = [kind(api_key) for kind in _AUTH_KINDS]
+    if credentials is not None:
+        return aio.secure_channel(address, credentials, options=options,
+                                  interceptors=interceptors)
     return aio.insecure_channel(address, options=options, interceptors=interceptors)
+
+
+def tls_credentials(ca_file: str = "") -> grpc.ChannelCredentials:
+    """TLS channel credentials trusting the PEM CA in ``ca_file``, or the system's trusted
+    roots when it is empty."""
+    if not ca_file:
+        return grpc.ssl_channel_credentials()
+    return grpc.ssl_channel_credentials(read_pem("tls_ca_file", ca_file))
 
 
 def is_retryable(error: grpc.RpcError) -> bool:

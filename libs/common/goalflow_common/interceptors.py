@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import structlog
 from grpc import aio
+from pymongo.errors import ConnectionFailure
 
 from goalflow_common.auth import OPEN_PREFIXES, KeyStore, Principal, roles_for, set_principal
 from goalflow_common.errors import DomainError, PermissionDenied, Unauthenticated
@@ -23,6 +24,9 @@ REQUEST_ID_KEY = "x-request-id"
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 
 Behavior = Callable[..., Any]
+
+
+MAX_DETAILS = 1024  # characters of error details sent to the caller
 
 
 def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
@@ -131,10 +135,18 @@ def _end(context: aio.ServicerContext, method: str, start: float) -> None:
 async def _fail(context: aio.ServicerContext, method: str, exc: Exception, start: float):
     if isinstance(exc, DomainError):
         log.info("rpc", code=exc.code.name, duration_ms=_ms(start), error=exc.message)
-        await context.abort(exc.code, exc.message)
+        # Details travel in a header, and clients refuse headers over 8 KB (the caller would
+        # see RESOURCE_EXHAUSTED instead of the error): cap what an error may echo.
+        message = exc.message if len(exc.message) <= MAX_DETAILS else (
+            exc.message[:MAX_DETAILS - 1] + "…")
+        await context.abort(exc.code, message)
     if isinstance(exc, aio.AbortError):
         log.info("rpc", code=_code_name(context.code()), duration_ms=_ms(start))
         raise exc
+    if isinstance(exc, ConnectionFailure):  # the database is away (any RPC, auth included)
+        log.warning("rpc", code="UNAVAILABLE", duration_ms=_ms(start), error=str(exc)[:300])
+        await context.abort(grpc.StatusCode.UNAVAILABLE,
+                            "the database is unreachable for now; retry with backoff")
     log.error("rpc_failed", duration_ms=_ms(start), exc_info=exc)
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; see server logs")
 

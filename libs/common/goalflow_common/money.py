@@ -15,14 +15,16 @@ ISO_4217 = frozenset(
     SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP TRY TTD TWD
     TZS UAH UGX USD UYU UZS VED VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR ZMW ZWG""".split()
 )
-AMOUNT_RE = re.compile(r"^-?\d{1,18}(\.\d{1,6})?$")
+# ASCII digits only and the whole string: \d also matches other scripts' digits ("١٢٣")
+# and $ allows a trailing newline, both of which Decimal() then accepted.
+AMOUNT_RE = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,6})?")
 
 
 def check_money(currency_code: str, amount: str) -> tuple[str, str] | None:
     """The (field, rule) that ``(currency_code, amount)`` breaks, or None."""
     if currency_code not in ISO_4217:
         return "currency_code", "must be an ISO-4217 code such as USD"
-    if not AMOUNT_RE.match(amount):
+    if not AMOUNT_RE.fullmatch(amount):
         return "amount", "must be a decimal number with at most 18 digits and 6 decimals"
     if Decimal(amount) < 0:
         return "amount", "must be at least 0"

@@ -99,12 +99,14 @@ class EventProducer:
         window: int = 4,
         max_reconnects: int = 8,
         backoff_s: tuple[float, float] = (0.1, 5.0),
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         """``max_reconnects`` bounds consecutive reconnects without an acknowledgement in
-        between; ``backoff_s`` is the first and the largest wait before reconnecting."""
+        between; ``backoff_s`` is the first and the largest wait before reconnecting;
+        ``credentials`` (``client.tls_credentials``) make the channel TLS."""
         if not 1 <= batch_size <= 1000:
             raise ValueError("batch_size must be 1 to 1000 (the tracker's batch limit)")
-        self._channel = make_channel(address, key)
+        self._channel = make_channel(address, key, credentials=credentials)
         self._stub = tracker_pb2_grpc.TrackerServiceStub(self._channel)
         self._batch_size = batch_size
         self._window = max(1, window)

@@ -21,6 +21,10 @@ from goalflow_common.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
 
+# On SIGTERM, how long health checks answer NOT_SERVING before new calls are refused, so a
+# probe or load balancer polling Check learns of the shutdown from the server itself.
+SHUTDOWN_DRAIN_S = 1.0
+
 
 @dataclass(frozen=True)
 class Registration:
@@ -70,13 +74,37 @@ class Lifecycle:
         return True, None
 
 
+class HealthServicer(health.aio.HealthServicer):
+    """The standard health service, except that ``Watch`` streams end at ``close()``.
+
+    The library's ``Watch`` runs until the call is cancelled, so one open watcher (gRPC
+    client-side health checking keeps one per connection) would hold a stopping server for
+    its whole grace period. ``close()`` comes after NOT_SERVING has been announced; each
+    watcher gets NOT_SERVING as its last message and the stream ends with OK."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._closing = Lifecycle()
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: Any) -> None:
+        closed, _ = await self._closing.wait_or(super().Watch(request, context))
+        if closed:
+            # It may have been sent already; a repeat is harmless, a missing one is not.
+            await context.write(
+                health_pb2.HealthCheckResponse(status=health_pb2.HealthCheckResponse.NOT_SERVING)
+            )
+
+    def close(self) -> None:
+        self._closing.stopping.set()
+
+
 class GoalflowServer:
     """A started-or-not gRPC server with its health service and clean-up hooks."""
 
     def __init__(
         self,
         server: aio.Server,
-        health_servicer: health.aio.HealthServicer,
+        health_servicer: HealthServicer,
         service_names: Sequence[str],
         lifecycle: Lifecycle,
         grace_s: float,
@@ -100,13 +128,21 @@ class GoalflowServer:
         for name in ("", *self._names):
             await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace_s: float | None = None) -> None:
-        """Graceful stop: NOT_SERVING first, then end streams, let RPCs finish, clean up."""
+    async def stop(self, grace_s: float | None = None, drain_s: float = 0.0) -> None:
+        """Graceful stop: NOT_SERVING first, then end streams, let RPCs finish, clean up.
+
+        For ``drain_s`` seconds after health turns NOT_SERVING the server still answers
+        calls: health checks see NOT_SERVING instead of a refused call (``grpc_server.stop``
+        refuses every new call at once, health checks too), while streams end as
+        ``lifecycle.stopping`` tells them to."""
         if self._stopped:
             return
         self._stopped = True
         await self._health.enter_graceful_shutdown()
         self.lifecycle.stopping.set()
+        if drain_s > 0:
+            await asyncio.sleep(drain_s)
+        self._health.close()
         await self.grpc_server.stop(self._grace if grace_s is None else grace_s)
         for fn in reversed(self._on_stop):
             await fn()
@@ -119,7 +155,7 @@ class GoalflowServer:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("shutdown_started")
-        await self.stop()
+        await self.stop(drain_s=SHUTDOWN_DRAIN_S)
         log.info("shutdown_complete")
 
 
@@ -133,7 +169,8 @@ def build_server(
     on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
 ) -> tuple[GoalflowServer, int]:
     """Create (not start) a server with every registration, health and reflection, bound to
-    ``settings.grpc_host:port`` (0 picks a free port). Returns it and the bound port."""
+    ``settings.grpc_host:port`` (0 picks a free port), serving TLS only when the settings
+    name a certificate. Returns it and the bound port."""
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -146,7 +183,7 @@ def build_server(
     )
     for reg in registrations:
         reg.add_to_server(reg.servicer, server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [reg.full_name for reg in registrations]
     reflection.enable_server_reflection(
@@ -154,9 +191,14 @@ def build_server(
          reflection.SERVICE_NAME],
         server,
     )
-    bound = server.add_insecure_port(f"{settings.grpc_host}:{port}")
+    address = f"{settings.grpc_host}:{port}"
+    credentials = settings.grpc_server_credentials()
+    if credentials is None:
+        bound = server.add_insecure_port(address)
+    else:
+        bound = server.add_secure_port(address, credentials)
     if bound == 0:
-        raise OSError(f"could not bind {settings.grpc_host}:{port}")
+        raise OSError(f"could not bind {address}")
     wrapped = GoalflowServer(
         server,
         health_servicer,
@@ -179,7 +221,8 @@ def run_service(
     async def serve() -> None:
         server, port = await create_server(settings)
         await server.start()
-        log.info("listening", service=name, address=f"{settings.grpc_host}:{port}")
+        log.info("listening", service=name, address=f"{settings.grpc_host}:{port}",
+                 tls=settings.tls_enabled)
         await server.serve_until_signal()
 
     asyncio.run(serve())

@@ -2,11 +2,19 @@
 
 Each service subclasses :class:`ServiceSettings` with its own fields. Field docstrings are
 the documentation (``use_attribute_docstrings``); the README lists the variables.
+
+TLS is optional and off by default: ``tls_cert_file`` + ``tls_key_file`` make this
+service's servers (gRPC, and the export service's download HTTP server) serve TLS only, and
+``tls_ca_file`` makes its calls to the other services use TLS, verified against that CA.
 """
 
 from __future__ import annotations
 
-from pydantic import Field
+import ssl
+from pathlib import Path
+
+import grpc
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -46,3 +54,68 @@ class ServiceSettings(BaseSettings):
 
     service_api_key: str = ""
     """Platform service key this service uses to call the others (``service`` role)."""
+
+    tls_cert_file: str = ""
+    """PEM certificate (chain) this service's servers present. Set together with
+    ``tls_key_file``: the gRPC port then serves TLS only (and the export service's download
+    server HTTPS only). Empty (the default): plaintext. The certificate must name the host
+    clients dial (DNS name or IP address)."""
+
+    tls_key_file: str = ""
+    """PEM private key of ``tls_cert_file``."""
+
+    tls_ca_file: str = ""
+    """PEM CA certificate(s) this service trusts when it calls the other services (config and
+    tracker calling each other, export calling both): set, those calls use TLS and verify the
+    peer against it; empty (the default), they are plaintext."""
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServiceSettings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file: set both or neither")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether this service's servers serve TLS."""
+        return bool(self.tls_cert_file)
+
+    def grpc_server_credentials(self) -> grpc.ServerCredentials | None:
+        """Credentials for the gRPC port, or None for plaintext."""
+        context = self.http_ssl_context()  # checks that the files are a usable pair
+        if context is None:
+            return None
+        key = read_pem("tls_key_file", self.tls_key_file)
+        cert = read_pem("tls_cert_file", self.tls_cert_file)
+        return grpc.ssl_server_credentials([(key, cert)])
+
+    def grpc_channel_credentials(self) -> grpc.ChannelCredentials | None:
+        """Credentials for calls to the other services, or None for plaintext."""
+        if not self.tls_ca_file:
+            return None
+        return grpc.ssl_channel_credentials(read_pem("tls_ca_file", self.tls_ca_file))
+
+    def http_ssl_context(self) -> ssl.SSLContext | None:
+        """TLS context for an HTTP server of this service, or None for plain HTTP."""
+        if not self.tls_enabled:
+            return None
+        read_pem("tls_cert_file", self.tls_cert_file)  # a clear error naming the setting
+        read_pem("tls_key_file", self.tls_key_file)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(self.tls_cert_file, self.tls_key_file)
+        except ssl.SSLError as exc:
+            raise ValueError(f"tls_key_file: not the key of tls_cert_file ({exc})") from None
+        return context
+
+
+def read_pem(setting: str, path: str) -> bytes:
+    """The PEM file a TLS setting names; ValueError naming the setting if it is unusable."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"{setting}: cannot read {path!r}: {exc.strerror}") from None
+    if b"-----BEGIN " not in data:
+        raise ValueError(f"{setting}: {path!r} is not a PEM file")
+    return data

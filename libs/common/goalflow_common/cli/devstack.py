@@ -24,7 +24,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -224,7 +224,7 @@ class _StopRequested(Exception):
     """Ctrl-C or SIGTERM arrived while starting up."""
 
 
-class _Abort(Exception):
+class StackError(Exception):
     """Start-up failed or a child died; the message says what and where to look."""
 
 
@@ -333,7 +333,12 @@ def _log_tail(path: Path, lines: int = 15) -> str:
 
 
 class DevStack:
-    """Everything ``make run`` starts, and the order it is stopped in."""
+    """Everything ``make run`` starts, and the order it is stopped in.
+
+    :meth:`run` is ``make run``. Other front-ends (the demo) drive the parts themselves:
+    :meth:`start`, :meth:`start_services` / :meth:`stop_service` to restart one service
+    with other settings, and :meth:`stop`, which must run whatever happened.
+    """
 
     def __init__(self, settings: DevSettings) -> None:
         self.settings = settings
@@ -362,7 +367,7 @@ class DevStack:
         try:
             try:
                 code = self._start_and_watch()
-            except _Abort as err:
+            except StackError as err:
                 _err(f"devstack: {err}")
                 code = 1
             if self.stop_signal:
@@ -384,7 +389,7 @@ class DevStack:
 
     def _start_and_watch(self) -> int:
         try:
-            self._start()
+            self.start()
         except _StopRequested:
             return 0
         self._print_summary()
@@ -393,10 +398,22 @@ class DevStack:
             time.sleep(0.2)
         return 0
 
-    def _start(self) -> None:
+    def start(
+        self,
+        services: Collection[str] | None = None,
+        *,
+        env: Mapping[str, Mapping[str, str]] | None = None,
+    ) -> None:
+        """Start the database (unless ``MONGODB_URI`` is given), the SMTP sink, the dev
+        account and keys, then the named services (every built one when None), each with
+        its extra ``env[name]`` variables, and wait until they report SERVING. Raises
+        :class:`StackError`; call :meth:`stop` afterwards in any case."""
         for folder in (self.dir, self.logs, self.outbox):
             folder.mkdir(parents=True, exist_ok=True)
         built = [spec for spec in self.services if spec.built()]
+        if services is not None:
+            for name in services:
+                self._spec(name)  # an unknown or unbuilt name fails before anything starts
         self._preflight(built)
         self._checkpoint()
         self._start_database()
@@ -408,16 +425,50 @@ class DevStack:
             )
         except PyMongoError as err:
             detail = str(err).split(" (configured timeouts")[0].splitlines()[0]
-            raise _Abort(
+            raise StackError(
                 f"could not set up the dev account in {_redact(self.mongo_uri)}: {detail}"
             ) from err
         self._checkpoint()
-        # Every process is started before the first gRPC channel exists, so no fork
-        # happens while gRPC's threads are running.
-        for spec in built:
-            self.running.append((spec, self._start_service(spec)))
-        for spec, child in self.running:
+        self.start_services([spec.name for spec in built] if services is None else services,
+                            env=env)
+
+    def start_services(
+        self, names: Iterable[str], *, env: Mapping[str, Mapping[str, str]] | None = None
+    ) -> None:
+        """Start these services (after :meth:`start`), with extra ``env[name]`` variables,
+        and wait until each reports SERVING."""
+        specs = [self._spec(name) for name in names]
+        # All of them are started before the first health check opens a gRPC channel, so
+        # ``make run`` never forks while gRPC's threads are running.
+        started = []
+        for spec in specs:
+            child = self._start_service(spec, (env or {}).get(spec.name, {}))
+            self.running.append((spec, child))
+            started.append((spec, child))
+        for spec, child in started:
             self._wait_serving(spec, child)
+
+    def stop_service(self, name: str) -> None:
+        """Stop one running service gracefully (SIGTERM, then SIGKILL after the timeout)."""
+        children = [child for spec, child in self.running if spec.name == name]
+        self.running = [(spec, child) for spec, child in self.running if spec.name != name]
+        self._stop_children(children, graceful=True)
+
+    def stop(self) -> None:
+        """Stop everything this stack started, gracefully, and kill whatever is left.
+        Idempotent."""
+        try:
+            self._stop_all(graceful=True)
+        finally:
+            self._stop_all(graceful=False)
+
+    def _spec(self, name: str) -> ServiceSpec:
+        for spec in self.services:
+            if spec.name == name:
+                if not spec.built():
+                    raise StackError(f"{name} is not built yet")
+                return spec
+        raise StackError(f"no service named {name!r}")
 
     def _checkpoint(self) -> None:
         if self.stop_signal is not None:
@@ -441,13 +492,13 @@ class DevStack:
         seen: dict[int, str] = {}
         for port, what, var in wanted:
             if port in seen:
-                raise _Abort(f"{what} and {seen[port]} are both set to port {port}")
+                raise StackError(f"{what} and {seen[port]} are both set to port {port}")
             seen[port] = what
             if _port_in_use(port):
                 hint = " Is an earlier `make run` still running?"
                 if what == "embedded database":
                     hint += self._stale_db_hint()
-                raise _Abort(
+                raise StackError(
                     f"port {port} ({what}) is already in use.{hint} "
                     f"Or pick another port with {var}."
                 )
@@ -496,7 +547,7 @@ class DevStack:
             self.mongo.start(timeout_s=self.settings.start_timeout_s)
         except (OSError, RuntimeError) as err:  # port taken, exited, or TimeoutError
             self.mongo = None
-            raise _Abort(f"embedded database did not start: {err}") from err
+            raise StackError(f"embedded database did not start: {err}") from err
         self.mongo_uri = self.mongo.uri
 
     def _spawn(self, name: str, args: list[str], env: dict[str, str]) -> _Child:
@@ -511,7 +562,9 @@ class DevStack:
                 # Own session: a terminal's Ctrl-C reaches only us, and we stop the
                 # children in order (services before the sink and the database).
                 start_new_session=True,
-                preexec_fn=_die_with_parent,  # safe: no threads exist yet (see _start)
+                # Between fork and exec only prctl() runs, taking no lock another thread
+                # could hold, so this stays safe once gRPC's threads exist (a restart).
+                preexec_fn=_die_with_parent,
             )
         return _Child(name, proc, log_path)
 
@@ -536,10 +589,10 @@ class DevStack:
             ):
                 return
             if time.monotonic() > deadline:
-                raise _Abort(f"SMTP sink did not listen; see {_shown(self.smtp.log_path)}")
+                raise StackError(f"SMTP sink did not listen; see {_shown(self.smtp.log_path)}")
             time.sleep(0.05)
 
-    def _start_service(self, spec: ServiceSpec) -> _Child:
+    def _start_service(self, spec: ServiceSpec, extra_env: Mapping[str, str]) -> _Child:
         env = {
             **os.environ,
             "PYTHONUNBUFFERED": "1",
@@ -549,6 +602,7 @@ class DevStack:
             "GOALFLOW_GRPC_HOST": HOST,
             "GOALFLOW_GRPC_PORT": str(spec.grpc_port),
             **spec.env,
+            **extra_env,
         }
         # Nobody has RPCs in flight worth 10 s during development; Ctrl-C should be quick.
         env.setdefault("GOALFLOW_SHUTDOWN_GRACE_S", "2")
@@ -568,7 +622,7 @@ class DevStack:
                     if reply.status == health_pb2.HealthCheckResponse.SERVING:
                         return
                 if time.monotonic() > deadline:
-                    raise _Abort(
+                    raise StackError(
                         f"{spec.name} did not report SERVING on {spec.address} within "
                         f"{self.settings.start_timeout_s:.0f}s; see {_shown(child.log_path)}"
                     )
@@ -581,7 +635,7 @@ class DevStack:
         if code is None:
             return
         tail = _log_tail(child.log_path)
-        raise _Abort(
+        raise StackError(
             f"{child.name} exited unexpectedly (exit code {code}); "
             f"its log is {_shown(child.log_path)}" + (f", ending with:\n{tail}" if tail else "")
         )
@@ -589,7 +643,7 @@ class DevStack:
     def _check_children(self) -> None:
         if self.mongo is not None and not self.mongo.running:
             log = self.mongo.data_dir / "nx-27017.log"
-            raise _Abort(
+            raise StackError(
                 f"the embedded database exited unexpectedly; its log is {_shown(log)}"
             )
         if self.smtp is not None:

@@ -1,0 +1,205 @@
+"""The role matrix: every RPC of every service (read from the generated descriptors, so a
+new RPC cannot be forgotten) called with each role's key of the account, no key, a
+malformed key, a forged secret and a revoked key. Each outcome must be what
+``goalflow_common.auth.METHOD_ROLES`` says, and the issue's explicit rules must hold in that
+table. A refused call answers UNAUTHENTICATED or PERMISSION_DENIED and changes nothing in any
+database; an allowed call succeeds."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from google.protobuf.field_mask_pb2 import FieldMask
+from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from goalflow_common.auth import METHOD_ROLES, Role, roles_for
+from goalflow_common.pb.goals.v1 import config_pb2, export_pb2, tracker_pb2
+from tests.security.conftest import JUNE_1, T0, World, revoked_key, snapshot
+from tests.security.rpcs import METHODS, Outcome, convert_again, first, invoke, snapshot_done
+from tests.services.config_svc.helpers import date, goal_request
+from tests.services.tracker_svc.builders import message
+
+DAY = dt.timedelta(days=1)
+
+
+def _ts(when) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(when)
+    return stamp
+
+
+@dataclass(frozen=True)
+class Case:
+    """How to call one RPC on account A's own data, and what a success must show."""
+
+    request: Callable[[World], Any]
+    check: Callable[[World, Outcome], bool]
+    until: Callable[[list[Message]], bool] | None = None
+    opens_live_stream: bool = False
+    """A live subscription: it is fed a new conversion once open, and must deliver it."""
+
+
+def _one(outcome: Outcome) -> Any:
+    [response] = outcome.responses
+    return response
+
+
+CASES: dict[str, Case] = {
+    "/goals.v1.ConfigService/CreateGoal": Case(
+        lambda w: goal_request("Made by the matrix"),
+        lambda w, o: _one(o).goal.account_id == w.a.account_id),
+    "/goals.v1.ConfigService/GetGoal": Case(
+        lambda w: config_pb2.GetGoalRequest(goal_id=w.a_ids.goal_id),
+        lambda w, o: _one(o).goal.id == w.a_ids.goal_id),
+    "/goals.v1.ConfigService/UpdateGoal": Case(
+        lambda w: config_pb2.UpdateGoalRequest(
+            goal_id=w.a_ids.idle_goal_id, goal=config_pb2.Goal(description="changed"),
+            update_mask=FieldMask(paths=["description"])),
+        lambda w, o: _one(o).goal.description == "changed"),
+    "/goals.v1.ConfigService/ListGoals": Case(
+        lambda w: config_pb2.ListGoalsRequest(),
+        lambda w, o: len(_one(o).goals) == 3),
+    "/goals.v1.ConfigService/ActivateGoal": Case(
+        lambda w: config_pb2.ActivateGoalRequest(goal_id=w.a_ids.idle_goal_id,
+                                                 start_date=date(T0.date())),
+        lambda w, o: _one(o).goal.active),
+    "/goals.v1.ConfigService/DeactivateGoal": Case(
+        lambda w: config_pb2.DeactivateGoalRequest(goal_id=w.a_ids.goal_id),
+        lambda w, o: not _one(o).goal.active),
+    "/goals.v1.ConfigService/DeleteGoal": Case(
+        lambda w: config_pb2.DeleteGoalRequest(goal_id=w.a_ids.idle_goal_id),
+        lambda w, o: len(o.responses) == 1),
+    "/goals.v1.ConfigService/ListActiveGoals": Case(
+        lambda w: config_pb2.ListActiveGoalsRequest(),
+        lambda w, o: len(_one(o).goals) == 2),
+    "/goals.v1.ConfigService/WatchGoals": Case(
+        lambda w: config_pb2.WatchGoalsRequest(send_snapshot=True),
+        lambda w, o: {r.goal.account_id for r in o.responses[:-1]} == {w.a.account_id}
+        and len(o.responses) == 4, until=snapshot_done),
+    "/goals.v1.TrackerService/IngestEvents": Case(
+        lambda w: [tracker_pb2.IngestEventsRequest(batch_id="matrix", events=[
+            message(w.a_ids.conversation_id, T0, w.a_ids.agent_id)])],
+        lambda w, o: _one(o).accepted == 1),
+    "/goals.v1.TrackerService/SubscribeConversions": Case(
+        lambda w: tracker_pb2.SubscribeConversionsRequest(agent_id=w.a_ids.agent_id),
+        lambda w, o: _one(o).conversion.goal_id == w.a_ids.second_goal_id,
+        until=first, opens_live_stream=True),
+    "/goals.v1.TrackerService/ListConversions": Case(
+        lambda w: tracker_pb2.ListConversionsRequest(conversation_id=w.a_ids.conversation_id),
+        lambda w, o: [c.goal_id for c in _one(o).conversions] == [w.a_ids.goal_id]),
+    "/goals.v1.TrackerService/StreamConversions": Case(
+        lambda w: tracker_pb2.StreamConversionsRequest(
+            goal_id=w.a_ids.goal_id, start_time=_ts(T0), end_time=_ts(T0 + DAY)),
+        lambda w, o: [c.conversation_id for r in o.responses for c in r.conversions]
+        == [w.a_ids.conversation_id]),
+    "/goals.v1.TrackerService/CountConversions": Case(
+        lambda w: tracker_pb2.CountConversionsRequest(since=_ts(T0)),
+        lambda w, o: {(c.goal_id, c.count) for c in _one(o).counts}
+        >= {(w.a_ids.goal_id, 1)}),
+    "/goals.v1.TrackerService/GetReport": Case(
+        lambda w: tracker_pb2.GetReportRequest(start_date=JUNE_1, end_date=JUNE_1,
+                                               group_by=tracker_pb2.REPORT_GROUPING_GOAL),
+        lambda w, o: _one(o).totals.conversions == 1),
+    "/goals.v1.ExportService/RequestExport": Case(
+        lambda w: export_pb2.RequestExportRequest(
+            goal_id=w.a_ids.goal_id, start_date=JUNE_1, end_date=JUNE_1,
+            recipient_email="matrix@alpha.example"),
+        lambda w, o: _one(o).export.account_id == w.a.account_id),
+    "/goals.v1.ExportService/GetExport": Case(
+        lambda w: export_pb2.GetExportRequest(export_id=w.a_ids.export_id),
+        lambda w, o: _one(o).export.state == export_pb2.EXPORT_STATE_MAILED),
+    "/goals.v1.ExportService/ListExports": Case(
+        lambda w: export_pb2.ListExportsRequest(),
+        lambda w, o: [e.id for e in _one(o).exports] == [w.a_ids.export_id]),
+}
+
+FORGED = "gf_0123456789abcdef_" + "a" * 43
+BAD_HEADERS: dict[str, str | None] = {
+    "no key": None,
+    "malformed key": "Bearer not-a-goalflow-key",
+    "unknown key": f"Bearer {FORGED}",
+    "wrong scheme": f"Basic {FORGED}",
+    "empty bearer": "Bearer ",
+}
+
+
+def test_every_rpc_of_every_service_is_in_the_policy_and_the_matrix():
+    assert len(METHODS) == 18  # a sanity floor: the descriptors really were read
+    assert set(METHODS) == set(METHOD_ROLES), "an RPC without roles is closed to everyone"
+    assert set(METHODS) == set(CASES), "every RPC needs a case in this matrix"
+    for path in METHODS:
+        assert roles_for(path), f"{path} must need a key"
+
+
+def test_the_policy_keeps_the_issues_explicit_rules():
+    """Agent keys create no goals and request no exports; ingest keys read nothing; no RPC
+    but health is open; the platform-to-platform RPCs do not take agent or ingest keys."""
+    for path, roles in METHOD_ROLES.items():
+        if path.endswith(("/CreateGoal", "/UpdateGoal", "/ActivateGoal", "/DeactivateGoal",
+                          "/DeleteGoal", "/RequestExport")):
+            assert Role.AGENT not in roles, path
+        if not path.endswith("/IngestEvents"):
+            assert Role.INGEST not in roles, path
+    assert METHOD_ROLES["/goals.v1.TrackerService/IngestEvents"] == {Role.INGEST}
+    assert METHOD_ROLES["/goals.v1.TrackerService/GetReport"] == {Role.ADMIN}
+    for path in ("/goals.v1.ExportService/GetExport", "/goals.v1.ExportService/ListExports"):
+        assert METHOD_ROLES[path] == {Role.ADMIN}
+    assert roles_for("/grpc.health.v1.Health/Check") is None
+    assert roles_for("/grpc.health.v1.Health/Watch") is None
+    assert roles_for("/goals.v1.ConfigService/NoSuchRpc") == frozenset()
+
+
+@pytest.mark.parametrize("path", sorted(METHODS), ids=lambda p: p.rsplit("/", 1)[1])
+async def test_role_matrix(path, world, keys, mongo, db_prefix):
+    case, allowed = CASES[path], METHOD_ROLES[path]
+    a = world.a
+    # A revoked key of a role the RPC admits: revocation must beat the role.
+    revoked = await revoked_key(keys, a.account_id, min(allowed))
+    expected: list[tuple[str, str | None, set[str]]] = [
+        (f"{role.value} key", f"Bearer {a.keys[role]}",
+         {"OK"} if role in allowed else {"PERMISSION_DENIED"})
+        for role in Role
+    ]
+    expected += [(name, header, {"UNAUTHENTICATED"}) for name, header in BAD_HEADERS.items()]
+    forged_secret = f"gf_{a.admin.split('_')[1]}_" + "b" * 43
+    expected += [("admin key id with a forged secret", f"Bearer {forged_secret}",
+                  {"UNAUTHENTICATED"}),
+                 (f"revoked {min(allowed).value} key", f"Bearer {revoked}", {"UNAUTHENTICATED"})]
+
+    mismatches = []
+    refused = [e for e in expected if e[2] != {"OK"}]
+    for who, header, codes in refused:
+        before = await snapshot(mongo, db_prefix)
+        outcome = await invoke(world, path, case.request(world), header, until=case.until)
+        if outcome.code not in codes:
+            mismatches.append(f"{who}: {outcome.code} {outcome.details!r}, wanted {codes}")
+        elif outcome.responses:
+            mismatches.append(f"{who}: refused, but after {len(outcome.responses)} responses")
+        if await snapshot(mongo, db_prefix) != before:
+            mismatches.append(f"{who}: the refused call changed the database")
+    # Allowed calls last: some change data the refused ones are checked against.
+    for who, header, _ in (e for e in expected if e[2] == {"OK"}):
+        outcome = await invoke(
+            world, path, case.request(world), header, until=case.until,
+            on_open=(lambda: convert_again(world)) if case.opens_live_stream else None)
+        if outcome.code != "OK":
+            mismatches.append(f"{who}: {outcome.code} {outcome.details!r}, wanted OK")
+        elif not case.check(world, outcome):
+            mismatches.append(f"{who}: OK but unexpected answer {outcome.text()[:300]}")
+    assert not mismatches, "\n".join(mismatches)
+
+
+async def test_health_needs_no_key_on_every_service(world):
+    for address, service in ((world.stack.config_address, "goals.v1.ConfigService"),
+                             (world.stack.tracker_address, "goals.v1.TrackerService"),
+                             (world.export_address, "goals.v1.ExportService")):
+        health = health_pb2_grpc.HealthStub(world.plain_channel(address))
+        for name in ("", service):
+            reply = await health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING, (address, name)
