@@ -258,6 +258,11 @@ def event_cases(draw, own_account: str) -> EventCase:
         if any(path.startswith(cleared + ".") for cleared, spec_value in case.verdicts.items()
                if _is_cleared(event, cleared)):
             del case.verdicts[path]
+    # A transaction cleared and then given a field again is back without its required value.
+    activity = event.end_user_activity
+    if (event.HasField("end_user_activity") and activity.HasField("transaction")
+            and not activity.transaction.HasField("value")):
+        case.verdicts["end_user_activity.transaction.value"] = INVALID
     return case
 
 
