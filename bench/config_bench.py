@@ -14,7 +14,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import itertools
-import math
 import os
 import sys
 import time
@@ -27,7 +26,7 @@ from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pymongo.errors import PyMongoError
 
-from bench.harness import BenchError, Service, run_main, workspace
+from bench.harness import BenchError, Service, date, percentile, run_main, workspace
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
 from goalflow_common.db import connect
@@ -56,10 +55,7 @@ class PhaseResult:
     wall_s: float
 
     def percentile_ms(self, pct: float) -> float:
-        """Nearest-rank percentile of the sorted latencies, in milliseconds."""
-        ordered = sorted(self.latencies_s)
-        rank = max(1, math.ceil(pct / 100 * len(ordered)))
-        return ordered[rank - 1] * 1000
+        return percentile(self.latencies_s, pct) * 1000
 
     @property
     def rps(self) -> float:
@@ -125,10 +121,6 @@ async def phase(
     for key, value in figures.items():
         print(f"{key} {value}", flush=True)
     return result
-
-
-def date(day: dt.date) -> common_pb2.Date:
-    return common_pb2.Date(year=day.year, month=day.month, day=day.day)
 
 
 def goal_request(name: str, *, active: bool = False) -> config_pb2.CreateGoalRequest:

@@ -25,33 +25,31 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import os
 import sys
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import grpc
-from grpc import aio
 from pymongo import ASCENDING
 
 from bench.harness import (
     BenchError,
+    BenchRun,
     CpuMeter,
     Service,
+    bench_databases,
     bench_stack,
-    database_names,
+    date,
     run_with_services,
     start_profilers,
     stop_profilers,
 )
 from goalflow_common.auth import KeyStore, Role
-from goalflow_common.client import make_channel
-from goalflow_common.db import connect, eq
+from goalflow_common.db import eq
 from goalflow_common.pb.goals.v1 import (
     common_pb2,
     config_pb2,
@@ -78,9 +76,6 @@ def peak_rss_mb(pid: int) -> float:
             return int(line.split()[1]) / 1024  # kB
     raise BenchError(f"no VmHWM for pid {pid}")
 
-
-def date(day: dt.date) -> common_pb2.Date:
-    return common_pb2.Date(year=day.year, month=day.month, day=day.day)
 
 
 # -- the data ------------------------------------------------------------------------------
@@ -246,39 +241,14 @@ async def run_export(
 # -- the run -------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    args: argparse.Namespace
-    workdir: Path
-    uri: str
-    mongo_pid: int | None
-    services: list[Service] = field(default_factory=list)
-    channels: list[aio.Channel] = field(default_factory=list)
-
-    def channel(self, address: str, key: str) -> aio.Channel:
-        channel = make_channel(address, key, max_message_bytes=64 * 1024 * 1024)
-        self.channels.append(channel)
-        return channel
-
-
-async def run(bench: Run, external_db: bool) -> dict[str, str]:
+async def run(bench: BenchRun, external_db: bool) -> dict[str, str]:
     run_id = uuid.uuid4().hex[:8]
-    names = database_names(run_id)
-    client = await connect(bench.uri, app_name="goalflow-bench", attempts=3)
-    try:
+    async with bench_databases(bench, external_db, run_id) as (client, names):
         return await _measure(bench, client, names, f"bench-{run_id}")
-    finally:
-        for channel in bench.channels:
-            await channel.close()
-        if external_db:  # leave a real MongoDB as we found it
-            for name in names.values():
-                with contextlib.suppress(Exception):
-                    await client.drop_database(name)
-        await client.close()
 
 
 async def _measure(
-    bench: Run, client: Any, names: dict[str, str], account: str
+    bench: BenchRun, client: Any, names: dict[str, str], account: str
 ) -> dict[str, str]:
     args = bench.args
     keys = KeyStore(client[names["GOALFLOW_AUTH_DB_NAME"]])
@@ -381,7 +351,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     return run_with_services(
-        "export_bench", lambda ws: Run(args, ws.workdir, ws.uri, ws.mongo_pid), run
+        "export_bench", lambda ws: BenchRun(args, ws.workdir, ws.uri, ws.mongo_pid,
+                                            max_message_bytes=64 * 1024 * 1024), run
     )
 
 

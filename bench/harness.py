@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import math
 import os
 import secrets
 import shutil
@@ -12,8 +14,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,11 @@ import grpc
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from goalflow_common.client import make_channel
+from goalflow_common.db import connect
 from goalflow_common.embedded_mongo import EmbeddedMongo, free_port
 from goalflow_common.logs import configure_logging
+from goalflow_common.pb.goals.v1 import common_pb2
 from goalflow_common.processes import terminate
 
 HOST = "127.0.0.1"
@@ -168,6 +173,55 @@ def bench_stack(workdir: Path, uri: str, names: dict[str, str], service_key: str
         sink=service("goalflow_common.smtp_sink", {}),
         outbox=workdir / "outbox",
     )
+
+
+@dataclass
+class BenchRun:
+    """One benchmark run: its options, workspace, the services it starts (stopped by
+    ``run_with_services``) and the client channels it opens (closed by ``bench_databases``)."""
+
+    args: Any
+    workdir: Path
+    uri: str
+    mongo_pid: int | None = None
+    max_message_bytes: int = 8 * 1024 * 1024
+    services: list[Service] = field(default_factory=list)
+    channels: list[aio.Channel] = field(default_factory=list)
+
+    def channel(self, address: str, key: str) -> aio.Channel:
+        channel = make_channel(address, key, max_message_bytes=self.max_message_bytes)
+        self.channels.append(channel)
+        return channel
+
+
+@contextlib.asynccontextmanager
+async def bench_databases(
+    bench: BenchRun, external_db: bool, run_id: str
+) -> AsyncIterator[tuple[Any, dict[str, str]]]:
+    """A database client and the run's database names; on the way out the run's channels
+    are closed and, on a real MongoDB, its databases dropped (leave it as we found it)."""
+    names = database_names(run_id)
+    client = await connect(bench.uri, app_name="goalflow-bench", attempts=3)
+    try:
+        yield client, names
+    finally:
+        for channel in bench.channels:
+            await channel.close()
+        if external_db:
+            for name in names.values():
+                with contextlib.suppress(Exception):
+                    await client.drop_database(name)
+        await client.close()
+
+
+def percentile(values: list[float], pct: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
+
+
+def date(day: dt.date) -> common_pb2.Date:
+    return common_pb2.Date(year=day.year, month=day.month, day=day.day)
 
 
 @dataclass

@@ -43,7 +43,6 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -53,18 +52,18 @@ from pymongo import AsyncMongoClient
 from bench import datagen
 from bench.harness import (
     BenchError,
+    BenchRun,
     CpuMeter,
-    Service,
+    bench_databases,
     bench_stack,
-    database_names,
+    percentile,
     rss_mb,
     run_with_services,
     start_profilers,
     stop_profilers,
 )
 from goalflow_common.auth import KeyStore, Role
-from goalflow_common.client import make_channel
-from goalflow_common.db import connect, decode_change_document
+from goalflow_common.db import decode_change_document
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
 from goalflow_common.server import cancel_and_wait
 from tracker_svc.attribution import UNSUPPORTED_CHANNELS, build_state, credits_for
@@ -84,11 +83,6 @@ def _log(message: str) -> None:
 
 # -- processes -----------------------------------------------------------------------------
 
-
-def percentile(values: list[float], pct: float) -> float:
-    """Nearest-rank percentile."""
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(pct / 100 * len(ordered))) - 1]
 
 
 # -- the offline expectation ---------------------------------------------------------------
@@ -348,25 +342,9 @@ def batches(
 # -- the run -------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    args: argparse.Namespace
-    workdir: Path
-    uri: str
-    mongo_pid: int | None
-    services: list[Service] = field(default_factory=list)
-    channels: list[aio.Channel] = field(default_factory=list)
-
-    def channel(self, address: str, key: str) -> aio.Channel:
-        channel = make_channel(address, key)
-        self.channels.append(channel)
-        return channel
-
-
-async def run(bench: Run, external_db: bool) -> dict[str, str]:
+async def run(bench: BenchRun, external_db: bool) -> dict[str, str]:
     args = bench.args
     run_id = uuid.uuid4().hex[:8]
-    names = database_names(run_id)
     # Midnight UTC of the goals' start date: every generated event is tracked.
     today = dt.datetime.now(dt.UTC).date()
     start = dt.datetime.combine(today, dt.time(), tzinfo=dt.UTC)
@@ -376,21 +354,12 @@ async def run(bench: Run, external_db: bool) -> dict[str, str]:
     now = dt.datetime.now(dt.UTC)
     docs = [to_document(event, account, now) for event in traffic.events]
 
-    client = await connect(bench.uri, app_name="goalflow-bench", attempts=3)
-    try:
+    async with bench_databases(bench, external_db, run_id) as (client, names):
         return await _measure(bench, client, names, account, today, traffic, docs)
-    finally:
-        for channel in bench.channels:
-            await channel.close()
-        if external_db:  # leave a real MongoDB as we found it
-            for name in names.values():
-                with contextlib.suppress(Exception):
-                    await client.drop_database(name)
-        await client.close()
 
 
 async def _measure(
-    bench: Run, client: AsyncMongoClient, names: dict[str, str], account: str,
+    bench: BenchRun, client: AsyncMongoClient, names: dict[str, str], account: str,
     today: dt.date, traffic: datagen.Traffic, docs: list[dict[str, Any]],
 ) -> dict[str, str]:
     args = bench.args
@@ -553,7 +522,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     return run_with_services(
-        "ingest_bench", lambda ws: Run(args, ws.workdir, ws.uri, ws.mongo_pid), run
+        "ingest_bench", lambda ws: BenchRun(args, ws.workdir, ws.uri, ws.mongo_pid), run
     )
 
 

@@ -20,13 +20,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime as dt
 import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -35,18 +33,17 @@ from grpc import aio
 from bench import datagen
 from bench.harness import (
     BenchError,
-    Service,
+    BenchRun,
+    bench_databases,
     bench_stack,
-    database_names,
+    date,
     log,
+    percentile,
     rss_mb,
     run_with_services,
 )
 from goalflow_common.auth import KeyStore, Role
-from goalflow_common.client import make_channel
-from goalflow_common.db import connect
 from goalflow_common.pb.goals.v1 import (
-    common_pb2,
     config_pb2_grpc,
     export_pb2,
     export_pb2_grpc,
@@ -73,14 +70,6 @@ class Counters:
             log(f"error: {what}")
         self.errors.append(what)
 
-
-def percentile(values: list[float], pct: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * pct / 100))]
-
-
-def date(day: dt.date) -> common_pb2.Date:
-    return common_pb2.Date(year=day.year, month=day.month, day=day.day)
 
 
 # -- the four kinds of traffic -------------------------------------------------------------
@@ -183,36 +172,12 @@ async def exports(stub: Any, goal_id: str, today: dt.date, every_s: float,
 # -- the run -------------------------------------------------------------------------------
 
 
-@dataclass
-class Run:
-    args: argparse.Namespace
-    workdir: Path
-    uri: str
-    services: list[Service] = field(default_factory=list)
-    channels: list[aio.Channel] = field(default_factory=list)
-
-    def channel(self, address: str, key: str) -> aio.Channel:
-        channel = make_channel(address, key)
-        self.channels.append(channel)
-        return channel
-
-
-async def run(bench: Run, external_db: bool) -> dict[str, str]:
-    names = database_names(uuid.uuid4().hex[:8])
-    client = await connect(bench.uri, app_name="goalflow-bench", attempts=3)
-    try:
+async def run(bench: BenchRun, external_db: bool) -> dict[str, str]:
+    async with bench_databases(bench, external_db, uuid.uuid4().hex[:8]) as (client, names):
         return await _soak(bench, client, names)
-    finally:
-        for channel in bench.channels:
-            await channel.close()
-        if external_db:  # leave a real MongoDB as we found it
-            for name in names.values():
-                with contextlib.suppress(Exception):
-                    await client.drop_database(name)
-        await client.close()
 
 
-async def _soak(bench: Run, client: Any, names: dict[str, str]) -> dict[str, str]:
+async def _soak(bench: BenchRun, client: Any, names: dict[str, str]) -> dict[str, str]:
     args = bench.args
     account = f"soak-{uuid.uuid4().hex[:8]}"
     keys = KeyStore(client[names["GOALFLOW_AUTH_DB_NAME"]])
@@ -327,7 +292,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    return run_with_services("soak_bench", lambda ws: Run(args, ws.workdir, ws.uri), run)
+    return run_with_services("soak_bench", lambda ws: BenchRun(args, ws.workdir, ws.uri), run)
 
 
 if __name__ == "__main__":

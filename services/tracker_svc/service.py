@@ -1,12 +1,7 @@
-"""The TrackerService servicer: a thin layer over the components that do the work.
-
-Every RPC answers UNAVAILABLE, not INTERNAL, while the database is unreachable: producers
-and readers retry, and ingestion is idempotent, so a batch cut short by the outage is
-completed by its resend."""
+"""The TrackerService servicer: a thin layer over the components that do the work."""
 
 from __future__ import annotations
 
-from goalflow_common.db import unavailable_while_unreachable
 from goalflow_common.pb.goals.v1 import tracker_pb2_grpc
 from tracker_svc.feed import ConversionFeed
 from tracker_svc.ingest import Ingestor
@@ -25,27 +20,22 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):
         self._reports = reports
 
     async def IngestEvents(self, request_iterator, context):
-        with unavailable_while_unreachable():
-            async for ack in self._ingest.stream(request_iterator, context):
-                yield ack
+        async for ack in self._ingest.stream(request_iterator, context):
+            yield ack
 
     async def SubscribeConversions(self, request, context):
         async for item in self._feed.subscribe(request, context):
             yield item
 
     async def ListConversions(self, request, context):
-        with unavailable_while_unreachable():
-            return await self._queries.list(request)
+        return await self._queries.list(request)
 
     async def StreamConversions(self, request, context):
-        with unavailable_while_unreachable():
-            async for chunk in self._queries.stream(request):
-                yield chunk
+        async for chunk in self._queries.stream(request):
+            yield chunk
 
     async def CountConversions(self, request, context):
-        with unavailable_while_unreachable():
-            return await self._queries.count(request)
+        return await self._queries.count(request)
 
     async def GetReport(self, request, context):
-        with unavailable_while_unreachable():
-            return await self._reports.report(request)
+        return await self._reports.report(request)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import structlog
@@ -17,8 +16,6 @@ from tenacity import (
     stop_after_attempt,
     wait_exponential,
 )
-
-from goalflow_common.errors import Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -46,22 +43,6 @@ async def connect(uri: str, *, app_name: str, attempts: int = 8) -> AsyncMongoCl
         raise
     log.info("mongodb_connected", app=app_name)
     return client
-
-
-@contextlib.contextmanager
-def unavailable_while_unreachable() -> Iterator[None]:
-    """Report a lost database as :class:`Unavailable` (UNAVAILABLE: retry with backoff)
-    rather than as an internal error.
-
-    ``ConnectionFailure`` is what PyMongo raises when the server is down or restarting:
-    refused or dropped connections, no server within ``serverSelectionTimeoutMS``, and the
-    "not primary" / "shutting down" replies of a replica set changing hands. The driver
-    reconnects by itself once the server is back, so a caller's retry is what is needed."""
-    try:
-        yield
-    except ConnectionFailure as exc:
-        log.warning("database_unreachable", error=str(exc)[:300])
-        raise Unavailable("the database is unreachable for now; retry with backoff") from exc
 
 
 _JSON_OPTIONS = json_util.JSONOptions(tz_aware=True)

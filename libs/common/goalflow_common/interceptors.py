@@ -143,7 +143,11 @@ async def _fail(context: aio.ServicerContext, method: str, exc: Exception, start
     if isinstance(exc, aio.AbortError):
         log.info("rpc", code=_code_name(context.code()), duration_ms=_ms(start))
         raise exc
-    if isinstance(exc, ConnectionFailure):  # the database is away (any RPC, auth included)
+    # PyMongo raises ConnectionFailure while the database is down or restarting (refused or
+    # dropped connections, no server in time, a replica set changing hands) and reconnects
+    # by itself: callers should retry with backoff, and ingestion being idempotent, a batch
+    # cut short is completed by its resend.
+    if isinstance(exc, ConnectionFailure):
         log.warning("rpc", code="UNAVAILABLE", duration_ms=_ms(start), error=str(exc)[:300])
         await context.abort(grpc.StatusCode.UNAVAILABLE,
                             "the database is unreachable for now; retry with backoff")

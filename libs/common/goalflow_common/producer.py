@@ -132,12 +132,13 @@ class EventProducer:
         unacked: deque[_Batch] = deque()
         failures = 0
         while True:
+            acknowledged = summary.batches
             try:
                 await self._session(source, unacked, summary, on_ack)
                 return summary
             except _StreamBroke as broke:
-                progressed = broke.args[0]
-                failures = 0 if progressed else failures + 1
+                # Reconnects are counted from the last acknowledgement.
+                failures = 0 if summary.batches > acknowledged else failures + 1
                 if failures > self._max_reconnects:
                     raise ProducerError(
                         f"tracker unreachable after {self._max_reconnects} reconnects: "
@@ -168,7 +169,6 @@ class EventProducer:
     ) -> None:
         """One stream: resend what is unacknowledged, then go on with the source."""
         call = self._stub.IngestEvents()
-        progressed = False
         try:
             for batch in unacked:
                 summary.resent_batches += batch.sent
@@ -192,15 +192,12 @@ class EventProducer:
                     await self._ended(call)
                 batch = unacked.popleft()
                 self._account(batch, ack, summary)
-                progressed = True
                 if on_ack is not None:
                     on_ack(ack, len(batch.request.events))
         except aio.AioRpcError as exc:
             if exc.code() in RETRYABLE:
-                raise _StreamBroke(progressed) from exc
+                raise _StreamBroke from exc
             raise ProducerError(f"{exc.code().name}: {exc.details()}", exc.code()) from exc
-        except _StreamBroke as broke:
-            raise _StreamBroke(progressed) from broke.__cause__
         finally:
             call.cancel()
 
@@ -216,7 +213,7 @@ class EventProducer:
         status = await call.code()
         details = await call.details()
         if status is grpc.StatusCode.OK or status in RETRYABLE:
-            raise _StreamBroke(False) from ProducerError(
+            raise _StreamBroke from ProducerError(
                 f"stream ended with {status.name} before every batch was acknowledged: "
                 f"{details}"
             )
