@@ -50,7 +50,7 @@ import click
 import yaml
 from google.protobuf import json_format
 
-from goalflow_common.cli.devstack import HOST, DevSettings, DevStack, StackError
+from goalflow_common.cli.devstack import HOST, DevSettings, DevStack, StackError, shown
 from goalflow_common.embedded_mongo import free_port
 from goalflow_common.pb.goals.v1 import config_pb2
 
@@ -85,14 +85,6 @@ def heading(number: int, text: str) -> None:
 def tidy(text: str) -> str:
     """Captured output without the padding tables carry at the end of each line."""
     return "\n".join(line.rstrip() for line in text.rstrip().splitlines())
-
-
-def shown(path: Path) -> str:
-    """A path relative to the working directory when it is under it, else absolute."""
-    try:
-        return str(path.resolve().relative_to(Path.cwd()))
-    except ValueError:
-        return str(path.resolve())
 
 
 # --- the data set ---------------------------------------------------------------------

@@ -266,7 +266,7 @@ def _err(text: str) -> None:
     _write(sys.stderr, text)
 
 
-def _shown(path: Path) -> str:
+def shown(path: Path) -> str:
     """A path relative to the working directory when it is under it, else absolute."""
     try:
         return str(path.resolve().relative_to(Path.cwd()))
@@ -507,7 +507,7 @@ class DevStack:
         pid = _read_pid(self.dir / "mongo" / "nx-27017.pid")
         if pid is None or not _running(pid):
             return ""
-        return f" (nx-27017 pid {pid}, data in {_shown(self.dir / 'mongo')})"
+        return f" (nx-27017 pid {pid}, data in {shown(self.dir / 'mongo')})"
 
     def _stop_stale_database(self) -> None:
         """Stop the embedded database an earlier run left behind when it was killed outright
@@ -589,7 +589,7 @@ class DevStack:
             ):
                 return
             if time.monotonic() > deadline:
-                raise StackError(f"SMTP sink did not listen; see {_shown(self.smtp.log_path)}")
+                raise StackError(f"SMTP sink did not listen; see {shown(self.smtp.log_path)}")
             time.sleep(0.05)
 
     def _start_service(self, spec: ServiceSpec, extra_env: Mapping[str, str]) -> _Child:
@@ -624,7 +624,7 @@ class DevStack:
                 if time.monotonic() > deadline:
                     raise StackError(
                         f"{spec.name} did not report SERVING on {spec.address} within "
-                        f"{self.settings.start_timeout_s:.0f}s; see {_shown(child.log_path)}"
+                        f"{self.settings.start_timeout_s:.0f}s; see {shown(child.log_path)}"
                     )
                 time.sleep(0.2)
 
@@ -637,14 +637,14 @@ class DevStack:
         tail = _log_tail(child.log_path)
         raise StackError(
             f"{child.name} exited unexpectedly (exit code {code}); "
-            f"its log is {_shown(child.log_path)}" + (f", ending with:\n{tail}" if tail else "")
+            f"its log is {shown(child.log_path)}" + (f", ending with:\n{tail}" if tail else "")
         )
 
     def _check_children(self) -> None:
         if self.mongo is not None and not self.mongo.running:
             log = self.mongo.data_dir / "nx-27017.log"
             raise StackError(
-                f"the embedded database exited unexpectedly; its log is {_shown(log)}"
+                f"the embedded database exited unexpectedly; its log is {shown(log)}"
             )
         if self.smtp is not None:
             self._check_alive(self.smtp)
@@ -691,7 +691,7 @@ class DevStack:
         if self.mongo is not None:
             rows.append(
                 ("database", self.mongo_uri,
-                 f"embedded nx-27017, data in {_shown(self.mongo.data_dir)}")
+                 f"embedded nx-27017, data in {shown(self.mongo.data_dir)}")
             )
         else:
             rows.append(
@@ -699,7 +699,7 @@ class DevStack:
             )
         rows.append(
             ("smtp sink", f"{HOST}:{self.settings.smtp_port}",
-             f"mail lands in {_shown(self.outbox)}/")
+             f"mail lands in {shown(self.outbox)}/")
         )
         started = {spec.name: child for spec, child in self.running}
         for spec in self.services:
@@ -710,12 +710,12 @@ class DevStack:
             where = spec.address
             if spec.http_port is not None:
                 where += f"  http://{HOST}:{spec.http_port}"
-            rows.append((spec.name, where, f"log {_shown(child.log_path)}"))
+            rows.append((spec.name, where, f"log {shown(child.log_path)}"))
         width = max(len(where) for _, where, _ in rows)
         _out("goalflow dev stack")
         for name, where, note in rows:
             _out(f"  {name:<10} {where:<{width}}  {note}".rstrip())
-        keys_at = _shown(self.key_file)
+        keys_at = shown(self.key_file)
         _out(f"\ndev account {DEV_ACCOUNT!r} (UTC); keys saved in {keys_at}:")
         for var, key in self.keys.items():
             scope = "platform service key" if KEY_VARS[var][0] is None else ""
@@ -727,7 +727,7 @@ class DevStack:
                 f"{self.keys['GOALFLOW_ADMIN_KEY']}\" {config.address} "
                 "goals.v1.ConfigService/ListGoals"
             )
-        _out(f"\nready: logs in {_shown(self.logs)}/; Ctrl-C stops everything")
+        _out(f"\nready: logs in {shown(self.logs)}/; Ctrl-C stops everything")
 
 
 def main() -> None:
