@@ -195,7 +195,9 @@ class Ingestor:
         conversions: dict[str, dict[str, Any]] = {}
         unsupported: set[int] = set()
         states: dict[tuple[str, dt.datetime], ConversationState] = {}
-        for hit in sorted(hits, key=lambda h: h.event["at"]):
+        # Same-instant hits go in event id order, as stored events do (docs/rules.md §7 D21),
+        # so which of two simultaneous hits converts does not depend on batch order.
+        for hit in sorted(hits, key=lambda h: (h.event["at"], h.event["_id"])):
             at = hit.event["at"]
             key = (hit.conversation_id, at)
             if key not in states:

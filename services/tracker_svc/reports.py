@@ -21,8 +21,10 @@ Definitions (the lead engineer's decisions, implemented exactly):
   (the second seed's "each agent +1"); a conversion crediting agents of two groups counts
   1 in each GROUP row.
 - **transaction_values**: per currency, the sum over the row's distinct conversions of the
-  recorded transaction value when ``event_type != "LEAD"``; **lead_values** the same for
-  ``event_type == "LEAD"``. Under ALL_TOUCHES each agent's row carries the full value.
+  recorded transaction value when it is not a lead value; **lead_values** the same for lead
+  values: ``event_type == "LEAD"``, or no event type (the goal's own value, or an untyped
+  transaction) on a ``GENERATE_LEADS`` goal (docs/rules.md §7 D13). Under ALL_TOUCHES each
+  agent's row carries the full value.
   Sums are exact (integer micros).
 - **agent_messages / agent_responses / time_assigned_seconds**: from the conversation's
   stored events, once per DISTINCT (conversation, credited agent) pair in the row —
@@ -87,8 +89,8 @@ GROUPINGS = {
 _NUMERIC_KEYS = frozenset({"DAY_OF_WEEK", "HOUR"})
 _PROJECTION = {
     "_id": 1, "goal_id": 1, "goal_name": 1, "conversation_id": 1, "skill": 1,
-    "conversation_open_time": 1, "event_type": 1, "transaction_value": 1, "value_micros": 1,
-    "credits": 1,
+    "conversation_open_time": 1, "event_type": 1, "goal_type": 1, "transaction_value": 1,
+    "value_micros": 1, "credits": 1,
 }
 
 
@@ -147,6 +149,15 @@ class Activity:
     messages: int = 0
     responses: int = 0
     assigned_micros: int = 0
+
+
+def is_lead_value(doc: dict[str, Any]) -> bool:
+    """Whether a conversion's value is a lead value (docs/rules.md §7 D13): the event says
+    so, or it names no type and the goal generates leads (its default value is a lead's)."""
+    event_type = doc.get("event_type")
+    if event_type is None:
+        return doc.get("goal_type") == "GENERATE_LEADS"
+    return event_type == "LEAD"
 
 
 def _money(sums: dict[str, int]) -> list[common_pb2.Money]:
@@ -376,7 +387,7 @@ class Reporter:
             conversation_id=doc["conversation_id"],
             currency=value["currency_code"] if value else None,
             micros=(doc.get("value_micros") or to_micros(value["amount"])) if value else 0,
-            is_lead=doc.get("event_type") == "LEAD",
+            is_lead=is_lead_value(doc),
         )
         pairs = {(conversion.conversation_id, agent["id"]) for agent in credits}
         totals.add_conversion(conversion)
