@@ -16,9 +16,12 @@ A subscriber is dropped only when it falls behind in time: when the oldest conve
 queued for it has waited ``max_lag_s``. A burst (one batch crediting an agent with 1,200
 conversions) is queued whole and delivered. Memory is bounded by that time limit and by a
 hard cap of ``max_queued`` conversions per subscriber (reaching it drops the subscriber
-too): the messages are shared by every subscriber they go to, so the feed holds at most the
-conversions dispatched in the last ``max_lag_s`` (plus one sweep interval), and per
-subscriber at most ``max_queued`` references (~90 bytes each) to them.
+too). A message (~3.3 KB in memory, measured) is built once and shared by every subscriber
+it goes to, so the feed holds at most the conversions dispatched in the last ``max_lag_s``
+plus one sweep interval (at ~2,000 a second and the 10 s default, ~70 MB in the worst case
+of every subscriber stalled), and each subscriber at most ``max_queued`` entries (~90 bytes
+each) pointing to them. A dropped subscriber whose client never reads again holds only what
+gRPC's flow-control window lets the server buffer.
 """
 
 from __future__ import annotations
@@ -50,9 +53,9 @@ MAX_ID = 128
 # dispatched and the other has not seen yet. An entry normally lives for the change stream's
 # lag (milliseconds); only an id whose second sighting never comes (the stream's history was
 # lost, or another replica won the insert) stays until evicted. A duplicate would need more
-# than this many local conversions between an id's two sightings: at the tracker's few
-# thousand conversions a second, a change stream over 10 s behind. ~100 bytes an entry: 5 MB.
-SEEN_ONCE_IDS = 50_000
+# than this many local conversions between an id's two sightings: at the ~2,000 conversions
+# a second one tracker records, a change stream 10 s behind. ~175 bytes an entry: 3.5 MB.
+SEEN_ONCE_IDS = 20_000
 _STOP = object()  # end the stream cleanly (shutdown)
 _OVERFLOW = object()  # end the stream with RESOURCE_EXHAUSTED (subscriber too slow)
 
@@ -60,7 +63,7 @@ _OVERFLOW = object()  # end the stream with RESOURCE_EXHAUSTED (subscriber too s
 class _Subscriber:
     """One subscription's undelivered conversions, each with the time it was queued."""
 
-    __slots__ = ("key", "pending", "wakeup", "end")
+    __slots__ = ("end", "key", "pending", "wakeup")
 
     def __init__(self, key: tuple[str, str, str]) -> None:
         self.key = key  # (kind, account_id, id)
