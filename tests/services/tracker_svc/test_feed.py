@@ -26,6 +26,8 @@ from tests.services.tracker_svc.builders import (
     create_goal,
     ingest,
     opened,
+    read_ids,
+    settled,
     visit,
 )
 from tests.services.tracker_svc.documents import T0, conversion_doc
@@ -212,27 +214,6 @@ def converting_batch(first: int, conversations: int, agent_id: str = "A"
     return events
 
 
-async def read_ids(call, into: list[str]) -> None:
-    """Append the id of every conversion the subscription delivers, until it ends."""
-    async for message in call:
-        into.append(message.conversion.id)
-
-
-async def settled(stack, tracker_db, tenant, received: list[str], agent_id: str = "A") -> int:
-    """Insert a marker conversion for the agent straight into the database and wait until
-    the subscriber has it: the change stream delivers in insertion order, so by then every
-    echo of what came before has been dispatched (a late duplicate would be in
-    ``received``). The number of conversions received before the marker."""
-    marker = conversion_doc(tenant.account_id, "marker", "marker", T0, agents=(agent_id,))
-    await tracker_db.conversions.insert_one(marker)
-    deadline = time.monotonic() + 20.0
-    while marker["_id"] not in received:
-        assert time.monotonic() < deadline, f"marker not delivered; {len(received)} received"
-        await asyncio.sleep(0.02)
-    received.remove(marker["_id"])
-    return len(received)
-
-
 async def test_each_conversion_reaches_a_subscriber_exactly_once(
     stack, make_tenant, tracker_db, subs
 ):
@@ -248,7 +229,7 @@ async def test_each_conversion_reaches_a_subscriber_exactly_once(
         batches = [converting_batch(30 * n, 30) for n in range(20)]  # 20 x 300 conversions
         acks = await ingest(stack.tracker(tenant.keys[Role.INGEST]), *batches)
         assert [a.conversions for a in acks] == [30 * GOALS] * len(batches)
-        await settled(stack, tracker_db, tenant, received)
+        await settled(tracker_db, tenant.account_id, received)
         recorded = [doc["_id"] async for doc in tracker_db.conversions.find(
             {"account_id": tenant.account_id, "goal_id": {"$ne": "marker"}}, {"_id": 1})]
         twice = len(received) - len(set(received))
@@ -270,7 +251,7 @@ async def test_a_burst_reaches_a_subscriber_that_keeps_up(stack, make_tenant, tr
     try:
         [ack] = await ingest(stack.tracker(tenant.keys[Role.INGEST]), converting_batch(0, 120))
         assert ack.conversions == 1200
-        assert await settled(stack, tracker_db, tenant, received) == 1200
+        assert await settled(tracker_db, tenant.account_id, received) == 1200
         assert len(set(received)) == 1200
         assert not reader.done(), "the subscription ended"
     finally:
