@@ -3,7 +3,25 @@
 Conversions this process records are published straight to its subscribers (no database
 round trip on the way). One change stream per tracker process follows inserts into
 ``conversions`` as well, which is what makes a conversion recorded by another tracker
-replica reach these subscribers too; a conversion already published here is skipped.
+replica reach these subscribers too.
+
+Each conversion reaches a subscriber once. A conversion this process inserts arrives by
+both paths, in either order: conversions are inserted in concurrent chunks, so the change
+stream can deliver the first chunk before the insert returns and ``publish`` runs (60
+batches of 300 conversions gave 101-404 duplicates of 18,000 when only ``publish`` marked
+them). So the ingest announces the ids it is about to insert (``inserting``), the first
+path to see one of those dispatches it and remembers it, and the second skips it.
+
+A subscriber is dropped only when it falls behind in time: when the oldest conversion
+queued for it has waited ``max_lag_s``. A burst (one batch crediting an agent with 1,200
+conversions) is queued whole and delivered. Memory is bounded by that time limit and by a
+hard cap of ``max_queued`` conversions per subscriber (reaching it drops the subscriber
+too). A message (~3.3 KB in memory, measured) is built once and shared by every subscriber
+it goes to, so the feed holds at most the conversions dispatched in the last ``max_lag_s``
+plus one sweep interval (at ~2,000 a second and the 10 s default, ~70 MB in the worst case
+of every subscriber stalled), and each subscriber at most ``max_queued`` entries (~90 bytes
+each) pointing to them. A dropped subscriber whose client never reads again holds only what
+gRPC's flow-control window lets the server buffer.
 """
 
 from __future__ import annotations
@@ -11,7 +29,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import grpc
@@ -30,17 +49,51 @@ from tracker_svc.store import TrackerStore
 log = structlog.get_logger(__name__)
 
 MAX_ID = 128
-RECENT_IDS = 50_000  # conversions published locally, remembered to skip their echo
+# Ids of conversions this process inserted that one path (publish or change stream) has
+# dispatched and the other has not seen yet. An entry normally lives for the change stream's
+# lag (milliseconds); only an id whose second sighting never comes (the stream's history was
+# lost, or another replica won the insert) stays until evicted. A duplicate would need more
+# than this many local conversions between an id's two sightings: at the ~2,000 conversions
+# a second one tracker records, a change stream 10 s behind. ~175 bytes an entry: 3.5 MB.
+SEEN_ONCE_IDS = 20_000
 _STOP = object()  # end the stream cleanly (shutdown)
 _OVERFLOW = object()  # end the stream with RESOURCE_EXHAUSTED (subscriber too slow)
 
 
 class _Subscriber:
-    __slots__ = ("key", "queue")
+    """One subscription's undelivered conversions, each with the time it was queued."""
 
-    def __init__(self, key: tuple[str, str, str], size: int) -> None:
+    __slots__ = ("end", "key", "pending", "wakeup")
+
+    def __init__(self, key: tuple[str, str, str]) -> None:
         self.key = key  # (kind, account_id, id)
-        self.queue: asyncio.Queue[Any] = asyncio.Queue(size)
+        self.pending: collections.deque[tuple[float, Any]] = collections.deque()
+        self.wakeup = asyncio.Event()
+        self.end: object | None = None  # _STOP or _OVERFLOW, read after what is pending
+
+    def put(self, message: Any, now: float) -> None:
+        self.pending.append((now, message))
+        self.wakeup.set()
+
+    def lag(self, now: float) -> float:
+        """How long the oldest undelivered conversion has waited (0 if none)."""
+        return now - self.pending[0][0] if self.pending else 0.0
+
+    def finish(self, marker: object, *, drop_pending: bool) -> None:
+        """Make ``marker`` the last thing read: after what is pending, unless that is
+        dropped."""
+        if drop_pending:
+            self.pending.clear()
+        self.end = marker
+        self.wakeup.set()
+
+    async def get(self) -> Any:
+        while not self.pending:
+            if self.end is not None:
+                return self.end
+            self.wakeup.clear()
+            await self.wakeup.wait()
+        return self.pending.popleft()[1]
 
 
 class ConversionFeed:
@@ -49,16 +102,20 @@ class ConversionFeed:
         store: TrackerStore,
         lifecycle: Lifecycle,
         *,
-        queue_size: int = 1000,
+        max_lag_s: float = 10.0,
+        max_queued: int = 20_000,
         max_backoff_s: float = 5.0,
         idle_poll_s: float = 0.02,
     ) -> None:
         self._store = store
         self._lifecycle = lifecycle
-        self._queue_size = queue_size
+        self._max_lag = max_lag_s
+        self._max_queued = max_queued
         self._max_backoff = max_backoff_s
         self._idle_poll = idle_poll_s
-        self._published: collections.OrderedDict[str, None] = collections.OrderedDict()
+        # Ids this process is inserting right now (count of inserts in flight per id).
+        self._inserting: collections.Counter[str] = collections.Counter()
+        self._seen_once: collections.OrderedDict[str, None] = collections.OrderedDict()
         # (kind, account_id, id) -> subscribers; kind is "conversation" or "agent".
         self._subscribers: dict[tuple[str, str, str], set[_Subscriber]] = {}
         self._stream: Any = None
@@ -79,6 +136,7 @@ class ConversionFeed:
         self._tasks = [
             asyncio.create_task(self._run(), name="conversion-feed"),
             asyncio.create_task(self._end_on_shutdown(), name="conversion-feed-shutdown"),
+            asyncio.create_task(self._sweep(), name="conversion-feed-lag"),
         ]
 
     async def stop(self) -> None:
@@ -101,22 +159,23 @@ class ConversionFeed:
         if self._closed or self._lifecycle.stopping.is_set():
             return
         kind = "conversation" if which == "conversation_id" else "agent"
-        sub = _Subscriber((kind, account_id, target), self._queue_size)
+        sub = _Subscriber((kind, account_id, target))
         self._subscribers.setdefault(sub.key, set()).add(sub)
         try:
             # Initial metadata tells the client the subscription is live: conversions
             # recorded from now on will reach it.
             await context.send_initial_metadata(())
             while True:
-                item = await sub.queue.get()
+                item = await sub.get()
                 if item is _STOP:
                     return
                 if item is _OVERFLOW:
                     log.warning("conversion_subscriber_overflow", target=which)
                     await context.abort(
                         grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"subscriber fell {self._queue_size} conversions behind; resubscribe "
-                        "and list what was missed with ListConversions",
+                        f"subscriber fell more than {self._max_lag:g} s (or "
+                        f"{self._max_queued} conversions) behind; resubscribe and list what "
+                        "was missed with ListConversions",
                     )
                 yield item
         finally:
@@ -129,14 +188,39 @@ class ConversionFeed:
             if not subs:
                 del self._subscribers[sub.key]
 
+    @contextlib.contextmanager
+    def inserting(self, ids: list[str]) -> Iterator[None]:
+        """Around an insert of conversions with these ids whose new ones are then given to
+        ``publish``: the change stream may deliver them first, and either way each is
+        dispatched once. An id the insert finds already stored (another replica's) is not
+        published here; its change, if still to come, is dispatched as any other."""
+        self._inserting.update(ids)
+        try:
+            yield
+        finally:
+            self._inserting.subtract(ids)
+            for doc_id in ids:
+                if self._inserting[doc_id] <= 0:
+                    del self._inserting[doc_id]
+
     def publish(self, docs: list[dict[str, Any]]) -> None:
-        """Deliver conversions just recorded by this process, without waiting for the
-        change stream (which will echo them; the echo is skipped)."""
+        """Deliver conversions just inserted by this process (inside ``inserting``), without
+        waiting for the change stream; whichever of the two comes second is skipped."""
         for doc in docs:
-            self._published[doc["_id"]] = None
-            if len(self._published) > RECENT_IDS:
-                self._published.popitem(last=False)
+            if not self._first_sighting(doc["_id"]):
+                continue
             self._dispatch(doc)
+
+    def _first_sighting(self, doc_id: str) -> bool:
+        """Whether a conversion this process inserted is seen for the first time (then
+        remembered until its second sighting)."""
+        if doc_id in self._seen_once:
+            del self._seen_once[doc_id]
+            return False
+        self._seen_once[doc_id] = None
+        if len(self._seen_once) > SEEN_ONCE_IDS:
+            self._seen_once.popitem(last=False)
+        return True
 
     def _dispatch(self, doc: dict[str, Any]) -> None:
         account_id = doc.get("account_id")
@@ -155,20 +239,37 @@ class ConversionFeed:
         except (KeyError, TypeError, ValueError) as exc:
             log.error("conversion_feed_bad_document", id=doc.get("_id"), error=str(exc))
             return
+        now = time.monotonic()
         for sub in targets:
-            try:
-                sub.queue.put_nowait(message)
-            except asyncio.QueueFull:
-                # Never wait for a slow subscriber: drop it, and tell it why.
-                self._remove(sub)
-                _end(sub, _OVERFLOW, drop_pending=True)
+            if sub.lag(now) > self._max_lag or len(sub.pending) >= self._max_queued:
+                self._drop(sub)  # never wait for a slow subscriber
+            else:
+                sub.put(message, now)
+
+    def _drop(self, sub: _Subscriber) -> None:
+        """Stop sending to a subscriber that fell behind, and tell it why."""
+        self._remove(sub)
+        sub.finish(_OVERFLOW, drop_pending=True)
+
+    async def _sweep(self) -> None:
+        """Drop subscribers whose oldest undelivered conversion is older than the limit,
+        also when no new conversion comes for them (the check in ``_dispatch`` would not
+        run), so what they hold is freed within ``max_lag_s`` plus one interval."""
+        interval = min(1.0, self._max_lag / 4)
+        while True:
+            await asyncio.sleep(interval)
+            now = time.monotonic()
+            for subs in list(self._subscribers.values()):
+                for sub in list(subs):
+                    if sub.lag(now) > self._max_lag:
+                        self._drop(sub)
 
     def _broadcast_stop(self) -> None:
         self._closed = True
         for subs in list(self._subscribers.values()):
             for sub in list(subs):
                 self._remove(sub)
-                _end(sub, _STOP, drop_pending=False)
+                sub.finish(_STOP, drop_pending=False)
 
     async def _end_on_shutdown(self) -> None:
         await self._lifecycle.stopping.wait()
@@ -225,18 +326,11 @@ class ConversionFeed:
                 continue
             try:
                 doc = decode_change_document(change.get("fullDocument"))
-                if doc and doc.get("_id") in self._published:
-                    del self._published[doc["_id"]]  # published when recorded here
-                elif doc:
-                    self._dispatch(doc)
+                if doc:
+                    # Inserted here: ``publish`` may have dispatched it, or will.
+                    mine = doc["_id"] in self._inserting or doc["_id"] in self._seen_once
+                    if not mine or self._first_sighting(doc["_id"]):
+                        self._dispatch(doc)
             except Exception:  # one bad change must not end the feed for everyone
                 log.exception("conversion_feed_dispatch_failed")
 
-
-def _end(sub: _Subscriber, marker: object, *, drop_pending: bool) -> None:
-    """Make ``marker`` the last thing the subscriber reads: after what is already queued,
-    unless that is dropped or there is no room left for it."""
-    if drop_pending or sub.queue.full():
-        while not sub.queue.empty():
-            sub.queue.get_nowait()
-    sub.queue.put_nowait(marker)

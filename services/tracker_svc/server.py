@@ -41,7 +41,8 @@ async def create_server(
         config_pb2_grpc.ConfigServiceStub(config_channel),
         max_backoff_s=settings.goal_resync_max_backoff_s,
     )
-    feed = ConversionFeed(store, lifecycle)
+    feed = ConversionFeed(store, lifecycle, max_lag_s=settings.subscriber_max_lag_s,
+                          max_queued=settings.subscriber_max_queued)
     servicer = TrackerServicer(
         Ingestor(store, goals, feed, clock, lifecycle, max_batch=settings.max_batch_events),
         feed,

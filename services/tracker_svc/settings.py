@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from goalflow_common.settings import ServiceSettings
 
 
@@ -25,3 +27,11 @@ class TrackerSettings(ServiceSettings):
 
     stream_chunk_size: int = 500
     """Conversions per StreamConversions message."""
+
+    subscriber_max_lag_s: float = Field(10.0, gt=0)
+    """SubscribeConversions: a subscriber whose oldest undelivered conversion has waited this
+    many seconds is dropped (RESOURCE_EXHAUSTED); a burst it keeps up with is delivered."""
+
+    subscriber_max_queued: int = Field(20_000, gt=0)
+    """SubscribeConversions: most undelivered conversions held for one subscriber (a hard
+    memory bound besides the time limit); reaching it drops the subscriber too."""

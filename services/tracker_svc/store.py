@@ -40,6 +40,8 @@ conversation" hold across replicas::
     credits         [{agent: {...as in events}, assignment_time, contact_duration_ms}]
     credited_agent_ids, credited_group_ids           lists of str (for filters)
     recorded_at
+    batch_id        id of the ingest batch that recorded it ("" if none or over 128 chars):
+                    a resend of that batch counts it in its ack again
 
     indexes (account_id, conversion_time), (account_id, goal_id, conversion_time),
             (account_id, conversation_id), (account_id, conversation_open_time),

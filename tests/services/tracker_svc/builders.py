@@ -12,6 +12,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, tracker_pb2
 from tests.services.config_svc.helpers import date, url_condition
+from tests.services.tracker_svc.documents import T0, conversion_doc
 
 _ids = itertools.count(1)
 
@@ -124,3 +125,25 @@ async def wait_for_goal(stack, goal_id: str, revision: int, within_s: float = 3.
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"tracker did not see goal {goal_id} revision {revision}")
+
+
+async def read_ids(call, into: list[str]) -> None:
+    """Append the id of every conversion the subscription delivers, until it ends."""
+    async for message in call:
+        into.append(message.conversion.id)
+
+
+async def settled(tracker_db, account_id: str, received: list[str], agent_id: str = "A") -> int:
+    """Insert a marker conversion for the agent straight into the database and wait until
+    the subscriber has it: the change stream delivers in insertion order, so by then every
+    echo of what came before has been dispatched (a late duplicate would be in
+    ``received``). The number of conversions received before the marker."""
+    marker = conversion_doc(account_id, "marker", f"marker-{next(_ids)}", T0,
+                            agents=(agent_id,))
+    await tracker_db.conversions.insert_one(marker)
+    deadline = time.monotonic() + 20.0
+    while marker["_id"] not in received:
+        assert time.monotonic() < deadline, f"marker not delivered; {len(received)} received"
+        await asyncio.sleep(0.02)
+    received.remove(marker["_id"])
+    return len(received)

@@ -280,7 +280,13 @@ async def test_replayed_batch_after_lost_ack_changes_nothing(stack, make_tenant,
     first = await ingest(stub, batch)
     replay = await ingest(stub, batch)  # a producer that never saw the ack resends it all
     assert (first[0].accepted, first[0].duplicates, first[0].conversions) == (7, 0, 1)
-    assert (replay[0].accepted, replay[0].duplicates, replay[0].conversions) == (0, 7, 0)
+    # The replay (same batch id) counts the conversion its first attempt recorded: the
+    # producer sums only the acks it gets, and it never got the first one.
+    assert (replay[0].accepted, replay[0].duplicates, replay[0].conversions) == (0, 7, 1)
+    # The same events under another batch id (the file sent again) caused nothing.
+    [again] = [ack async for ack in stub.IngestEvents(
+        iter([tracker_pb2.IngestEventsRequest(batch_id="another", events=batch)]))]
+    assert (again.accepted, again.duplicates, again.conversions) == (0, 7, 0)
     store = stack.tracker_server.components["store"]
     assert await store.events.count_documents({"account_id": tenant.account_id}) == 7
     assert len(await conversions(stack, tenant.account_id)) == 1

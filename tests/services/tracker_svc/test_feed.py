@@ -26,10 +26,13 @@ from tests.services.tracker_svc.builders import (
     create_goal,
     ingest,
     opened,
+    read_ids,
+    settled,
     visit,
 )
 from tests.services.tracker_svc.documents import T0, conversion_doc
 from tracker_svc.feed import ConversionFeed
+from tracker_svc.server import create_server as create_tracker
 from tracker_svc.service import TrackerServicer
 from tracker_svc.settings import TrackerSettings
 from tracker_svc.store import TrackerStore
@@ -189,6 +192,123 @@ async def test_subscribe_needs_exactly_one_valid_target(stack, make_tenant):
         assert err.value.details().startswith(f"{field}:"), err.value.details()
 
 
+GOALS = 10  # goals matching the same page: each checkout visit makes GOALS conversions
+
+
+async def converting_goals(stack, tenant) -> None:
+    for n in range(GOALS):
+        await create_goal(stack, tenant, f"Checkout {n}",
+                          model=config_pb2.ATTRIBUTION_MODEL_LAST_TOUCH)
+
+
+def converting_batch(first: int, conversations: int, agent_id: str = "A"
+                     ) -> list[tracker_pb2.Event]:
+    """Conversations ``first``.. each assigned to ``agent_id`` and then visiting the checkout
+    page: ``conversations`` x GOALS conversions crediting that agent, from one batch."""
+    at = dt.datetime(2026, 6, 1, 12, 1, tzinfo=dt.UTC)
+    events = []
+    for n in range(first, first + conversations):
+        conv, user = f"conv-{n}", f"user-{n}"
+        events += [opened(conv, at, user=user), assigned(conv, at, agent(agent_id)),
+                   visit("https://shop.example/checkout", at + SECOND, user=user, conv=conv)]
+    return events
+
+
+async def test_each_conversion_reaches_a_subscriber_exactly_once(
+    stack, make_tenant, tracker_db, subs
+):
+    """Batches of 300 conversions are inserted in concurrent chunks of 200: the change
+    stream could deliver the first chunk before the insert returned and ``publish`` ran,
+    and both sent it (101-404 of 18,000 twice before the fix)."""
+    tenant = await make_tenant()
+    await converting_goals(stack, tenant)
+    call = await subs.open(stack.tracker_address, tenant.keys[Role.AGENT], agent_id="A")
+    received: list[str] = []
+    reader = asyncio.create_task(read_ids(call, received))
+    try:
+        batches = [converting_batch(30 * n, 30) for n in range(20)]  # 20 x 300 conversions
+        acks = await ingest(stack.tracker(tenant.keys[Role.INGEST]), *batches)
+        assert [a.conversions for a in acks] == [30 * GOALS] * len(batches)
+        await settled(tracker_db, tenant.account_id, received)
+        recorded = [doc["_id"] async for doc in tracker_db.conversions.find(
+            {"account_id": tenant.account_id, "goal_id": {"$ne": "marker"}}, {"_id": 1})]
+        twice = len(received) - len(set(received))
+        assert twice == 0, f"{twice} of {len(received)} conversions delivered twice"
+        assert sorted(received) == sorted(recorded) and len(recorded) == 20 * 30 * GOALS
+    finally:
+        call.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+async def test_a_burst_reaches_a_subscriber_that_keeps_up(stack, make_tenant, tracker_db, subs):
+    """One batch credits the agent with 1,200 conversions at once: queued whole and
+    delivered (before, the 1,000-conversion queue dropped the subscriber after 0-101)."""
+    tenant = await make_tenant()
+    await converting_goals(stack, tenant)
+    call = await subs.open(stack.tracker_address, tenant.keys[Role.AGENT], agent_id="A")
+    received: list[str] = []
+    reader = asyncio.create_task(read_ids(call, received))
+    try:
+        [ack] = await ingest(stack.tracker(tenant.keys[Role.INGEST]), converting_batch(0, 120))
+        assert ack.conversions == 1200
+        assert await settled(tracker_db, tenant.account_id, received) == 1200
+        assert len(set(received)) == 1200
+        assert not reader.done(), "the subscription ended"
+    finally:
+        call.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+
+
+async def test_a_subscriber_that_stops_reading_is_dropped_after_the_time_limit(
+    stack, make_tenant, clock, subs
+):
+    """Two subscribers of one agent on a real tracker: the one that stops reading is
+    dropped once its oldest undelivered conversion is ``subscriber_max_lag_s`` old, and
+    gets RESOURCE_EXHAUSTED; the other gets everything and stays subscribed."""
+    max_lag_s = 2.0
+    settings = stack.tracker_settings.model_copy(
+        update={"grpc_port": 0, "subscriber_max_lag_s": max_lag_s})
+    tracker, port = await create_tracker(settings, clock=clock)
+    await tracker.start()
+    address, feed = f"127.0.0.1:{port}", tracker.components["feed"]
+    try:
+        tenant = await make_tenant()
+        await converting_goals(stack, tenant)
+        goals, deadline = tracker.components["goals"], time.monotonic() + 5.0
+        while len(goals.matching(tenant.account_id, "https://shop.example/checkout")) < GOALS:
+            assert time.monotonic() < deadline, "this tracker did not see every goal"
+            await asyncio.sleep(0.01)
+        stalled = await subs.open(address, tenant.keys[Role.AGENT], agent_id="A")
+        reading = await subs.open(address, tenant.keys[Role.AGENT], agent_id="A")
+        received: list[str] = []
+        reader = asyncio.create_task(read_ids(reading, received))
+        started = time.monotonic()
+        # More than the stalled client's flow-control window takes: the rest waits queued.
+        ingest_stub = tracker_pb2_grpc.TrackerServiceStub(
+            stack._channel(address, tenant.keys[Role.INGEST]))
+        [ack] = await ingest(ingest_stub, converting_batch(0, 120))
+        assert ack.conversions == 1200
+        deadline = time.monotonic() + 20.0
+        while feed.subscriber_count > 1 or len(received) < 1200:
+            assert time.monotonic() < deadline, (feed.subscriber_count, len(received))
+            await asyncio.sleep(0.02)
+        dropped_after = time.monotonic() - started
+        assert dropped_after > max_lag_s  # by time, not by the size of the burst
+        assert len(set(received)) == 1200 and not reader.done()
+        # The stalled client, once it reads, gets what was in flight, then the reason.
+        got = 0
+        with pytest.raises(grpc.RpcError) as err:
+            async for _ in stalled:
+                got += 1
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "behind" in err.value.details() and got < 1200
+        assert feed.subscriber_count == 1
+        reading.cancel()
+        await asyncio.gather(reader, return_exceptions=True)
+    finally:
+        await tracker.stop(0.5)
+
+
 # --- a tracker of our own: a small subscriber queue, shutdown, a database restart ------
 
 
@@ -227,14 +347,16 @@ async def feed_server(store, keys, mongo_uri, **options) -> AsyncIterator[FeedSe
         await server.close()
 
 
+@pytest.mark.parametrize("limits", [
+    {"max_lag_s": 2.0},  # by time: the oldest undelivered conversion waited 2 s
+    {"max_lag_s": 60.0, "max_queued": 300},  # by the hard cap, long before the time limit
+], ids=["time-limit", "hard-cap"])
 async def test_a_slow_subscriber_is_cut_off_without_holding_up_others(
-    mongo_uri, tracker_db, keys, make_tenant, subs
+    mongo_uri, tracker_db, keys, make_tenant, subs, limits
 ):
     tenant = await make_tenant()
     count = 3000
-    # Room for a burst (one change-stream batch is at most ~100 conversions), not for
-    # everything a client that stopped reading would be sent.
-    async with feed_server(tracker_db, keys, mongo_uri, queue_size=300) as server:
+    async with feed_server(tracker_db, keys, mongo_uri, **limits) as server:
         slow = await subs.open(server.address, tenant.admin, agent_id="agent-1")
         fast = await subs.open(server.address, tenant.admin, agent_id="agent-1")
         assert server.feed.subscriber_count == 2
@@ -258,7 +380,10 @@ async def test_a_slow_subscriber_is_cut_off_without_holding_up_others(
         await asyncio.wait_for(reader, 30.0)
         assert received == [d["_id"] for d in docs]
         # The slow one was dropped from the fan-out while still connected...
-        assert server.feed.subscriber_count == 1
+        deadline = time.monotonic() + 10.0
+        while server.feed.subscriber_count > 1:
+            assert time.monotonic() < deadline, "the slow subscriber was never dropped"
+            await asyncio.sleep(0.02)
         # ...and, once it reads, gets what was in flight, then RESOURCE_EXHAUSTED.
         got = 0
         with pytest.raises(grpc.RpcError) as err:
