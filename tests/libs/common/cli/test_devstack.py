@@ -434,7 +434,10 @@ async def test_restarts_while_this_process_has_live_grpc_calls_start_every_child
                         continue
                     [new] = [child for spec, child in stack.running if spec.name == "config"]
                     pids.add(new.proc.pid)
-                    assert "-m config_svc" in " ".join(_descendants(os.getpid()).values())
+                    # The pid Popen returned runs the service itself (the launcher exec'd).
+                    assert _descendants(os.getpid())[new.proc.pid].split() == [
+                        sys.executable, "-m", "config_svc"
+                    ]
                     assert await _health(config, "goals.v1.ConfigService") == (
                         health_pb2.HealthCheckResponse.SERVING
                     )
