@@ -23,8 +23,11 @@ $(GENERATED): $(INSTALLED) scripts/gen_protos.py $(wildcard protos/goals/v1/*.pr
 	$(PY) scripts/gen_protos.py
 	touch $@
 
-$(BUF): package.json
-	npm install --no-audit --no-fund --silent
+# `npm ci` installs exactly what package-lock.json pins and never rewrites it, so a test run
+# leaves the tree clean (`npm install` rewrote the lock). It fails if package.json and the
+# lock disagree: after editing package.json, run `npm install` and commit the new lock.
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
 	touch $@
 
 lint-protos: $(BUF)

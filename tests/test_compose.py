@@ -48,6 +48,14 @@ INTERPOLATION = re.compile(
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
 # Mailpit's web inbox port when MP_UI_BIND_ADDR is not set (Mailpit's documented default).
 MAILPIT_UI_PORT = 8025
+# The compose variable naming the host address each kind of published port is bound to; each
+# defaults to loopback. gRPC for clients and producers, downloads for recipients, the Mailpit
+# inbox (every download link) for the operator.
+PUBLISH_HOST = {
+    "grpc_port": "GOALFLOW_GRPC_PUBLISH_HOST",
+    "http_port": "GOALFLOW_DOWNLOAD_PUBLISH_HOST",
+    "mailpit_ui": "GOALFLOW_MAILPIT_PUBLISH_HOST",
+}
 
 
 # --- reading the files ------------------------------------------------------------------
@@ -410,6 +418,58 @@ def test_mailpit_publishes_its_inbox_and_the_database_stays_internal():
     assert not services()["mongo"].get("ports"), (
         "mongo: the database must not be published (it has no authentication here)"
     )
+
+
+def publish_hosts() -> dict[tuple[str, int], str]:
+    """(service, container port) -> the variable binding it, for everything that should be
+    published: each goalflow listener and the Mailpit inbox."""
+    wanted = {
+        (service, setting(service, field)): PUBLISH_HOST[field]
+        for service in GOALFLOW for field in LISTENER_FIELDS
+        if field in settings_class(service).model_fields
+    }
+    env = environment("mailpit")
+    ui = host_port(env["MP_UI_BIND_ADDR"])[1] if "MP_UI_BIND_ADDR" in env else MAILPIT_UI_PORT
+    wanted["mailpit", ui] = PUBLISH_HOST["mailpit_ui"]
+    return wanted
+
+
+def bind_host(entry: str | dict[str, Any]) -> str | None:
+    """The host address part of a ``ports`` entry, as written (None: every interface)."""
+    if isinstance(entry, dict):
+        return entry.get("host_ip")
+    # HOST:PUBLISHED:TARGET; HOST may hold ${...:-...}, so split from the right.
+    parts = str(entry).split("/")[0].rsplit(":", 2)
+    return parts[0] if len(parts) == 3 else None
+
+
+def test_only_what_users_need_is_published():
+    """gRPC and downloads for clients, the inbox for the operator; never the database or SMTP."""
+    got = {(service, target) for service in services() for _, target in published(service)}
+    wanted = set(publish_hosts())
+    assert got - wanted == set(), f"published, but nobody outside needs it: {got - wanted}"
+    assert wanted - got == set(), f"not published: {wanted - got}"
+
+
+@pytest.mark.parametrize("service", REQUIRED_SERVICES)
+def test_published_ports_are_bound_to_loopback_unless_a_setting_says_otherwise(service):
+    wanted = publish_hosts()
+    for entry in services()[service].get("ports") or []:
+        target = int(entry["target"]) if isinstance(entry, dict) else (
+            int(str(entry).split("/")[0].rsplit(":", 1)[1])
+        )
+        var = wanted.get((service, target))
+        if var is None:
+            continue  # reported by the test above
+        host = bind_host(entry)
+        match = INTERPOLATION.fullmatch(host or "")
+        assert match and match.group("name") == var and match.group("op") == ":-", (
+            f"{service}: port {target} must be bound to '${{{var}:-127.0.0.1}}', "
+            f"not {'every interface' if host is None else repr(host)}"
+        )
+        assert is_loopback(match.group("arg")), (
+            f"{service}: {var} must default to loopback, not {match.group('arg')!r}"
+        )
 
 
 def test_public_base_url_default_matches_the_published_download_port():

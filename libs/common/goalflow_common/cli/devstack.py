@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import importlib.util
 import itertools
 import os
@@ -40,6 +39,7 @@ from pymongo.errors import PyMongoError
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.embedded_mongo import EmbeddedMongo
 from goalflow_common.errors import Unauthenticated
+from goalflow_common.parent_death import dying_with_this_process
 
 HOST = "127.0.0.1"
 DEV_ACCOUNT = "dev"
@@ -233,19 +233,6 @@ class _Child:
     name: str
     proc: subprocess.Popen[bytes]
     log_path: Path
-
-
-if sys.platform == "linux":
-    _LIBC = ctypes.CDLL(None, use_errno=True)
-    _PR_SET_PDEATHSIG = 1
-
-    def _die_with_parent() -> None:
-        # Runs in the child before exec: if the dev stack itself is killed outright
-        # (SIGKILL), the kernel sends the child SIGTERM, so nothing is left running.
-        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-else:  # pragma: no cover - the dev stack targets Linux; elsewhere Ctrl-C still cleans up.
-    _die_with_parent = None
 
 
 def _write(stream: TextIO, text: str) -> None:
@@ -554,7 +541,9 @@ class DevStack:
         log_path = self.logs / f"{name}.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(
-                [sys.executable, *args],
+                # If the dev stack itself is killed outright (SIGKILL), the kernel sends
+                # the child SIGTERM, so nothing is left running.
+                dying_with_this_process([sys.executable, *args]),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -562,9 +551,8 @@ class DevStack:
                 # Own session: a terminal's Ctrl-C reaches only us, and we stop the
                 # children in order (services before the sink and the database).
                 start_new_session=True,
-                # Between fork and exec only prctl() runs, taking no lock another thread
-                # could hold, so this stays safe once gRPC's threads exist (a restart).
-                preexec_fn=_die_with_parent,
+                # No preexec_fn: Python run between fork and exec crashed restarts made
+                # while gRPC's threads run (SIGSEGV in 1-2 of 10); see parent_death.
             )
         return _Child(name, proc, log_path)
 
