@@ -64,7 +64,8 @@ async def create_server(
 
     runner, http_port = await start_http(
         create_app(signer, files, lookup), settings.grpc_host, settings.http_port,
-        ssl_context=settings.http_ssl_context(),
+        ssl_context=settings.http_ssl_context(), header_timeout_s=settings.http_header_timeout_s,
+        max_connections=settings.http_max_connections,
     )
     await worker.start()
 

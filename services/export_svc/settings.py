@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from goalflow_common.settings import ServiceSettings
 
@@ -15,6 +15,13 @@ class ExportSettings(ServiceSettings):
 
     http_port: int = 8083
     """Port of the HTTP server that serves signed download links (0 picks a free one)."""
+
+    http_header_timeout_s: float = Field(default=5.0, gt=0)
+    """Seconds a download connection gets to send its request head (and, with TLS, to
+    finish the handshake); also how long an idle connection is kept open after a response."""
+
+    http_max_connections: int = Field(default=256, ge=1)
+    """Download connections open at once; more are answered 503 and closed."""
 
     public_base_url: str = "http://127.0.0.1:8083"
     """Base of the download links put in e-mails, as recipients reach the HTTP server; must
