@@ -83,7 +83,8 @@ async def create_server(
         registrations=[
             Registration(
                 export_pb2_grpc.add_ExportServiceServicer_to_server,
-                ExportServicer(jobs, worker, config_pb2_grpc.ConfigServiceStub(config_channel)),
+                ExportServicer(jobs, worker, config_pb2_grpc.ConfigServiceStub(config_channel),
+                               tracker_pb2_grpc.TrackerServiceStub(tracker_channel)),
                 export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name,
             )
         ],
