@@ -55,7 +55,8 @@ async def create_server(
         jobs, files, tracker_pb2_grpc.TrackerServiceStub(tracker_channel), signer,
         Mailer(settings.smtp_host, settings.smtp_port, settings.mail_from), keys, clock,
         lifecycle, sender=settings.mail_from, lease_s=settings.lease_s,
-        concurrency=settings.workers,
+        concurrency=settings.workers, retry_deadline_s=settings.export_retry_deadline_s,
+        read_timeout_s=settings.tracker_read_timeout_s,
     )
 
     async def lookup(export_id: str):

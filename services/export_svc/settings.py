@@ -55,6 +55,14 @@ class ExportSettings(ServiceSettings):
     workers: int = 2
     """Jobs built at once by one export replica."""
 
+    export_retry_deadline_s: float = Field(default=3600.0, ge=0)
+    """How long a job keeps being retried while the tracker is unreachable, counted from its
+    first failed try; then it fails with a reason saying so."""
+
+    tracker_read_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds a build waits for the tracker's next chunk of conversions before it counts
+    the tracker as unreachable (a frozen tracker answers nothing)."""
+
     @model_validator(mode="after")
     def _links_match_tls(self) -> ExportSettings:
         if self.tls_enabled and not self.public_base_url.startswith("https://"):
