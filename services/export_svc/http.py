@@ -284,7 +284,7 @@ class _Protocol(RequestHandler):
         # stream that broke after its headers (_StreamBroken, logged where it happened).
         if not isinstance(exc, _StreamBroken):
             log.info("http_request_refused", status=status,
-                        error=type(exc).__name__ if exc else None)
+                     error=type(exc).__name__ if exc else None)
         if request.writer.output_size > 0:  # as aiohttp's: too late for an error response
             raise ConnectionError("the response had started; the connection is dropped")
         response = _text(status, _ERROR_TEXT.get(status, "Error."))
@@ -299,10 +299,10 @@ class _GuardedSite(web.BaseSite):
     aiohttp has no header timeout of its own, but its keep-alive timer is started when a
     connection opens (and again after each response) and closes the connection if no
     complete request head has arrived when it fires; it is not pushed back by partial
-    data, so ``keepalive_timeout`` bounds the time to send a request head (measured
-    before: 300 connections trickling header bytes all stayed open, aiohttp's default
-    keep-alive being 3,630 s). Idle keep-alive connections close after the same time,
-    which suits one-off downloads."""
+    data, so ``keepalive_timeout`` bounds the time to send a request head (before, 300
+    connections that never finished their headers all stayed open: aiohttp's default
+    keep-alive is 3,630 s). Idle keep-alive connections close after the same time, which
+    suits one-off downloads."""
 
     def __init__(self, runner: web.AppRunner, host: str, port: int, *,
                  ssl_context: ssl.SSLContext | None, header_timeout_s: float,

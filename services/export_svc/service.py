@@ -146,6 +146,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             call.cancel()
         return None
 
+
 def _date(field: str, request: Any) -> dt.date:
     if not request.HasField(field):
         raise InvalidArgument(field, "required")

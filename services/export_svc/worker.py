@@ -238,7 +238,7 @@ class ExportWorker:
         once the outage has lasted ``retry_deadline_s`` since its first failure."""
         doc = holder.doc
         now = self._clock.now()
-        since = _aware(doc["outage_since"]) if doc.get("outage_since") else now
+        since = doc.get("outage_since") or now  # read back time-zone aware
         remaining = self._retry_deadline_s - (now - since).total_seconds()
         outages = doc.get("outages", 0) + 1
         with contextlib.suppress(LeaseLost):
@@ -292,10 +292,6 @@ def _span(seconds: float) -> str:
         minutes = int(seconds // 60)
         return f"{minutes} minute{'s' if minutes != 1 else ''}"
     return f"{seconds:g} second{'s' if seconds != 1 else ''}"
-
-
-def _aware(when: dt.datetime) -> dt.datetime:
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _backoff(attempts: int) -> float:
