@@ -4,18 +4,28 @@ Statuses: 200 streams the zip; 403 for a malformed, tampered or foreign link; 41
 expired link or a file that is gone; 404 for an unknown export (valid signature only, so a
 forged link cannot probe which exports exist); 405 for other methods. Nothing else is
 routed (no listing), and errors never show internals.
+
+Hardened against clients that hold connections or send malformed bytes (``start_http``):
+a connection must finish each request head within ``header_timeout_s`` (slow-loris), at
+most ``max_connections`` are open at once (more get a bare 503 and are closed), every
+response says ``Server: goalflow`` (also aiohttp's own parser-error 400s), and a request
+the parser refuses gets a fixed ``400 Bad request.`` and one structured log line naming the
+error class, never the request's bytes (they can hold a link's signature).
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import re
 import ssl
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
+from aiohttp.web_protocol import RequestHandler
 
 from export_svc.links import BadSignature, LinkExpired, LinkSigner
 
@@ -51,6 +61,7 @@ JobsLookup = Callable[[str], Awaitable[ExportRef | Mapping[str, Any] | None]]
 """``await jobs_lookup(export_id)``: the job (an ``ExportRef`` or a job document with
 ``account_id`` and ``file_id`` keys), or None if no such export."""
 
+SERVER_NAME = "goalflow"
 _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
 _COMMON_HEADERS = {"Cache-Control": "private, no-store", "X-Content-Type-Options": "nosniff"}
 
@@ -162,10 +173,14 @@ async def _errors(request: web.Request, handler: Callable) -> web.StreamResponse
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     # Also on aiohttp's own 404/405 pages.
+    _set_headers(response)
+
+
+def _set_headers(response: web.StreamResponse) -> None:
     for name, value in _COMMON_HEADERS.items():
         response.headers.setdefault(name, value)
     # aiohttp's default names the Python and aiohttp versions: nothing to match exploits to.
-    response.headers["Server"] = "goalflow"
+    response.headers["Server"] = SERVER_NAME
 
 
 def _text(status: int, message: str) -> web.Response:
@@ -173,14 +188,22 @@ def _text(status: int, message: str) -> web.Response:
 
 
 async def start_http(
-    app: web.Application, host: str, port: int, *, ssl_context: ssl.SSLContext | None = None
+    app: web.Application,
+    host: str,
+    port: int,
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    header_timeout_s: float = 5.0,
+    max_connections: int = 256,
 ) -> tuple[web.AppRunner, int]:
     """Serve ``app`` on host:port (0 picks a free port), over HTTPS only when an
-    ``ssl_context`` is given; returns the runner and the port."""
-    # No access log: the query string is a bearer credential (the signature).
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=5.0)
+    ``ssl_context`` is given; returns the runner and the port. A connection must send each
+    request head (and, with TLS, finish the handshake) within ``header_timeout_s`` and is
+    closed when idle that long after a response; at most ``max_connections`` are open."""
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5.0)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=ssl_context)
+    site = _GuardedSite(runner, host, port, ssl_context=ssl_context,
+                        header_timeout_s=header_timeout_s, max_connections=max_connections)
     try:
         await site.start()
     except BaseException:
@@ -192,3 +215,122 @@ async def start_http(
 
 async def stop_http(runner: web.AppRunner) -> None:
     await runner.cleanup()
+
+
+# Sent, then the connection closed, to a client over the connection cap: it has no request
+# to answer yet, so this is written before reading anything.
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nServer: " + SERVER_NAME.encode()
+         + b"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+_ERROR_TEXT = {400: "Bad request.", 500: "Internal server error.", 504: "Gateway timeout."}
+REFUSAL_LOG_EVERY_S = 10.0  # under a flood, one line per interval with the count
+
+
+class _ConnectionCap:
+    """Open connections of one site, and the refusals since the last log line."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self._refused = 0
+        self._logged_at = -REFUSAL_LOG_EVERY_S
+
+    def refuse(self) -> None:
+        self._refused += 1
+        now = time.monotonic()
+        if now - self._logged_at >= REFUSAL_LOG_EVERY_S:
+            log.warning("http_connections_refused", limit=self.limit, refused=self._refused)
+            self._logged_at, self._refused = now, 0
+
+
+class _Protocol(RequestHandler):
+    """aiohttp's per-connection handler, with the connection cap and quiet, fixed answers
+    to requests its parser refuses.
+
+    aiohttp answers those itself (``handle_error``): with its default ``Server`` header
+    naming the Python and aiohttp versions (the application's response hooks do not run
+    for them), a body quoting the offending bytes, and a multi-line stdlib traceback at
+    ERROR that also quotes them (a link's query string is a bearer credential)."""
+
+    def __init__(self, manager: web.Server, *, cap: _ConnectionCap, **kwargs: Any) -> None:
+        super().__init__(manager, **kwargs)
+        self._cap = cap
+        self._admitted = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        if self._cap.open >= self._cap.limit:
+            self._cap.refuse()
+            transport.write(_BUSY)  # type: ignore[attr-defined]
+            transport.close()
+            return
+        self._cap.open += 1
+        self._admitted = True
+        super().connection_made(transport)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        if not self._admitted:  # refused: aiohttp never saw it
+            return
+        self._admitted = False
+        self._cap.open -= 1
+        super().connection_lost(exc)
+
+    def handle_error(
+        self,
+        request: Any,
+        status: int = 500,
+        exc: BaseException | None = None,
+        message: str | None = None,
+    ) -> web.StreamResponse:
+        # Parser errors (400) arrive here, and whatever escaped the middleware: only a
+        # stream that broke after its headers (_StreamBroken, logged where it happened).
+        if not isinstance(exc, _StreamBroken):
+            log.info("http_request_refused", status=status,
+                     error=type(exc).__name__ if exc else None)
+        if request.writer.output_size > 0:  # as aiohttp's: too late for an error response
+            raise ConnectionError("the response had started; the connection is dropped")
+        response = _text(status, _ERROR_TEXT.get(status, "Error."))
+        _set_headers(response)
+        response.force_close()
+        return response
+
+
+class _GuardedSite(web.BaseSite):
+    """A TCP site serving the runner's application through ``_Protocol``.
+
+    aiohttp has no header timeout of its own, but its keep-alive timer is started when a
+    connection opens (and again after each response) and closes the connection if no
+    complete request head has arrived when it fires; it is not pushed back by partial
+    data, so ``keepalive_timeout`` bounds the time to send a request head (before, 300
+    connections that never finished their headers all stayed open: aiohttp's default
+    keep-alive is 3,630 s). Idle keep-alive connections close after the same time, which
+    suits one-off downloads."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int, *,
+                 ssl_context: ssl.SSLContext | None, header_timeout_s: float,
+                 max_connections: int) -> None:
+        super().__init__(runner, ssl_context=ssl_context)
+        self._host, self._port = host, port
+        self._header_timeout_s = header_timeout_s
+        self._cap = _ConnectionCap(max_connections)
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host}:{self._port}"
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        manager = self._runner.server
+        assert manager is not None
+
+        def protocol() -> _Protocol:
+            # access_log=None: the query string is a bearer credential (the signature).
+            return _Protocol(manager, cap=self._cap, loop=loop, access_log=None,
+                             keepalive_timeout=self._header_timeout_s)
+
+        self._server = await loop.create_server(
+            protocol, self._host, self._port, ssl=self._ssl_context, backlog=self._backlog,
+            reuse_address=True,
+            # A TLS client is only handed to the protocol once the handshake is done.
+            ssl_handshake_timeout=self._header_timeout_s if self._ssl_context else None,
+        )

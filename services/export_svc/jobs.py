@@ -246,14 +246,19 @@ class JobStore:
         *,
         retry_after_s: float = 0.0,
         mail_not_sent: bool = False,
+        outage_since: dt.datetime | None = None,
+        outages: int = 0,
     ) -> dict[str, Any] | None:
         """Give the job back to the queue (due after ``retry_after_s``) with the last error.
         The stored file, if any, is kept. ``mail_not_sent=True`` clears the mail mark; pass
-        it only when the mail certainly did not go out, or the job will end FAILED."""
+        it only when the mail certainly did not go out, or the job will end FAILED.
+        ``outage_since``/``outages``: when the current run of dependency outages began and
+        how many there were (the worker's retry deadline); other releases clear them."""
         fields: dict[str, Any] = {
             "state": QUEUED, "error": error, "attempts": attempts,
             "lease_owner": None, "lease_expires": None,
             "available_at": self._clock.now() + dt.timedelta(seconds=retry_after_s),
+            "outage_since": outage_since, "outages": outages,
         }
         if mail_not_sent:
             fields["mail_attempted_at"] = None

@@ -55,7 +55,8 @@ async def create_server(
         jobs, files, tracker_pb2_grpc.TrackerServiceStub(tracker_channel), signer,
         Mailer(settings.smtp_host, settings.smtp_port, settings.mail_from), keys, clock,
         lifecycle, sender=settings.mail_from, lease_s=settings.lease_s,
-        concurrency=settings.workers,
+        concurrency=settings.workers, retry_deadline_s=settings.export_retry_deadline_s,
+        read_timeout_s=settings.tracker_read_timeout_s,
     )
 
     async def lookup(export_id: str):
@@ -64,7 +65,8 @@ async def create_server(
 
     runner, http_port = await start_http(
         create_app(signer, files, lookup), settings.grpc_host, settings.http_port,
-        ssl_context=settings.http_ssl_context(),
+        ssl_context=settings.http_ssl_context(), header_timeout_s=settings.http_header_timeout_s,
+        max_connections=settings.http_max_connections,
     )
     await worker.start()
 
@@ -82,7 +84,8 @@ async def create_server(
         registrations=[
             Registration(
                 export_pb2_grpc.add_ExportServiceServicer_to_server,
-                ExportServicer(jobs, worker, config_pb2_grpc.ConfigServiceStub(config_channel)),
+                ExportServicer(jobs, worker, config_pb2_grpc.ConfigServiceStub(config_channel),
+                               tracker_pb2_grpc.TrackerServiceStub(tracker_channel)),
                 export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name,
             )
         ],

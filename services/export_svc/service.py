@@ -1,4 +1,10 @@
-"""The ExportService servicer: record jobs, report their state."""
+"""The ExportService servicer: record jobs, report their state.
+
+A goal is looked up in config; a goal config no longer has (deleted) can still be exported
+when the tracker holds conversions of it for the account, since conversions recorded for a
+deleted goal stay in reports and exports (docs/rules.md §2); each CSV row carries the goal
+name stored with its conversion. Otherwise the answer is NOT_FOUND, the same as for an id
+that never existed or belongs to another account."""
 
 from __future__ import annotations
 
@@ -18,6 +24,8 @@ from goalflow_common.pb.goals.v1 import (
     config_pb2_grpc,
     export_pb2,
     export_pb2_grpc,
+    tracker_pb2,
+    tracker_pb2_grpc,
 )
 
 MAX_RANGE_DAYS = 366
@@ -29,6 +37,11 @@ MAX_ID = 128
 FIRST_DAY, LAST_DAY = dt.date(1, 1, 2), dt.date(9999, 12, 30)
 EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 DEFAULT_PAGE, MAX_PAGE = 50, 200
+# The tracker stores no event before 2000-01-01 nor more than a day ahead, so this span
+# holds every conversion a deleted goal can have.
+CONVERSIONS_FROM = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
+CONVERSIONS_TO = dt.datetime(9999, 12, 31, tzinfo=dt.UTC)
+DEPENDENCY_TIMEOUT_S = 5.0
 STATES = {
     "QUEUED": export_pb2.EXPORT_STATE_QUEUED,
     "BUILDING": export_pb2.EXPORT_STATE_BUILDING,
@@ -39,11 +52,16 @@ STATES = {
 
 class ExportServicer(export_pb2_grpc.ExportServiceServicer):
     def __init__(
-        self, jobs: JobStore, worker: ExportWorker, config: config_pb2_grpc.ConfigServiceStub
+        self,
+        jobs: JobStore,
+        worker: ExportWorker,
+        config: config_pb2_grpc.ConfigServiceStub,
+        tracker: tracker_pb2_grpc.TrackerServiceStub,
     ) -> None:
         self._jobs = jobs
         self._worker = worker
         self._config = config
+        self._tracker = tracker
 
     async def RequestExport(self, request, context):
         account_id = current_principal().require_account()
@@ -60,9 +78,9 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             raise InvalidArgument("recipient_email", "must be a valid e-mail address")
         if len(request.request_id) > 128:
             raise InvalidArgument("request_id", "at most 128 characters")
-        goal = await self._goal(account_id, request.goal_id)
+        goal_name = await self._goal_name(account_id, request.goal_id)
         job = await self._jobs.create(
-            account_id=account_id, goal_id=goal.id, goal_name=goal.name,
+            account_id=account_id, goal_id=request.goal_id, goal_name=goal_name,
             start_date=start.isoformat(), end_date=end.isoformat(), recipient_email=email,
             request_id=request.request_id,
         )
@@ -93,17 +111,40 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
             exports=[export_to_proto(job) for job in jobs], next_page_token=token or ""
         )
 
-    async def _goal(self, account_id: str, goal_id: str) -> config_pb2.Goal:
-        """The goal as config has it now (its name goes into the job and the e-mail)."""
+    async def _goal_name(self, account_id: str, goal_id: str) -> str:
+        """The goal's name for the job and the e-mail: as config has it now, or for a
+        deleted goal the name stored with its first conversion."""
         try:
             reply = await self._config.GetGoal(
-                config_pb2.GetGoalRequest(goal_id=goal_id, account_id=account_id), timeout=5
+                config_pb2.GetGoalRequest(goal_id=goal_id, account_id=account_id),
+                timeout=DEPENDENCY_TIMEOUT_S,
             )
         except grpc.RpcError as exc:
-            if exc.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound(f"goal {goal_id!r} not found") from None
-            raise Unavailable("the config service cannot be reached; retry") from None
-        return reply.goal
+            if exc.code() != grpc.StatusCode.NOT_FOUND:
+                raise Unavailable("the config service cannot be reached; retry") from None
+        else:
+            return reply.goal.name
+        name = await self._deleted_goal_name(account_id, goal_id)
+        if name is None:
+            raise NotFound(f"goal {goal_id!r} not found")
+        return name
+
+    async def _deleted_goal_name(self, account_id: str, goal_id: str) -> str | None:
+        """The goal name stored with the account's first conversion of ``goal_id``, or None
+        if the tracker has none. Reads one chunk of the stream and cancels the rest."""
+        request = tracker_pb2.StreamConversionsRequest(account_id=account_id, goal_id=goal_id)
+        request.start_time.FromDatetime(CONVERSIONS_FROM)
+        request.end_time.FromDatetime(CONVERSIONS_TO)
+        call = self._tracker.StreamConversions(request, timeout=DEPENDENCY_TIMEOUT_S)
+        try:
+            async for chunk in call:
+                if chunk.conversions:
+                    return chunk.conversions[0].goal_name
+        except grpc.RpcError:
+            raise Unavailable("the tracker service cannot be reached; retry") from None
+        finally:
+            call.cancel()
+        return None
 
 
 def _date(field: str, request: Any) -> dt.date:

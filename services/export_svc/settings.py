@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import SecretStr, model_validator
+from pydantic import Field, SecretStr, model_validator
 
 from goalflow_common.settings import ServiceSettings
 
@@ -15,6 +15,13 @@ class ExportSettings(ServiceSettings):
 
     http_port: int = 8083
     """Port of the HTTP server that serves signed download links (0 picks a free one)."""
+
+    http_header_timeout_s: float = Field(default=5.0, gt=0)
+    """Seconds a download connection gets to send its request head (and, with TLS, to
+    finish the handshake); also how long an idle connection is kept open after a response."""
+
+    http_max_connections: int = Field(default=256, ge=1)
+    """Download connections open at once; more are answered 503 and closed."""
 
     public_base_url: str = "http://127.0.0.1:8083"
     """Base of the download links put in e-mails, as recipients reach the HTTP server; must
@@ -47,6 +54,14 @@ class ExportSettings(ServiceSettings):
 
     workers: int = 2
     """Jobs built at once by one export replica."""
+
+    export_retry_deadline_s: float = Field(default=3600.0, ge=0)
+    """How long a job keeps being retried while the tracker is unreachable, counted from its
+    first failed try; then it fails with a reason saying so."""
+
+    tracker_read_timeout_s: float = Field(default=30.0, gt=0)
+    """Seconds a build waits for the tracker's next chunk of conversions before it counts
+    the tracker as unreachable (a frozen tracker answers nothing)."""
 
     @model_validator(mode="after")
     def _links_match_tls(self) -> ExportSettings:

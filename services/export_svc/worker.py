@@ -4,6 +4,12 @@ zipped CSV in the database, signs a link, mails it, and records each step.
 Jobs are claimed with a lease (``jobs.py``), renewed while the worker is busy, so with any
 number of replicas each job is built by one worker at a time and mailed at most once; a
 job whose worker died is picked up when its lease runs out.
+
+Outages of the tracker (unreachable, a deadline exceeded, or no chunk for
+``read_timeout_s``, as when its process is frozen) do not fail a job: it goes back to the
+queue with a growing delay, where any replica may claim it, for up to ``retry_deadline_s``
+after the first outage; only then does it fail. Other errors fail it after
+``MAX_ATTEMPTS``. A failed job's stored reason is one human sentence, never a gRPC dump.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import grpc
 import structlog
 
 from export_svc.csv_rows import rows_for
@@ -32,10 +39,18 @@ log = structlog.get_logger(__name__)
 
 MAX_ATTEMPTS = 5
 IDLE_POLL_S = 1.0  # other replicas' and restarted jobs are found at least this often
+# Codes that mean the tracker is down or overloaded, not that the request is wrong.
+OUTAGE_CODES = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED})
+OUTAGE_BACKOFF_MAX_S = 60.0
+WAITING_FOR_TRACKER = "The tracker service cannot be reached at the moment; the export is retried."
 
 
 class LeaseLost(Exception):
     """Another worker holds the job now; stop touching it."""
+
+
+class TrackerOutage(Exception):
+    """The tracker could not be reached or stopped answering; the job is retried later."""
 
 
 class ExportWorker:
@@ -53,6 +68,8 @@ class ExportWorker:
         sender: str,
         lease_s: float,
         concurrency: int,
+        retry_deadline_s: float = 3600.0,
+        read_timeout_s: float = 30.0,
     ) -> None:
         self._jobs = jobs
         self._files = files
@@ -65,6 +82,8 @@ class ExportWorker:
         self._sender = sender
         self._lease_s = lease_s
         self._concurrency = concurrency
+        self._retry_deadline_s = retry_deadline_s
+        self._read_timeout_s = read_timeout_s
         self._owner = f"worker-{uuid.uuid4().hex[:12]}"
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -103,9 +122,12 @@ class ExportWorker:
             await self._build_and_mail(holder, keeper)
         except LeaseLost:
             log.warning("export_lease_lost")
+        except TrackerOutage as exc:
+            log.warning("export_tracker_unavailable", error=str(exc))
+            await self._retry_after_outage(holder)
         except Exception as exc:  # the job records why; the worker carries on
             log.exception("export_failed")
-            await self._retry_or_fail(holder, f"{type(exc).__name__}: {exc}")
+            await self._retry_or_fail(holder, _reason(exc))
         finally:
             await cancel_and_wait(keeper)
             structlog.contextvars.unbind_contextvars("export_id")
@@ -186,17 +208,59 @@ class ExportWorker:
         )
         request.start_time.FromDatetime(start)
         request.end_time.FromDatetime(end)
-        async for chunk in self._tracker.StreamConversions(request):
-            for conversion in chunk.conversions:
-                for row in rows_for(conversion):
-                    yield row
+        call = self._tracker.StreamConversions(request)
+        try:
+            while True:
+                # No deadline on the whole call (a large export streams for minutes), but
+                # one on each chunk: a frozen tracker (SIGSTOP, a stuck host) keeps its
+                # connection open and answers nothing, which would hold the build for as
+                # long as the connection lives.
+                try:
+                    chunk = await asyncio.wait_for(call.read(), self._read_timeout_s)
+                except TimeoutError:
+                    raise TrackerOutage(
+                        f"no conversions from the tracker for {self._read_timeout_s:g} s"
+                    ) from None
+                except grpc.RpcError as exc:
+                    if exc.code() in OUTAGE_CODES:
+                        raise TrackerOutage(f"StreamConversions: {exc.code().name}") from None
+                    raise
+                if chunk is grpc.aio.EOF:
+                    return
+                for conversion in chunk.conversions:
+                    for row in rows_for(conversion):
+                        yield row
+        finally:
+            call.cancel()
+
+    async def _retry_after_outage(self, holder: _Holder) -> None:
+        """Queue the job again after a tracker outage, with a growing delay, or fail it
+        once the outage has lasted ``retry_deadline_s`` since its first failure."""
+        doc = holder.doc
+        now = self._clock.now()
+        since = doc.get("outage_since") or now  # read back time-zone aware
+        remaining = self._retry_deadline_s - (now - since).total_seconds()
+        outages = doc.get("outages", 0) + 1
+        with contextlib.suppress(LeaseLost):
+            if remaining <= 0:
+                reason = (f"The tracker service could not be reached for "
+                          f"{_span(self._retry_deadline_s)}, so the export was abandoned; "
+                          "please request it again.")
+                log.error("export_abandoned_tracker_unavailable", outages=outages)
+                await self._update(holder, lambda d: self._jobs.mark_failed(
+                    d, self._owner, reason))
+                return
+            delay = min(OUTAGE_BACKOFF_MAX_S, 0.5 * 2**outages, remaining)
+            await self._update(holder, lambda d: self._jobs.release_for_retry(
+                d, self._owner, WAITING_FOR_TRACKER, d.get("attempts", 0),
+                retry_after_s=delay, outage_since=since, outages=outages))
 
     async def _retry_or_fail(self, holder: _Holder, error: str) -> None:
         attempts = holder.doc.get("attempts", 0) + 1
         with contextlib.suppress(LeaseLost):
             if attempts >= MAX_ATTEMPTS:
                 await self._update(holder, lambda doc: self._jobs.mark_failed(
-                    doc, self._owner, f"gave up after {attempts} attempts: {error}"))
+                    doc, self._owner, f"Gave up after {attempts} attempts: {error}."))
             else:
                 await self._update(holder, lambda doc: self._jobs.release_for_retry(
                     doc, self._owner, error, attempts, retry_after_s=_backoff(attempts)))
@@ -209,6 +273,25 @@ class _Holder:
         self.doc = doc
         self.lost = False
         self.lock = asyncio.Lock()
+
+
+def _reason(exc: Exception) -> str:
+    """A clause for the job's record: never a gRPC error's multi-line dump."""
+    if isinstance(exc, grpc.aio.AioRpcError):
+        details = " ".join((exc.details() or "").split())[:200]
+        return f"the tracker refused the request ({exc.code().name}{': ' * bool(details)}{details})"
+    return f"the export could not be built ({type(exc).__name__})"
+
+
+def _span(seconds: float) -> str:
+    """``3600`` -> ``1 hour``, ``90`` -> ``90 seconds``, for a reason a person reads."""
+    if seconds >= 3600 and seconds % 3600 == 0:
+        hours = int(seconds // 3600)
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    return f"{seconds:g} second{'s' if seconds != 1 else ''}"
 
 
 def _backoff(attempts: int) -> float:

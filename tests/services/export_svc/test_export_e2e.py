@@ -174,3 +174,67 @@ async def test_request_validation_and_isolation(stack, exporter, make_tenant):
             await export_pb2_grpc.ExportServiceStub(channel).RequestExport(
                 export_pb2.RequestExportRequest(goal_id=goal.id))
         assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def _convert(stack, tenant, clock, conversations: list[str]) -> None:
+    """One conversion per conversation id, credited to agent A, on June 1."""
+    events, hits = [], []
+    for conv in conversations:
+        events += [opened(conv, T0, user=f"u-{conv}"), assigned(conv, T0 + MIN, agent("A"))]
+        hits.append(visit("https://shop.x/checkout", T0 + 10 * MIN, user=f"u-{conv}"))
+    clock.set(T0 + 30 * MIN)
+    acks = await ingest(stack.tracker(tenant.keys[Role.INGEST]), events, hits)
+    assert acks[1].conversions == len(conversations)
+
+
+async def test_a_deleted_goals_conversions_are_exported_under_their_name(
+        stack, exporter, make_tenant, clock):
+    """docs/rules.md §2: conversions recorded for a deleted goal stay in exports, under the
+    goal's name at the time of the conversion. Config no longer knows the goal; the tracker
+    still holds its conversions for this account only."""
+    address, outbox = exporter
+    owner, other = await make_tenant(), await make_tenant()
+    goal = await create_goal(stack, owner, "Spring sale", model=ALL)
+    theirs = await create_goal(stack, other, "Their sale", model=ALL)
+    await _convert(stack, owner, clock, ["c1", "c2"])
+    await _convert(stack, other, clock, ["c9"])
+    for tenant, deleted in ((owner, goal), (other, theirs)):
+        await stack.config(tenant.admin).DeleteGoal(
+            config_pb2.DeleteGoalRequest(goal_id=deleted.id))
+        with pytest.raises(grpc.RpcError) as err:
+            await stack.config(tenant.admin).GetGoal(
+                config_pb2.GetGoalRequest(goal_id=deleted.id))
+        assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+    async with make_channel(address, owner.admin) as channel:
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        requested = (await stub.RequestExport(export_pb2.RequestExportRequest(
+            goal_id=goal.id, start_date=JUNE_1, end_date=JUNE_1,
+            recipient_email="admin@example.com"))).export
+        assert requested.goal_name == "Spring sale"
+        job = await wait_for_state(stub, requested.id, export_pb2.EXPORT_STATE_MAILED)
+        assert job.state == export_pb2.EXPORT_STATE_MAILED, job.error
+        assert job.row_count == 2
+        # Another account's deleted goal (it has conversions, but not here) and an id that
+        # never existed get the same answer.
+        refusals = []
+        for goal_id in (theirs.id, "never-a-goal"):
+            with pytest.raises(grpc.RpcError) as err:
+                await stub.RequestExport(export_pb2.RequestExportRequest(
+                    goal_id=goal_id, start_date=JUNE_1, end_date=JUNE_1,
+                    recipient_email="admin@example.com"))
+            refusals.append((err.value.code(), err.value.details().replace(goal_id, "ID")))
+        assert refusals == [(grpc.StatusCode.NOT_FOUND, "goal 'ID' not found")] * 2
+
+    [mail] = read_outbox(outbox)
+    text = mail.get_body(("plain",)).get_content()
+    assert "Spring sale" in text and "2 rows" in text
+    [link] = LINK_RE.findall(text)
+    async with aiohttp.ClientSession() as http, http.get(link) as response:
+        assert response.status == 200
+        body = await response.read()
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        [name] = archive.namelist()
+        rows = list(csv.reader(io.StringIO(archive.read(name).decode("utf-8-sig"))))
+    assert sorted((r[1], r[2], r[3], r[6]) for r in rows[1:]) == [
+        (goal.id, "Spring sale", "A", "c1"), (goal.id, "Spring sale", "A", "c2")]

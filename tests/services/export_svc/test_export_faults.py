@@ -341,3 +341,27 @@ async def test_replica_stopped_while_building_is_finished_by_a_restart(
     assert len(await download_rows(link)) == 4
     doc = await exports.find_one({"_id": export_id})
     assert doc["claims"] == 2 and doc["lease_owner"] is None
+
+
+async def test_a_refused_tracker_request_fails_after_its_attempts_with_one_line(
+        stack, exporters, exports, make_tenant, clock, tmp_path):
+    """Not an outage: the tracker refuses the request itself (a job whose goal id it does
+    not accept). Retried MAX_ATTEMPTS times, then FAILED with one readable line, never
+    the gRPC error's multi-line dump."""
+    tenant = await make_tenant()
+    server, address = await exporters(smtp_port=free_port())
+    job = await server.components["jobs"].create(
+        account_id=tenant.account_id, goal_id="g" * 200, goal_name="Checkout",
+        start_date="2026-06-01", end_date="2026-06-01", recipient_email="a@example.com")
+
+    async def failed():
+        doc = await exports.find_one({"_id": job["_id"]})
+        if doc["state"] == "QUEUED":  # the retry is due after the backoff, on this clock
+            clock.advance(dt.timedelta(seconds=61))
+            server.components["worker"].wake()
+        return doc if doc["state"] == "FAILED" else None
+    doc = await poll(failed, "the job to fail", within_s=30)
+    assert doc["attempts"] == 4  # the fifth failure ends it
+    assert (await get(address, tenant, job["_id"])).error == (
+        "Gave up after 5 attempts: the tracker refused the request "
+        "(INVALID_ARGUMENT: goal_id: at most 128 characters).")

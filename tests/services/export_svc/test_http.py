@@ -7,8 +7,10 @@ HTTP layer's own inputs); the signer and clock are the real ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import io
+import json
 import os
 import uuid
 import zipfile
@@ -23,6 +25,7 @@ from export_svc.files import FileStore
 from export_svc.http import create_app, start_http, stop_http
 from export_svc.links import LINK_TTL, LinkSigner
 from goalflow_common.db import eq
+from goalflow_common.logs import configure_logging
 
 SECRET = b"k" * 32
 ONE_SECOND = dt.timedelta(seconds=1)
@@ -329,3 +332,156 @@ async def test_serves_a_file_from_the_real_file_store(mongo, db_prefix, clock):
                 assert data[:32] not in await resp.read()
     finally:
         await stop_http(runner)
+
+
+# --- connections that hold the server, and requests its parser refuses (issue 10 item 4) ---
+
+
+@pytest.fixture
+async def serve(env, clock) -> AsyncIterator:
+    """Starts another download server on the ``env`` exports with the given limits."""
+    runners: list = []
+
+    async def start(**limits) -> int:
+        app = create_app(LinkSigner(SECRET, "http://unused.invalid", clock), env.files,
+                         lambda export_id: _lookup(env, export_id))
+        runner, port = await start_http(app, "127.0.0.1", 0, **limits)
+        runners.append(runner)
+        return port
+
+    try:
+        yield start
+    finally:
+        for runner in runners:
+            await stop_http(runner)
+
+
+async def _lookup(env: Env, export_id: str) -> Job | dict | None:
+    return env.jobs.get(export_id)
+
+
+def _relink(env: Env, export_id: str, port: int) -> str:
+    return env.link(export_id, "acct-a").replace(env.base, f"http://127.0.0.1:{port}")
+
+
+async def _closed_by_server(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sends until it closes the connection."""
+    try:
+        return await reader.read()
+    except ConnectionResetError:
+        return b""
+
+
+async def test_slow_header_connections_are_closed_after_the_header_timeout(env, serve):
+    """Slow-loris: connections that trickle a request head byte by byte are closed once the
+    header timeout has passed, while a complete request is still served."""
+    port = await serve(header_timeout_s=0.5)
+    export_id, stored = env.add_export("acct-a")
+    conns = [await asyncio.open_connection("127.0.0.1", port) for _ in range(30)]
+
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        writer.write(b"GET /exports/x/download?")
+        with contextlib.suppress(OSError):
+            while True:  # one more byte of the query every 50 ms, never the end of it
+                await asyncio.sleep(0.05)
+                writer.write(b"a")
+                await writer.drain()
+
+    tricklers = [asyncio.create_task(trickle(writer)) for _, writer in conns]
+    try:
+        async with asyncio.timeout(15):  # generous: the timeout is 0.5 s
+            answers = await asyncio.gather(*(_closed_by_server(r) for r, _ in conns))
+        assert answers == [b""] * len(conns)  # closed without an answer
+        status, body, _ = await _fetch(env, _relink(env, export_id, port))
+        assert status == 200 and body == stored.data
+    finally:
+        for task in tricklers:
+            task.cancel()
+        await asyncio.gather(*tricklers, return_exceptions=True)
+        for _, writer in conns:
+            writer.close()
+
+
+async def test_connections_over_the_cap_get_503_and_are_closed(env, serve):
+    port = await serve(max_connections=4, header_timeout_s=30)
+    export_id, stored = env.add_export("acct-a")
+    held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
+    for _, writer in held:
+        writer.write(b"GET /exports/")  # an unfinished request head holds its slot
+    try:
+        with structlog.testing.capture_logs() as logs:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            async with asyncio.timeout(10):
+                answer = await _closed_by_server(reader)
+            writer.close()
+        head = answer.split(b"\r\n\r\n")[0]
+        assert head.startswith(b"HTTP/1.1 503 ")
+        assert b"Server: goalflow" in head and b"aiohttp" not in head
+        assert [e["event"] for e in logs] == ["http_connections_refused"]
+        assert logs[0]["limit"] == 4
+
+        held[0][1].close()
+        # The freed slot is taken by the next client (once the server saw the close).
+        async with asyncio.timeout(10):
+            while True:
+                try:
+                    status, body, _ = await _fetch(env, _relink(env, export_id, port))
+                except aiohttp.ClientError:  # still refused: the close is on its way
+                    status = 503
+                if status != 503:
+                    break
+                await asyncio.sleep(0.05)
+        assert status == 200 and body == stored.data
+    finally:
+        for _, writer in held:
+            writer.close()
+
+SIG = "5ec7e75161abcdef"  # stands for a link signature: must never reach a log line
+MALFORMED = {
+    "http version 7.0": f"GET /exports/x/download?account=a&expires=1&sig={SIG} HTTP/7.0\r\n"
+                        "Host: x\r\n\r\n",
+    "20 KB request line": f"GET /exports/x/download?sig={SIG}{'S' * 20000} HTTP/1.1\r\n"
+                          "Host: x\r\n\r\n",
+    "20 KB header": f"GET /?sig={SIG} HTTP/1.1\r\nHost: x\r\nX-Pad: {SIG}{'a' * 20000}\r\n\r\n",
+    "300 headers": f"GET /?sig={SIG} HTTP/1.1\r\nHost: x\r\n"
+                   + "".join(f"X-{n}: {SIG}\r\n" for n in range(300)) + "\r\n",
+    "content-length and chunked": f"POST /exports/x/download?sig={SIG} HTTP/1.1\r\nHost: x\r\n"
+                                  "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                  "0\r\n\r\n",
+    "bad chunk": f"GET /exports/x/download?sig={SIG} HTTP/1.1\r\nHost: x\r\n"
+                 f"Transfer-Encoding: chunked\r\n\r\nZZ{SIG}\r\nhello\r\n0\r\n\r\n",
+    "not http": f"\x00\x01{SIG} garbage\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
+async def test_a_request_the_parser_refuses_gets_a_plain_400_and_one_json_log_line(
+        env, raw, capsys, caplog):
+    # The service's own logging (JSON lines on stderr), uncached so it stays per test.
+    configure_logging("INFO")
+    structlog.configure(cache_logger_on_first_use=False)
+    capsys.readouterr()
+    try:
+        port = int(env.base.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(raw.encode("latin-1"))
+        async with asyncio.timeout(10):
+            answer = await _closed_by_server(reader)
+        writer.close()
+        written = capsys.readouterr().err
+    finally:
+        structlog.reset_defaults()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.") and head.split(b" ", 2)[1] == b"400", answer[:300]
+    headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
+    assert headers[b"Server"] == b"goalflow"  # not Python/3.11 aiohttp/3.x
+    assert headers[b"X-Content-Type-Options"] == b"nosniff"
+    assert body == b"Bad request.\n"  # aiohttp's own body quotes the offending bytes
+    [line] = written.splitlines()
+    logged = json.loads(line)
+    assert (logged["event"], logged["status"], logged["level"]) == (
+        "http_request_refused", 400, "info")
+    assert logged["error"]  # the parser's error class, e.g. LineTooLong
+    assert SIG not in line and "garbage" not in line and "Host" not in line
+    # Nothing through the standard library either (aiohttp's traceback at ERROR).
+    assert [r for r in caplog.records if r.name.startswith("aiohttp")] == []
