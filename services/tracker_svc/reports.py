@@ -87,7 +87,7 @@ GROUPINGS = {
 _NUMERIC_KEYS = frozenset({"DAY_OF_WEEK", "HOUR"})
 _PROJECTION = {
     "_id": 1, "goal_id": 1, "goal_name": 1, "conversation_id": 1, "skill": 1,
-    "conversation_open_time": 1, "event_type": 1, "transaction_value": 1, "value_micros": 1,
+    "conversation_open_time": 1, "event_type": 1, "transaction_value": 1,
     "credits": 1,
 }
 
@@ -375,7 +375,7 @@ class Reporter:
             id=doc["_id"],
             conversation_id=doc["conversation_id"],
             currency=value["currency_code"] if value else None,
-            micros=(doc.get("value_micros") or to_micros(value["amount"])) if value else 0,
+            micros=to_micros(value["amount"]) if value else 0,
             is_lead=doc.get("event_type") == "LEAD",
         )
         pairs = {(conversion.conversation_id, agent["id"]) for agent in credits}
