@@ -49,7 +49,9 @@ def test_from_micros_is_exact_at_any_size(micros, text):
     assert from_micros(micros) == text
 
 
-@pytest.mark.parametrize("bad", ["", "1e3", "-", "1.1234567", "1234567890123456789", " 1", "\u0661"])
+@pytest.mark.parametrize(
+    "bad", ["", "1e3", "-", "1.1234567", "1234567890123456789", " 1", "\u0661"]
+)
 def test_to_micros_refuses_what_check_money_refuses(bad):
     assert check_money("USD", bad) is not None
     with pytest.raises(ValueError, match="amount"):
