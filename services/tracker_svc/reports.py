@@ -23,7 +23,7 @@ Definitions (the lead engineer's decisions, implemented exactly):
 - **transaction_values**: per currency, the sum over the row's distinct conversions of the
   recorded transaction value when ``event_type != "LEAD"``; **lead_values** the same for
   ``event_type == "LEAD"``. Under ALL_TOUCHES each agent's row carries the full value.
-  Sums are exact (integer micros).
+  Sums are exact at any size (unbounded integer micros, ``goalflow_common.money``).
 - **agent_messages / agent_responses / time_assigned_seconds**: from the conversation's
   stored events, once per DISTINCT (conversation, credited agent) pair in the row —
   messages authored by that agent (``author_id`` = agent id, ``author_type`` not
