@@ -132,7 +132,6 @@ def conversion_docs(
             "url": f"https://shop.example.com/checkout/confirm?order={n}",
             "hit_event_id": f"ev-{n:08d}",
             "transaction_value": {"currency_code": "USD", "amount": "49.90"},
-            "value_micros": 49_900_000,
             "credits": [
                 {
                     "agent": agent,

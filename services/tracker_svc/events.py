@@ -7,7 +7,7 @@ import datetime as dt
 import re
 from typing import Any
 
-from goalflow_common.money import check_money, normalize_amount, to_micros
+from goalflow_common.money import check_money, normalize_amount
 from goalflow_common.pb.goals.v1 import tracker_pb2
 from tracker_svc.store import event_key
 
@@ -85,7 +85,6 @@ def _transaction(msg: tracker_pb2.Transaction) -> dict[str, Any]:
     return {
         "currency_code": msg.value.currency_code,
         "amount": amount,
-        "value_micros": to_micros(amount),
         "brand_event_id": _text(
             f"{prefix}.brand_event_id", msg.brand_event_id, MAX_BRAND_EVENT_ID, required=False
         ),

@@ -30,7 +30,6 @@ from grpc import aio
 from goalflow_common.auth import current_principal
 from goalflow_common.clock import Clock
 from goalflow_common.errors import Unavailable
-from goalflow_common.money import to_micros
 from goalflow_common.pb.goals.v1 import tracker_pb2
 from goalflow_common.server import Lifecycle
 from tracker_svc.attribution import (
@@ -284,7 +283,6 @@ def _conversion(
         "url": event["url"],
         "hit_event_id": event["event_id"],
         "transaction_value": value,
-        "value_micros": to_micros(value["amount"]) if value else 0,
         "credits": [
             {
                 "agent": credit.agent,

@@ -25,7 +25,7 @@ Definitions (the lead engineer's decisions, implemented exactly):
   values: ``event_type == "LEAD"``, or no event type (the goal's own value, or an untyped
   transaction) on a ``GENERATE_LEADS`` goal (docs/rules.md §7 D13). Under ALL_TOUCHES each
   agent's row carries the full value.
-  Sums are exact (integer micros).
+  Sums are exact at any size (unbounded integer micros, ``goalflow_common.money``).
 - **agent_messages / agent_responses / time_assigned_seconds**: from the conversation's
   stored events, once per DISTINCT (conversation, credited agent) pair in the row —
   messages authored by that agent (``author_id`` = agent id, ``author_type`` not
@@ -90,7 +90,7 @@ _NUMERIC_KEYS = frozenset({"DAY_OF_WEEK", "HOUR"})
 _PROJECTION = {
     "_id": 1, "goal_id": 1, "goal_name": 1, "conversation_id": 1, "skill": 1,
     "conversation_open_time": 1, "event_type": 1, "goal_type": 1, "transaction_value": 1,
-    "value_micros": 1, "credits": 1,
+    "credits": 1,
 }
 
 
@@ -386,7 +386,7 @@ class Reporter:
             id=doc["_id"],
             conversation_id=doc["conversation_id"],
             currency=value["currency_code"] if value else None,
-            micros=(doc.get("value_micros") or to_micros(value["amount"])) if value else 0,
+            micros=to_micros(value["amount"]) if value else 0,
             is_lead=is_lead_value(doc),
         )
         pairs = {(conversion.conversation_id, agent["id"]) for agent in credits}

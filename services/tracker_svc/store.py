@@ -17,8 +17,8 @@ One document per record, written in bulk once per batch; never arrays that grow.
     start_reason    assigned;   agent_id, end_reason: unassigned
     author_type, author_id      message (author_type: "END_USER" | "AGENT" | "BOT" | "SYSTEM")
     rating          rated
-    url, transaction            activity; transaction: {currency_code, amount, value_micros,
-                                brand_event_id, event_type} or None
+    url, transaction            activity; transaction: {currency_code, amount, brand_event_id,
+                                event_type} or None
 
     index (account_id, conversation_id, at)
 
@@ -36,7 +36,7 @@ conversation" hold across replicas::
     conversation_id, end_user_id, channel, skill
     conversion_time, conversation_open_time          aware datetimes
     event_type ("PURCHASE" | "LEAD" | ... or None), brand_event_id, url, hit_event_id
-    transaction_value {currency_code, amount} or None; value_micros (int, 0 if none)
+    transaction_value {currency_code, amount} or None
     credits         [{agent: {...as in events}, assignment_time, contact_duration_ms}]
     credited_agent_ids, credited_group_ids           lists of str (for filters)
     recorded_at
@@ -51,6 +51,11 @@ conversation" hold across replicas::
 at ingest so a reader needs one look-up per conversation instead of a search of its events::
 
     _id "<account_id>:<conversation_id>", account_id, conversation_id, rating, at, event_id
+
+Amounts are kept only as the canonical decimal strings the API accepted
+(``money.normalize_amount``), never as numbers: the API allows 18 integer digits and 6
+decimals, which int64 micros cannot hold (2^63 micros is about 9.2e12 units), and nx-27017
+cannot store Decimal128. Reports sum them in Python, exactly (``money.to_micros``).
 
 nx-27017 stores a datetime given to ``$set`` on an existing document as a string, so
 documents with dates are only ever inserted or replaced whole.

@@ -1,4 +1,11 @@
-"""Money as decimal strings: validation against ISO 4217 and exact arithmetic."""
+"""Money as decimal strings: validation against ISO 4217 and exact arithmetic.
+
+Amounts are stored as the canonical strings ``normalize_amount`` gives and summed as
+Python integers of micros (millionths), which never overflow: the API allows 18 integer
+digits and 6 decimals, 10^24 micros, far beyond int64 (2^63 micros is about 9.2e12 units,
+about 570,000 USD in IDR), and sums of many such amounts grow further. Nothing here goes
+through a ``decimal`` context, whose 28-digit precision would round large sums.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ ISO_4217 = frozenset(
 # ASCII digits only and the whole string: \d also matches other scripts' digits ("١٢٣")
 # and $ allows a trailing newline, both of which Decimal() then accepted.
 AMOUNT_RE = re.compile(r"-?[0-9]{1,18}(\.[0-9]{1,6})?")
+_MICROS = 1_000_000
 
 
 def check_money(currency_code: str, amount: str) -> tuple[str, str] | None:
@@ -38,13 +46,17 @@ def normalize_amount(amount: str) -> str:
 
 
 def to_micros(amount: str) -> int:
-    """An amount as an integer number of millionths, for exact sums in the database."""
-    return int(Decimal(amount).scaleb(6))
+    """A valid amount (``check_money``) as an exact integer number of millionths."""
+    if not AMOUNT_RE.fullmatch(amount):
+        raise ValueError(f"not a valid amount: {amount!r}")
+    whole, _, frac = amount.partition(".")
+    micros = int(whole.lstrip("-")) * _MICROS + int(frac.ljust(6, "0"))
+    return -micros if whole.startswith("-") else micros
 
 
 def from_micros(micros: int) -> str:
-    """The decimal string of a micros sum, without trailing zeros beyond two decimals."""
-    value = Decimal(micros).scaleb(-6)
-    text = format(value.quantize(Decimal("0.000001")), "f").rstrip("0")
-    whole, _, frac = text.partition(".")
-    return f"{whole}.{frac.ljust(2, '0')}"
+    """The decimal string of a micros sum, of any size: at least two decimals, at most six,
+    no trailing zeros beyond two."""
+    whole, frac = divmod(abs(micros), _MICROS)
+    sign = "-" if micros < 0 else ""
+    return f"{sign}{whole}.{f'{frac:06d}'.rstrip('0').ljust(2, '0')}"

@@ -238,3 +238,35 @@ async def test_a_deleted_goals_conversions_are_exported_under_their_name(
         rows = list(csv.reader(io.StringIO(archive.read(name).decode("utf-8-sig"))))
     assert sorted((r[1], r[2], r[3], r[6]) for r in rows[1:]) == [
         (goal.id, "Spring sale", "A", "c1"), (goal.id, "Spring sale", "A", "c2")]
+
+
+async def test_export_shows_max_amounts_exactly(stack, exporter, make_tenant, clock):
+    """The largest amount the API accepts (far beyond int64 micros), from a hit and from
+    a goal's value, reaches the CSV digit for digit."""
+    address, _ = exporter
+    tenant = await make_tenant()
+    largest = "999999999999999999.999999"
+    goal = await create_goal(stack, tenant, "Checkout", model=ALL, value=("IDR", largest))
+    events = [opened("c1", T0, user="u1"), assigned("c1", T0 + MIN, agent("A")),
+              opened("c2", T0, user="u2"), assigned("c2", T0 + MIN, agent("A"))]
+    hits = [visit("https://shop.x/checkout", T0 + 10 * MIN, user="u1", amount=largest),
+            visit("https://shop.x/checkout", T0 + 20 * MIN, user="u2")]
+    clock.set(T0 + 30 * MIN)
+    acks = await ingest(stack.tracker(tenant.keys[Role.INGEST]), events, hits)
+    assert acks[1].conversions == 2
+
+    async with make_channel(address, tenant.admin) as channel:
+        stub = export_pb2_grpc.ExportServiceStub(channel)
+        requested = (await stub.RequestExport(export_pb2.RequestExportRequest(
+            goal_id=goal.id, start_date=JUNE_1, end_date=JUNE_1,
+            recipient_email="admin@example.com"))).export
+        job = await wait_for_state(stub, requested.id, export_pb2.EXPORT_STATE_MAILED)
+    assert job.state == export_pb2.EXPORT_STATE_MAILED, job.error
+    async with aiohttp.ClientSession() as http, http.get(job.download_url) as response:
+        assert response.status == 200
+        body = await response.read()
+    with zipfile.ZipFile(io.BytesIO(body)) as archive:
+        [name] = archive.namelist()
+        rows = list(csv.reader(io.StringIO(archive.read(name).decode("utf-8-sig"))))
+    assert sorted((r[6], r[7]) for r in rows[1:]) == [
+        ("c1", f"{largest} USD"), ("c2", f"{largest} IDR")]

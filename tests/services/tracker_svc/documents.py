@@ -60,7 +60,6 @@ def conversion_doc(
         "transaction_value": (
             {"currency_code": value[0], "amount": value[1]} if value else None
         ),
-        "value_micros": int(float(value[1]) * 1_000_000) if value else 0,
         "credits": credits,
         "credited_agent_ids": sorted(set(agents)),
         "credited_group_ids": sorted({c["agent"]["group_id"] for c in credits}),

@@ -13,7 +13,6 @@ import grpc
 import pytest
 
 from goalflow_common.auth import Role
-from goalflow_common.money import to_micros
 from goalflow_common.pb.goals.v1 import common_pb2, tracker_pb2
 
 UTC = dt.UTC
@@ -93,7 +92,6 @@ class TrackerData:
             "transaction_value": (
                 {"currency_code": value[0], "amount": value[1]} if value else None
             ),
-            "value_micros": to_micros(value[1]) if value else 0,
             "credits": [
                 {"agent": who, "assignment_time": opened,
                  "contact_duration_ms": int((converted - opened).total_seconds() * 1000)}
