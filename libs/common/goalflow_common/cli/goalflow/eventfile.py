@@ -1,11 +1,10 @@
 """A JSONL file of events read while it is sent: constant memory, bad lines set aside.
 
-``EventFile`` is an async iterable of ``goals.v1.Event`` for ``EventProducer.send``. It
-reads the file in chunks of lines in a worker thread (a pipe or FIFO may block; the event
-loop keeps reading acknowledgements meanwhile), so sending starts with the first chunk and
-memory stays bounded by the producer's window, whatever the file's size (a 190 MB file
-read whole took 68 s and 1.1 GB before the first batch went out). ``.gz`` files are
-decompressed on the fly.
+``EventFile`` is an async iterable of ``goals.v1.Event`` for ``EventProducer.send``. A
+thread reads the file a chunk at a time, at most two chunks ahead (a pipe or FIFO may
+block; the event loop keeps reading acknowledgements meanwhile), so sending starts with the
+first chunk and memory stays bounded whatever the file's size (a 190 MB file read whole
+took 68 s and 1.1 GB before the first batch went out). ``.gz`` is decompressed on the fly.
 
 A line that is not valid UTF-8 or not a ``goals.v1.Event`` in proto3 JSON is not sent:
 its number and reason are kept (the first ``KEPT_BAD_LINES``) and counted, and sending
@@ -18,19 +17,40 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import itertools
+import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from google.protobuf import json_format
 
 from goalflow_common.pb.goals.v1 import tracker_pb2
 
 KEPT_BAD_LINES = 20
-LINES_PER_READ = 250  # lines parsed per hop to the worker thread
+READ_BYTES = 1 << 16  # per hop to the worker thread: about 150 events of 400 bytes
+
+
+class _Lines:
+    """Splits reads into numbered lines, keeping a line that is not yet complete."""
+
+    def __init__(self) -> None:
+        self._partial = b""
+        self._number = 0
+
+    def feed(self, data: bytes) -> list[tuple[int, bytes]]:
+        *whole, self._partial = (self._partial + data).split(b"\n")
+        return self._numbered(whole)
+
+    def finish(self) -> list[tuple[int, bytes]]:
+        last, self._partial = self._partial, b""
+        return self._numbered([last] if last else [])
+
+    def _numbered(self, lines: list[bytes]) -> list[tuple[int, bytes]]:
+        first = self._number + 1
+        self._number += len(lines)
+        return list(enumerate(lines, start=first))
 
 
 @dataclass(frozen=True)
@@ -62,41 +82,69 @@ class EventFile:
         self._forgotten += count
 
     async def __aiter__(self) -> AsyncIterator[tracker_pb2.Event]:
-        raw = await asyncio.to_thread(self.path.open, "rb")
-        try:
-            packed = self.path.suffix == ".gz"
-            lines: BinaryIO = gzip.GzipFile(fileobj=raw) if packed else raw
-            numbered = enumerate(lines, start=1)
-            while True:
-                chunk, more = await asyncio.to_thread(self._read_chunk, numbered, raw, packed)
-                if self._on_read is not None:
-                    self._on_read(self.bytes_read)
-                for number, event in chunk:
-                    self._lines.append(number)
-                    yield event
-                if not more:
-                    return
-        finally:
-            raw.close()
+        loop = asyncio.get_running_loop()
+        chunks: asyncio.Queue[tuple[Any, int]] = asyncio.Queue(maxsize=2)
+        threading.Thread(target=self._read_all, args=(loop, chunks), daemon=True,
+                         name="goalflow-events-file").start()
+        while True:
+            chunk, bytes_read = await chunks.get()
+            if isinstance(chunk, BaseException):
+                raise chunk
+            self.bytes_read = bytes_read
+            if self._on_read is not None:
+                self._on_read(bytes_read)
+            if chunk is None:
+                return
+            for number, event in chunk:
+                self._lines.append(number)
+                yield event
 
-    def _read_chunk(self, numbered: Iterator[tuple[int, bytes]], raw: BinaryIO, packed: bool
+    def _read_all(self, loop: asyncio.AbstractEventLoop,
+                  chunks: asyncio.Queue[tuple[Any, int]]) -> None:
+        """The reader thread: puts each chunk of events, then None (or the error). A daemon
+        thread rather than the loop's executor, whose shutdown waits for a read blocked on
+        a pipe whose writer stalls: Ctrl-C must end the command at once."""
+
+        def put(item: Any) -> None:
+            try:
+                asyncio.run_coroutine_threadsafe(
+                    chunks.put((item, self.bytes_read)), loop
+                ).result()  # waits while the queue is full: at most two chunks in memory
+            except RuntimeError:  # the loop is gone (interrupted): nobody reads any more
+                raise SystemExit from None
+
+        try:
+            with self.path.open("rb") as raw:
+                stream: BinaryIO = gzip.GzipFile(fileobj=raw) if self.path.suffix == ".gz" else raw
+                reading = _Lines()
+                more = True
+                while more:
+                    chunk, more = self._read_chunk(stream, raw, reading)
+                    put(chunk)
+        except (OSError, EOFError) as exc:  # unreadable, or a broken .gz
+            put(exc)
+            return
+        put(None)
+
+    def _read_chunk(self, stream: BinaryIO, raw: BinaryIO, reading: _Lines
                     ) -> tuple[list[tuple[int, tracker_pb2.Event]], bool]:
-        """The events of the next LINES_PER_READ lines, and whether lines may remain.
-        Runs in a worker thread."""
-        chunk: list[tuple[int, tracker_pb2.Event]] = []
-        lines = 0
-        for number, line in itertools.islice(numbered, LINES_PER_READ):
-            lines += 1
-            if not packed:
-                self.bytes_read += len(line)
-            event = self._parse(number, line)
-            if event is not None:
-                chunk.append((number, event))
-        if packed:
+        """The events of the whole lines in the next read, and whether the file goes on.
+        ``read1`` returns what one read gives: from a pipe, what
+        the writer has written so far, so its lines are sent without waiting for more."""
+        data = stream.read1(READ_BYTES)
+        if stream is not raw:
             # The compressed offset; a pipe has none (and no size to compare it with).
             with contextlib.suppress(OSError):
                 self.bytes_read = raw.tell()
-        return chunk, lines == LINES_PER_READ
+        else:
+            self.bytes_read += len(data)
+        lines = reading.feed(data) if data else reading.finish()
+        chunk = []
+        for number, line in lines:
+            event = self._parse(number, line)
+            if event is not None:
+                chunk.append((number, event))
+        return chunk, bool(data)
 
     def _parse(self, number: int, line: bytes) -> tracker_pb2.Event | None:
         try:
@@ -107,7 +155,7 @@ class EventFile:
         if not text.strip():
             return None
         try:
-            return json_format.Parse(text.rstrip("\r\n"), tracker_pb2.Event())
+            return json_format.Parse(text.rstrip("\r"), tracker_pb2.Event())
         except json_format.ParseError as exc:
             # protobuf's messages may span lines (available fields): keep the first.
             self._bad(number, str(exc).strip().splitlines()[0])
