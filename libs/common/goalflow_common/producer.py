@@ -137,6 +137,15 @@ class EventProducer:
         events, then ``on_ack`` the acknowledgement and the batch's size."""
         summary = IngestSummary()
         source = self._batches(events, summary)
+        try:
+            return await self._send(source, summary, on_ack, on_rejected)
+        finally:
+            await source.aclose()  # the events' source too (a file being read), however it ends
+
+    async def _send(
+        self, source: AsyncIterator[_Batch], summary: IngestSummary,
+        on_ack: AckCallback | None, on_rejected: RejectionCallback | None,
+    ) -> IngestSummary:
         unacked: deque[_Batch] = deque()
         failures = 0
         while True:
