@@ -39,6 +39,7 @@ from grpc import aio
 from pymongo.errors import OperationFailure, PyMongoError
 
 from goalflow_common.auth import current_principal
+from goalflow_common.client import SUBSCRIBED_KEY
 from goalflow_common.db import decode_change_document
 from goalflow_common.errors import InvalidArgument
 from goalflow_common.pb.goals.v1 import tracker_pb2
@@ -164,7 +165,7 @@ class ConversionFeed:
         try:
             # Initial metadata tells the client the subscription is live: conversions
             # recorded from now on will reach it.
-            await context.send_initial_metadata(())
+            await context.send_initial_metadata(((SUBSCRIBED_KEY, "1"),))
             while True:
                 item = await sub.get()
                 if item is _STOP:

@@ -12,6 +12,11 @@ from grpc import aio
 from goalflow_common.interceptors import REQUEST_ID_KEY
 from goalflow_common.settings import read_pem
 
+# Initial metadata a server-streaming subscription (SubscribeConversions) sends once it is
+# registered. A refused or failed call also ends with (empty) initial metadata, so the
+# client tells "live" from "failed before it started" by this entry.
+SUBSCRIBED_KEY = "x-goalflow-subscribed"
+
 
 class _BearerAuth:
     """Adds ``authorization: Bearer <key>`` and, unless given, an ``x-request-id``."""

@@ -16,7 +16,7 @@ import itertools
 import random
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -81,6 +81,9 @@ class _Batch:
 
 
 AckCallback = Callable[[tracker_pb2.IngestEventsResponse, int], None]
+RejectionCallback = Callable[[Rejection], None]
+# A file read while sending is an async iterable (its reads run off the event loop).
+Events = Iterable[tracker_pb2.Event] | AsyncIterable[tracker_pb2.Event]
 
 
 class _StreamBroke(Exception):
@@ -124,17 +127,31 @@ class EventProducer:
         await self._channel.close()
 
     async def send(
-        self, events: Iterable[tracker_pb2.Event], on_ack: AckCallback | None = None
+        self, events: Events, on_ack: AckCallback | None = None,
+        on_rejected: RejectionCallback | None = None,
     ) -> IngestSummary:
-        """Send every event; return once all are acknowledged."""
+        """Send every event; return once all are acknowledged. Events are taken from
+        ``events`` as the window allows, so a large source is never held whole.
+
+        As each batch is acknowledged (in order), ``on_rejected`` gets each of its refused
+        events, then ``on_ack`` the acknowledgement and the batch's size."""
         summary = IngestSummary()
         source = self._batches(events, summary)
+        try:
+            return await self._send(source, summary, on_ack, on_rejected)
+        finally:
+            await source.aclose()  # the events' source too (a file being read), however it ends
+
+    async def _send(
+        self, source: AsyncIterator[_Batch], summary: IngestSummary,
+        on_ack: AckCallback | None, on_rejected: RejectionCallback | None,
+    ) -> IngestSummary:
         unacked: deque[_Batch] = deque()
         failures = 0
         while True:
             acknowledged = summary.batches
             try:
-                await self._session(source, unacked, summary, on_ack)
+                await self._session(source, unacked, summary, on_ack, on_rejected)
                 return summary
             except _StreamBroke as broke:
                 # Reconnects are counted from the last acknowledgement.
@@ -149,11 +166,9 @@ class EventProducer:
                 delay = min(cap, first * 2 ** max(0, failures - 1))
                 await asyncio.sleep(delay * random.uniform(0.5, 1.0))
 
-    def _batches(self, events: Iterable[tracker_pb2.Event], summary: IngestSummary
-                 ) -> Iterator[_Batch]:
-        events = iter(events)
+    async def _batches(self, events: Events, summary: IngestSummary) -> AsyncIterator[_Batch]:
         offset = 0
-        while chunk := list(itertools.islice(events, self._batch_size)):
+        async for chunk in _chunks(events, self._batch_size):
             summary.events += len(chunk)
             yield _Batch(
                 tracker_pb2.IngestEventsRequest(batch_id=next(self._ids), events=chunk), offset
@@ -162,10 +177,11 @@ class EventProducer:
 
     async def _session(
         self,
-        source: Iterator[_Batch],
+        source: AsyncIterator[_Batch],
         unacked: deque[_Batch],
         summary: IngestSummary,
         on_ack: AckCallback | None,
+        on_rejected: RejectionCallback | None,
     ) -> None:
         """One stream: resend what is unacknowledged, then go on with the source."""
         call = self._stub.IngestEvents()
@@ -177,7 +193,7 @@ class EventProducer:
             exhausted = False
             while True:
                 while not exhausted and len(unacked) < self._window:
-                    batch = next(source, None)
+                    batch = await anext(source, None)
                     if batch is None:
                         exhausted = True
                         await call.done_writing()
@@ -191,7 +207,11 @@ class EventProducer:
                 if ack is aio.EOF:  # the server ended the stream early (graceful shutdown)
                     await self._ended(call)
                 batch = unacked.popleft()
+                known = len(summary.rejected)
                 self._account(batch, ack, summary)
+                if on_rejected is not None:
+                    for rejection in summary.rejected[known:]:
+                        on_rejected(rejection)
                 if on_ack is not None:
                     on_ack(ack, len(batch.request.events))
         except aio.AioRpcError as exc:
@@ -252,6 +272,23 @@ class EventProducer:
             Rejection(batch.offset + r.index, r.event_id, r.field, r.reason)
             for r in ack.rejected
         )
+
+
+async def _chunks(events: Events, size: int) -> AsyncIterator[list[tracker_pb2.Event]]:
+    """Lists of at most ``size`` events, from a plain or an async iterable."""
+    if not isinstance(events, AsyncIterable):
+        plain = iter(events)
+        while chunk := list(itertools.islice(plain, size)):
+            yield chunk
+        return
+    chunk = []
+    async for event in events:
+        chunk.append(event)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 def read_jsonl_events(path: str | Path) -> Iterator[tuple[int, tracker_pb2.Event]]:

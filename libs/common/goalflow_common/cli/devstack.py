@@ -709,12 +709,10 @@ class DevStack:
             scope = "platform service key" if KEY_VARS[var][0] is None else ""
             _out(f"  {var}={key}  {scope}".rstrip())
         if "config" in started:
-            config = next(spec for spec in self.services if spec.name == "config")
-            _out(
-                "\ntry:  grpcurl -plaintext -H \"authorization: Bearer "
-                f"{self.keys['GOALFLOW_ADMIN_KEY']}\" {config.address} "
-                "goals.v1.ConfigService/ListGoals"
-            )
+            # The README's first lines: `goalflow` is in the virtualenv, the keys in the file.
+            activate = shown(Path(sys.prefix) / "bin" / "activate")
+            _out(f"\ntry, in another shell:  . {activate}; set -a; . {keys_at}; set +a\n"
+                 "    GOALFLOW_KEY=$GOALFLOW_ADMIN_KEY goalflow goals list")
         _out(f"\nready: logs in {shown(self.logs)}/; Ctrl-C stops everything")
 
 

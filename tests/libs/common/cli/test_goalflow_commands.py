@@ -172,6 +172,7 @@ class Purchase:
     sent: Run
     sent_again: Run
     tailed: Run
+    events_bytes: int
 
     @property
     def dates(self) -> tuple[str, ...]:
@@ -216,7 +217,7 @@ async def purchase(cli_stack: CliStack, tmp_path_factory: pytest.TempPathFactory
     # Again, with the progress bar this time.
     sent_again = await cli_stack.run("events", "send", str(events), key=Role.INGEST)
     return Purchase(created.out.strip().splitlines()[-1], today, opened_at, sent, sent_again,
-                    tailed)
+                    tailed, events.stat().st_size)
 
 
 async def test_events_send_summarises_and_tail_receives_the_conversion(purchase: Purchase):
@@ -229,7 +230,10 @@ async def test_events_send_summarises_and_tail_receives_the_conversion(purchase:
     assert purchase.sent_again.out.splitlines() == [
         "accepted 0, duplicates 5, rejected 0, conversions 0"
     ]
-    assert "5/5" in purchase.sent_again.err  # the progress bar's last state
+    # The progress bar's last state: the whole file read, every event acknowledged.
+    size = purchase.events_bytes
+    assert "5 events acknowledged" in purchase.sent_again.err
+    assert f"{size / 1000:.1f}/{size / 1000:.1f} kB" in purchase.sent_again.err
 
     assert purchase.tailed.code == 0, purchase.tailed.err
     [line] = purchase.tailed.out.splitlines()

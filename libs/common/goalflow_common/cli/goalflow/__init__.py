@@ -14,14 +14,12 @@ import click
 import grpc
 
 from goalflow_common.cli.goalflow.conversions import conversions
-from goalflow_common.cli.goalflow.errors import EXIT_FAILED, CliError, rpc_error
+from goalflow_common.cli.goalflow.errors import EXIT_FAILED, EXIT_INTERRUPTED, CliError, rpc_error
 from goalflow_common.cli.goalflow.events import events
 from goalflow_common.cli.goalflow.export import export
 from goalflow_common.cli.goalflow.goals import goals
 from goalflow_common.cli.goalflow.report import report
 from goalflow_common.cli.goalflow.session import Options
-
-EXIT_INTERRUPTED = 130
 
 
 class _Goalflow(click.Group):

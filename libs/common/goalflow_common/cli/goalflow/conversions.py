@@ -6,7 +6,7 @@ import datetime as dt
 
 import click
 
-from goalflow_common.cli.goalflow.errors import failing_as
+from goalflow_common.cli.goalflow.errors import EXIT_UNAVAILABLE, CliError, failing_as
 from goalflow_common.cli.goalflow.output import (
     echo_json_line,
     echo_records,
@@ -67,11 +67,19 @@ async def tail(
     else:
         request = tracker_pb2.SubscribeConversionsRequest(agent_id=agent)
         target = f"agent {agent}"
+    from goalflow_common.client import SUBSCRIBED_KEY  # a slow import: see Session.key
+
     address = session.options.tracker_address
     call = session.tracker().SubscribeConversions(request)
     seen = 0
     with failing_as(f"SubscribeConversions at {address}"):
-        await call.initial_metadata()  # sent once the subscription is registered
+        metadata = await call.initial_metadata()
+        if SUBSCRIBED_KEY not in dict(metadata or ()):
+            # A refused or failed call: its status says why (raised by the read).
+            await call.read()
+            raise CliError(f"SubscribeConversions at {address}: the tracker ended the "
+                           "subscription before it was live (shutting down?)",
+                           EXIT_UNAVAILABLE)
         note(f"following conversions of {target} (Ctrl-C stops)")
         async for reply in call:
             if fmt == "json":
@@ -120,4 +128,9 @@ async def list_conversions(
         request.page_token = page.next_page_token
         if not request.page_token or (limit and len(found.conversions) >= limit):
             break
+    # JSON carries the token too, so a script can go on where this stopped.
+    found.next_page_token = request.page_token
     echo_records(fmt, COLUMNS, [_row(c) for c in found.conversions], lambda: found)
+    if request.page_token:
+        note(f"showing the newest {len(found.conversions)}; more conversions match "
+             "(--limit N for more, --limit 0 for all)")

@@ -10,6 +10,7 @@ Exit codes (documented in ``goalflow --help`` and the README):
     4  authentication or permission: no key, a malformed or unknown key, the wrong role
     5  a service is unavailable or did not answer in time
     6  any other server error
+  130  interrupted (Ctrl-C)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ EXIT_REFUSED = 3
 EXIT_AUTH = 4
 EXIT_UNAVAILABLE = 5
 EXIT_SERVER = 6
+EXIT_INTERRUPTED = 130
 
 _EXIT_BY_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: EXIT_REFUSED,

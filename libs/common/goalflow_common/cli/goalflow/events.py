@@ -2,16 +2,30 @@
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable, Iterator
+import asyncio
+import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+import grpc
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-from goalflow_common.cli.goalflow.errors import EXIT_FAILED, EXIT_REFUSED, CliError, exit_code_for
+from goalflow_common.cli.goalflow.errors import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_REFUSED,
+    CliError,
+    exit_code_for,
+)
+from goalflow_common.cli.goalflow.eventfile import EventFile
 from goalflow_common.cli.goalflow.output import note, stderr_console
 from goalflow_common.cli.goalflow.session import Session, with_session
+
+if TYPE_CHECKING:
+    from goalflow_common.producer import Rejection
+
+KEPT_REJECTIONS = 20  # listed by line; the rest are counted
 
 
 @click.group()
@@ -19,19 +33,38 @@ def events() -> None:
     """Send events to the tracker."""
 
 
-@contextlib.contextmanager
-def _progress(total: int, shown: bool) -> Iterator[Callable[[int], None]]:
-    """A bar on stderr; yields ``advance(events)``."""
-    if not shown:
-        yield lambda n: None
-        return
-    bar = Progress(
-        TextColumn("sending"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
-        TimeElapsedColumn(), console=stderr_console(),
-    )
-    task = bar.add_task("events", total=total)
-    with bar:
-        yield lambda n: bar.advance(task, n)
+class _Progress:
+    """A bar on stderr: bytes read of the file's size (a pipe has none) and events
+    acknowledged, shown from the first read."""
+
+    def __init__(self, size: int | None, shown: bool) -> None:
+        self.acknowledged = 0
+        self._bar = None
+        if shown:
+            self._bar = Progress(
+                TextColumn("sending"), BarColumn(), DownloadColumn(),
+                TextColumn("{task.fields[acked]} events acknowledged"), TimeElapsedColumn(),
+                console=stderr_console(),
+            )
+            self._task = self._bar.add_task("file", total=size or None, acked=0)
+
+    def __enter__(self) -> _Progress:
+        if self._bar is not None:
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def read(self, bytes_read: int) -> None:
+        if self._bar is not None:
+            self._bar.update(self._task, completed=bytes_read)
+
+    def acked(self, events: int) -> None:
+        self.acknowledged += events
+        if self._bar is not None:
+            self._bar.update(self._task, acked=f"{self.acknowledged:,}")
 
 
 @events.command("send")
@@ -42,35 +75,58 @@ def _progress(total: int, shown: bool) -> Iterator[Callable[[int], None]]:
               help="Show a progress bar on stderr.")
 @with_session
 async def send(session: Session, file: Path, batch_size: int, progress: bool) -> None:
-    """Stream a JSONL file of events (one goals.v1.Event in proto3 JSON per line).
+    """Stream a JSONL file of events (one goals.v1.Event in proto3 JSON per line; .gz too).
 
-    The whole file is read before anything is sent, so a broken line sends nothing.
-    Prints "accepted N, duplicates N, rejected N, conversions N" and lists each rejected
-    event by line number; exits 1 if any was rejected.
+    Sending starts at once and the file is never held in memory. A line that is not an
+    event is not sent: the first 20 such lines are listed with their number and reason,
+    the rest counted, and the command exits 3. Prints "accepted N, duplicates N, rejected N,
+    conversions N" and lists each event the tracker rejected by line number; exits 1 if
+    any was rejected. Interrupted, it says how many events were acknowledged: sending the
+    file again is safe (events already stored count as duplicates).
     """
-    from goalflow_common.producer import EventProducer, ProducerError, read_jsonl_events
+    from goalflow_common.producer import EventProducer, ProducerError
 
-    try:
-        numbered = list(read_jsonl_events(file))
-    except (ValueError, OSError) as exc:
-        raise CliError(f"{file}: {exc}", EXIT_REFUSED) from None
     address = session.options.tracker_address
-    producer = EventProducer(address, session.key, batch_size=batch_size,
-                             credentials=session.credentials)
-    try:
-        with _progress(len(numbered), progress) as advance:
-            summary = await producer.send(
-                (event for _, event in numbered), on_ack=lambda ack, sent: advance(sent)
-            )
-    except ProducerError as exc:
-        # Without a status the tracker stayed unreachable through every reconnect.
-        raise CliError(f"IngestEvents at {address}: {exc}", exit_code_for(exc.code)) from None
-    finally:
-        await producer.close()
-    for rejection in sorted(summary.rejected, key=lambda r: r.index):
-        line = numbered[rejection.index][0]
+    info = await asyncio.to_thread(file.stat)
+    size = info.st_size if stat.S_ISREG(info.st_mode) else None  # a FIFO has none
+    rejected: list[tuple[int, Rejection]] = []  # (line, rejection), the first KEPT only
+    with _Progress(size, progress) as shown:
+        source = EventFile(file, on_read=shown.read)
+
+        def on_rejected(rejection: Rejection) -> None:
+            if len(rejected) < KEPT_REJECTIONS:
+                rejected.append((source.line_of(rejection.index), rejection))
+
+        def on_ack(ack: object, sent: int) -> None:
+            source.forget(sent)
+            shown.acked(sent)
+
+        producer = EventProducer(address, session.key, batch_size=batch_size,
+                                 credentials=session.credentials)
+        try:
+            summary = await producer.send(source, on_ack=on_ack, on_rejected=on_rejected)
+        except ProducerError as exc:
+            raise CliError(f"IngestEvents at {address}: {_one_line(exc)}",
+                           exit_code_for(exc.code)) from None
+        except (OSError, EOFError) as exc:  # unreadable, or a broken .gz
+            raise CliError(f"{file}: {exc}", EXIT_REFUSED) from None
+        except asyncio.CancelledError:  # Ctrl-C: asyncio.run cancels this task
+            raise CliError(
+                f"interrupted: {shown.acknowledged} events of {file} were acknowledged; "
+                "sending the whole file again is safe (events already stored count as "
+                "duplicates)", EXIT_INTERRUPTED,
+            ) from None
+        finally:
+            await producer.close()
+    for line, rejection in rejected:
         note(f"rejected line {line} (event {rejection.event_id or '-'}): "
              f"{rejection.field}: {rejection.reason}")
+    if len(summary.rejected) > len(rejected):
+        note(f"... and {len(summary.rejected) - len(rejected)} more rejected events")
+    for bad in source.bad_lines:
+        note(f"line {bad.number} not sent: {bad.reason}")
+    if source.bad_line_count > len(source.bad_lines):
+        note(f"... and {source.bad_line_count - len(source.bad_lines)} more lines not sent")
     if summary.unsupported_channel:
         note(f"{summary.unsupported_channel} events stored without attribution "
              "(third-party bot or Unity SDK channel)")
@@ -78,6 +134,23 @@ async def send(session: Session, file: Path, batch_size: int, progress: bool) ->
         note(f"reconnected {summary.reconnects} times; {summary.resent_batches} batches resent")
     click.echo(f"accepted {summary.accepted}, duplicates {summary.duplicates}, "
                f"rejected {len(summary.rejected)}, conversions {summary.conversions}")
+    failures = []
+    if source.bad_line_count:
+        failures.append(f"{source.bad_line_count} lines of {file} are not events (not sent)")
     if summary.rejected:
-        raise CliError(f"{len(summary.rejected)} of {summary.events} events rejected",
-                       EXIT_FAILED)
+        failures.append(f"{len(summary.rejected)} of {summary.events} events rejected")
+    if failures:
+        # A broken file is refused input (3), even though its good lines went out.
+        raise CliError("; ".join(failures),
+                       EXIT_REFUSED if source.bad_line_count else EXIT_FAILED)
+
+
+def _one_line(exc: Exception) -> str:
+    """A producer failure in one line: a gRPC error as its status and first line of detail
+    (the error's own text is a multi-line dump)."""
+    cause = exc.__cause__
+    if isinstance(cause, grpc.RpcError) and callable(getattr(cause, "code", None)):
+        details = ((cause.details() or "").strip().splitlines() or ["(no details)"])[0]
+        status = f"{cause.code().name}: {details}"
+        return status if getattr(exc, "code", None) else f"gave up reconnecting: {status}"
+    return str(exc).strip().splitlines()[0]

@@ -9,12 +9,19 @@ from typing import Any
 import click
 
 from goalflow_common.cli.goalflow.errors import EXIT_FAILED, CliError
-from goalflow_common.cli.goalflow.output import echo_fields, echo_json, format_option, note
+from goalflow_common.cli.goalflow.output import (
+    echo_fields,
+    echo_json,
+    echo_records,
+    format_option,
+    note,
+)
 from goalflow_common.cli.goalflow.session import Session, with_session
 from goalflow_common.cli.goalflow.values import DateType, date_proto, show_date, show_time
 from goalflow_common.pb.goals.v1 import export_pb2
 
 POLL_S = 0.5
+MAX_PAGE = 200  # the largest page ListExports gives
 FINAL = (export_pb2.EXPORT_STATE_MAILED, export_pb2.EXPORT_STATE_FAILED)
 
 
@@ -103,3 +110,35 @@ async def export_status(session: Session, export_id: str, wait: bool, fmt: str) 
     if wait:
         job = await _wait(export_stub, job)
     _show(job, fmt)
+
+
+@export.command("list")
+@click.option("--limit", type=click.IntRange(min=0), default=50, show_default=True,
+              help="At most this many, newest first; 0 for all.")
+@format_option("table", "json", "csv")
+@with_session
+async def list_exports(session: Session, limit: int, fmt: str) -> None:
+    """List the account's export jobs, newest first (they expire after 14 days)."""
+    export_stub = session.export()
+    found = export_pb2.ListExportsResponse()
+    request = export_pb2.ListExportsRequest()
+    while True:
+        wanted = limit - len(found.exports) if limit else MAX_PAGE
+        request.page_size = min(wanted, MAX_PAGE)
+        page = await export_stub.ListExports(request)
+        found.exports.extend(page.exports[:wanted])
+        request.page_token = page.next_page_token
+        if not request.page_token or (limit and len(found.exports) >= limit):
+            break
+    found.next_page_token = request.page_token
+    columns = ("id", "state", "goal", "dates", "recipient", "rows", "created")
+    rows = [
+        (job.id, _state(job), job.goal_name,
+         f"{show_date(job.start_date)} to {show_date(job.end_date)}", job.recipient_email,
+         job.row_count, show_time(job.create_time))
+        for job in found.exports
+    ]
+    echo_records(fmt, columns, rows, lambda: found)
+    if request.page_token:
+        note(f"showing the newest {len(found.exports)}; more exports exist "
+             "(--limit N for more, --limit 0 for all)")

@@ -192,15 +192,53 @@ def goal_field_options(*, create: bool) -> Callable:
     return decorate
 
 
-def _dates_as_json(value: Any) -> Any:
-    """YAML reads ``2026-06-01`` as a date; goals.v1.Date's JSON form is an object."""
-    if isinstance(value, dt.date):
-        return date_json(value)
-    if isinstance(value, dict):
-        return {k: _dates_as_json(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_dates_as_json(v) for v in value]
-    return value
+def _enum_value(value: str, enum: Any, where: str) -> str:
+    """An enum value by its full name or the flag's label (``last-touch``); anything else
+    is refused with the valid names."""
+    names = [v.name for v in enum.values if v.number != 0]
+    prefix = enum.values[0].name.removesuffix("UNSPECIFIED")
+    for name in (value, prefix + value.upper().replace("-", "_")):
+        if name in names:
+            return name
+    raise CliError(f"{where}: {value!r} is not one of {', '.join(names)}", EXIT_REFUSED)
+
+
+def _date_value(value: Any, where: str) -> Any:
+    """A goals.v1.Date given as a YAML date or an ISO string, in its proto3 JSON form (an
+    object); an object is left for protobuf to check."""
+    if isinstance(value, str):
+        try:
+            value = dt.date.fromisoformat(value)
+        except ValueError:
+            raise CliError(f"{where}: {value!r} is not a date (YYYY-MM-DD)",
+                           EXIT_REFUSED) from None
+    return date_json(value) if isinstance(value, dt.date) else value
+
+
+def _field_value(value: Any, field: Any, where: str) -> Any:
+    """A file's value for ``field`` made proto3 JSON: dates from ISO strings, enums named
+    and checked here so that a wrong one lists the valid ones, and the same inside nested
+    messages (conditions)."""
+    if field.is_repeated and isinstance(value, list):
+        return [_single_value(v, field, f"{where}[{n}]") for n, v in enumerate(value)]
+    return _single_value(value, field, where)
+
+
+def _single_value(value: Any, field: Any, where: str) -> Any:
+    if field.enum_type is not None and isinstance(value, str):
+        return _enum_value(value, field.enum_type, where)
+    message = field.message_type
+    if message is None:
+        return value
+    if message.full_name == "goals.v1.Date":
+        return _date_value(value, where)
+    if not isinstance(value, dict):
+        return value
+    fields = {}
+    for key, item in value.items():
+        inner = message.fields_by_name.get(key) or message.fields_by_camelcase_name.get(key)
+        fields[key] = item if inner is None else _field_value(item, inner, f"{where}.{key}")
+    return fields
 
 
 def _load(path: Path) -> Any:
@@ -211,8 +249,12 @@ def _load(path: Path) -> Any:
 
     try:
         return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:  # its text spans lines, with a drawn pointer
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ValueError(f"{where}{exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(" ".join(str(exc).split())) from None
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -231,7 +273,7 @@ def _read_file(path: Path) -> dict[str, Any]:
             known = ", ".join(f.name for f in _REQUEST.fields)
             raise CliError(f"{path}: unknown field {key!r}; CreateGoalRequest has: {known}",
                            EXIT_REFUSED)
-        fields[field.name] = _dates_as_json(value)
+        fields[field.name] = _field_value(value, field, f"{path}: {key}")
     return fields
 
 
