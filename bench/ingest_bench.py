@@ -92,7 +92,7 @@ def expected_conversions(
     docs: list[dict[str, Any]], goals: Iterable[KnownGoal]
 ) -> dict[str, str]:
     """Conversion ``_id`` -> hit event id that the tracker must record for ``docs`` (one
-    account's stored events): the SPEC rules via the tracker's own attribution functions,
+    account's stored events): the rules rules via the tracker's own attribution functions,
     replayed in time order, so a difference points at ingestion, not at the rules."""
     known = [k for k in goals if k.matchable]
     by_id = {k.goal.id: k.goal for k in known}

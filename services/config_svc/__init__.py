@@ -1,1 +1,1 @@
-"""config_svc: goals, their validation, activation limit and change feed (SPEC section 2)."""
+"""config_svc: goals, their validation, activation limit and change feed (docs/rules.md §2)."""

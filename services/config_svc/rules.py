@@ -1,4 +1,4 @@
-"""SPEC section 2 as pure functions: validation of goal fields and status derivation.
+"""docs/rules.md §2 as pure functions: validation of goal fields and status derivation.
 
 A goal here is a plain dict in its stored shape (see ``store.py``). Every refusal raises
 :class:`InvalidArgument` naming the field and the rule.

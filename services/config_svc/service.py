@@ -1,4 +1,4 @@
-"""The ConfigService servicer: SPEC section 2."""
+"""The ConfigService servicer: docs/rules.md §2."""
 
 from __future__ import annotations
 

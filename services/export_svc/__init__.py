@@ -1,1 +1,2 @@
-"""export_svc: goal conversions as zipped CSV files, signed download links, e-mail (SPEC 6)."""
+"""export_svc: goal conversions as zipped CSV files, signed download links, e-mail
+(docs/rules.md §6)."""

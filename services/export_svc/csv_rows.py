@@ -1,4 +1,4 @@
-"""The CSV rows of an export (SPEC 6): fixed headers, one row per credit.
+"""The CSV rows of an export (docs/rules.md §6): fixed headers, one row per credit.
 
 Cell formats, chosen once so every export reads the same:
 

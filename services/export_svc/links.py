@@ -1,4 +1,4 @@
-"""Signed download links (SPEC 6: "the link is signed: a changed, foreign or expired link
+"""Signed download links (docs/rules.md §6: "the link is signed: a changed, foreign or expired link
 gets a clear refusal and no bytes").
 
 Link format::
@@ -23,7 +23,7 @@ from urllib.parse import quote, urlencode
 from goalflow_common.clock import Clock
 
 LINK_TTL = dt.timedelta(days=14)
-"""How long a download link is valid (SPEC 6)."""
+"""How long a download link is valid (docs/rules.md §6)."""
 
 MIN_SECRET_BYTES = 32
 

@@ -1,4 +1,4 @@
-"""The attribution engine (SPEC section 4) as pure functions over stored events.
+"""The attribution engine (docs/rules.md §4) as pure functions over stored events.
 
 Conversation state at a hit time T is rebuilt from the conversation's events with
 ``at <= T``, so windows follow ``occurred_at``, not arrival order.

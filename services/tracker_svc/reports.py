@@ -1,11 +1,11 @@
-"""GetReport (SPEC section 5): conversions and agent activity over a date range.
+"""GetReport (docs/rules.md §5): conversions and agent activity over a date range.
 
 Definitions (the lead engineer's decisions, implemented exactly):
 
 - **Universe**: the account's conversions whose ``conversation_open_time`` falls in
   [start_date 00:00, end_date + 1 00:00) in the caller's UTC offset (``utc_offset_minutes``,
   -720..840, whole minutes) — a conversion is reported under the day its conversation
-  started (second seed). Filters: ``skills`` (conversion skill), ``group_ids`` (credited
+  started (docs/rules.md §5). Filters: ``skills`` (conversion skill), ``group_ids`` (credited
   agent's group), ``agent_ids`` (credited agent's id), ``goal_ids``.
 - **Credit rows**: each (conversion, credit) pair passing the filters. A credit passes when
   its agent is in ``agent_ids`` and its group in ``group_ids`` (each when given). When an
@@ -18,8 +18,8 @@ Definitions (the lead engineer's decisions, implemented exactly):
   Where a name varies between conversions (a renamed goal or agent), the label is the name
   on the most recently opened conversation.
 - **conversions**: distinct conversions in the row. Per AGENT each credited agent gets +1
-  (the second seed's "each agent +1"); a conversion crediting agents of two groups counts
-  1 in each GROUP row.
+  (the report article's "each agent +1", docs/rules.md §4); a conversion crediting agents
+  of two groups counts 1 in each GROUP row.
 - **transaction_values**: per currency, the sum over the row's distinct conversions of the
   recorded transaction value when it is not a lead value; **lead_values** the same for lead
   values: ``event_type == "LEAD"``, or no event type (the goal's own value, or an untyped

@@ -2,7 +2,7 @@
 strategies, independent oracles that say whether a value is valid, and the checks every
 example ends with (the error names the field; the server still serves).
 
-Oracles are written from the contracts (SPEC, the protos' field comments and the README's
+Oracles are written from the contracts (docs/rules.md, the protos' field comments and the README's
 limits), not from the services' code, so a service that drifts from them fails a test.
 """
 

@@ -1,4 +1,4 @@
-"""The 15-active-goal limit (SPEC section 2): it holds under concurrency over real gRPC,
+"""The 15-active-goal limit (docs/rules.md §2): it holds under concurrency over real gRPC,
 ended goals count, deactivating or deleting frees a slot, and leaked slots are reclaimed."""
 
 from __future__ import annotations

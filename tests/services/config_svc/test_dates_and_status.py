@@ -1,4 +1,4 @@
-"""SPEC section 2 date rules and status derivation, with the manual clock moved by hand:
+"""docs/rules.md §2 date rules and status derivation, with the manual clock moved by hand:
 no retroactive start date, a passed start date is frozen, status INACTIVE / SCHEDULED /
 ACTIVE / ENDING n / ENDED at read time, and all of it in the account's time zone."""
 
@@ -195,7 +195,7 @@ async def test_start_date_frozen_once_passed(config_stub, make_tenant, clock):
 
 
 async def test_deactivated_after_start_cannot_be_reactivated(config_stub, make_tenant, clock):
-    """SPEC, literally: activating with a start date before today is refused, and a passed
+    """docs/rules.md, literally: activating with a start date before today is refused, and a passed
     start date cannot change, so such a goal cannot be turned back on."""
     stub = config_stub((await make_tenant()).admin)
     today = clock.now().date()

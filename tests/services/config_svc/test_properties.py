@@ -90,7 +90,7 @@ async def account(config_server, config_stub, make_tenant, mongo, db_prefix) -> 
 
 
 def name_verdict(raw: str) -> str:
-    """SPEC: required, trimmed, 1-100 characters. Control characters never make a name;
+    """docs/rules.md: required, trimmed, 1-100 characters. Control characters never make a name;
     invisible format characters (bidi overrides, zero-width space) may be refused."""
     name = raw.strip()
     if not name or len(name) > 100 or has_cc(name):
@@ -103,7 +103,7 @@ def description_verdict(raw: str) -> str:
 
 
 def groups_verdict(groups: list[str]) -> str:
-    """SPEC: at least one, no duplicates; proto: each 1-128 characters; README: at most
+    """docs/rules.md: at least one, no duplicates; proto: each 1-128 characters; README: at most
     100 groups."""
     cleaned = [g.strip() for g in groups]
     if not cleaned or len(cleaned) > 100 or len(set(cleaned)) != len(cleaned):
@@ -114,7 +114,7 @@ def groups_verdict(groups: list[str]) -> str:
 
 
 def condition_verdict(cond: config_pb2.Condition) -> str:
-    """SPEC: category URL, operator CONTAINS or IS, value a non-empty URL or URL fragment
+    """docs/rules.md: category URL, operator CONTAINS or IS, value a non-empty URL or URL fragment
     of at most 2048 characters (a URL holds no spaces or control characters)."""
     value = cond.value.strip()
     if cond.category != URL or cond.operator not in (CONTAINS, IS):
@@ -150,7 +150,7 @@ def date_verdict(msg: common_pb2.Date | None) -> str:
 
 def dates_verdict(start: common_pb2.Date | None, end: common_pb2.Date | None, *,
                   active: bool, start_changed: bool = True) -> str:
-    """SPEC: a start date is required while active and never before today; the end date
+    """docs/rules.md: a start date is required while active and never before today; the end date
     is not before the start date; an end date needs a start date (README)."""
     verdict = worst(date_verdict(start), date_verdict(end))
     if verdict == INVALID:
@@ -281,7 +281,7 @@ def optional(message: Any, field: str) -> Any:
 
 
 def assert_stored_as_sent(goal: config_pb2.Goal, values: dict[str, Any]) -> None:
-    """The goal holds the values as the SPEC stores them: text trimmed, money exact."""
+    """The goal holds the values as the rules stores them: text trimmed, money exact."""
     assert goal.name == values["name"].strip()
     assert goal.description == values["description"].strip()
     assert list(goal.agent_group_ids) == [g.strip() for g in values["agent_group_ids"]]

@@ -1,4 +1,4 @@
-"""Fast unit tests of the pure SPEC section 2 rules in config_svc.rules: status
+"""Fast unit tests of the pure docs/rules.md §2 rules in config_svc.rules: status
 derivation, date rules and the duplicate-name key, at their edges."""
 
 from __future__ import annotations

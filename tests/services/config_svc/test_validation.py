@@ -1,4 +1,4 @@
-"""SPEC section 2, "every invalid request names the field and the rule that failed": one
+"""docs/rules.md §2, "every invalid request names the field and the rule that failed": one
 table row per validation rule of CreateGoal and UpdateGoal, over real gRPC and the real
 database. Each refusal is INVALID_ARGUMENT (ALREADY_EXISTS for a duplicate name, NOT_FOUND
 for an unknown goal), its details start with the field path, and nothing is stored."""

@@ -1,5 +1,5 @@
 """WatchGoals, the tracker's change feed: snapshot, every kind of change within a second
-(SPEC section 2: "sees a change within a second"), account scoping, clean end on shutdown."""
+(docs/rules.md §2: "sees a change within a second"), account scoping, clean end on shutdown."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The CSV rows of an export: headers, order and exact cells (SPEC 6)."""
+"""The CSV rows of an export: headers, order and exact cells (docs/rules.md §6)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""SPEC section 4 end to end: events in over IngestEvents, conversions out, on the real
+"""docs/rules.md §4 end to end: events in over IngestEvents, conversions out, on the real
 config + tracker servers and database."""
 
 from __future__ import annotations

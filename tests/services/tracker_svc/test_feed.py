@@ -37,7 +37,7 @@ from tracker_svc.service import TrackerServicer
 from tracker_svc.settings import TrackerSettings
 from tracker_svc.store import TrackerStore
 
-MAX_LATENCY_S = 1.0  # SPEC: a workspace sees each new conversion as it happens
+MAX_LATENCY_S = 1.0  # docs/rules.md: a workspace sees each new conversion as it happens
 SECOND = dt.timedelta(seconds=1)
 
 

@@ -1,4 +1,4 @@
-"""SPEC §2 condition semantics, as the tracker's precompiled matcher applies them."""
+"""docs/rules.md §2 condition semantics, as the tracker's precompiled matcher applies them."""
 
 from __future__ import annotations
 

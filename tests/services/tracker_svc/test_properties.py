@@ -352,7 +352,7 @@ async def test_each_event_is_stored_or_rejected_naming_the_field(tracker: Tracke
 
 
 async def test_resent_id_with_other_content_changes_nothing(tracker: Tracker):
-    """SPEC 3: an event id is unique within its account; an event under an id already
+    """docs/rules.md §3: an event id is unique within its account; an event under an id already
     stored is a duplicate and changes nothing, whatever it now carries."""
     at = NOW - dt.timedelta(hours=1)
     first = [rated("c1", at, "good", event_id="dup-rating"),

@@ -137,7 +137,8 @@ def amounts(values) -> dict[str, Decimal]:
 async def test_seed_example_each_agent_gets_the_conversion_and_the_full_value(
     stack, make_tenant, tracker_data
 ):
-    """Second seed: a bot and two agents, one $100 purchase, attribution "All"."""
+    """docs/rules.md §4 (the report article): a bot and two agents, one $100 purchase,
+    attribution "All"."""
     tenant = await make_tenant()
     data = tracker_data(tenant.account_id)
     bot, agent_a, agent_b = agent("bot-1", "bots", "BOT"), agent("agent-a"), agent("agent-b")
@@ -188,7 +189,8 @@ async def test_seed_example_each_agent_gets_the_conversion_and_the_full_value(
 async def test_date_range_filters_on_conversation_open_time(
     stack, make_tenant, tracker_data, clock
 ):
-    """Second seed: opened June 1, converted June 3; only a range reaching June 1 finds it."""
+    """docs/rules.md §5 (the report article): opened June 1, converted June 3; only a
+    range reaching June 1 finds it."""
     clock.set(at("2026-06-04", "09:00:00"))
     tenant = await make_tenant()
     data = tracker_data(tenant.account_id)

@@ -4,7 +4,7 @@ With nothing running beforehand it starts the stack of ``make run`` on free loop
 in a fresh work folder (``.run/demo`` by default), then, narrating each step:
 
 1. creates the goals of ``demo/goals.yaml`` with a start date on the data set's first day.
-   The start date may not be in the past (SPEC), so the config service runs with its
+   The start date may not be in the past (docs/rules.md), so the config service runs with its
    clock at that day (``GOALFLOW_CLOCK_START``), as if the goals had been set up then,
    and is restarted on the real clock before any traffic arrives;
 2. replays ``demo/events.jsonl.gz`` (30 days of recorded traffic) with every event moved
