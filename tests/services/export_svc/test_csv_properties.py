@@ -1,8 +1,8 @@
 """Bad input in exports, property-based: whatever text a goal name, agent name, agent id,
 e-mail, ticket id or rating holds, its CSV cell never starts a spreadsheet formula
 (docs/rules.md §6: "a cell that a spreadsheet would run as a formula is neutralised"), and
-the CSV the export writes (zipstream, the real writer) reads back, through the csv module, to exactly the
-neutralised text: no cell split, merged or shifted by quotes, commas or line breaks.
+the CSV the export writes (zipstream, the real writer) reads back, through the csv module,
+to exactly the neutralised text: no cell split, merged or shifted by quotes, commas or line breaks.
 """
 
 from __future__ import annotations
