@@ -34,8 +34,11 @@ def request_budgets() -> dict[str, RequestBudget]:
     create = {f"goals.v1.CreateGoalRequest.{name}": n for name, n in lists.items()}
     update = {f"goals.v1.Goal.{name}": n for name, n in lists.items()}
     update["google.protobuf.FieldMask.paths"] = len(rules.UPDATABLE)
+    # UpdateGoal names the goal's fields as the update mask does.
+    names = {f"goals.v1.Goal.{name}": name for name in lists}
+    names["google.protobuf.FieldMask.paths"] = "update_mask"
     return {"CreateGoal": RequestBudget(goal_bytes, create),
-            "UpdateGoal": RequestBudget(goal_bytes, update)}
+            "UpdateGoal": RequestBudget(goal_bytes, update, names)}
 
 
 async def create_server(

@@ -55,6 +55,9 @@ class RequestBudget:
 
     max_bytes: int = DEFAULT_MAX_BYTES
     max_entries: Mapping[str, int] = field(default_factory=dict)
+    names: Mapping[str, str] = field(default_factory=dict)
+    """How an error names a capped list, where the service names it otherwise than by its
+    path in the request (UpdateGoal names ``goal.conditions`` as ``conditions``)."""
 
 
 def text_bytes(characters: int) -> int:
@@ -81,10 +84,12 @@ class _Plan:
 
     type_name: str
     max_fields: int = 0
-    fields: dict[int, tuple[str, int | None, int, _Plan | None]] = field(default_factory=dict)
+    # number -> (name, entry ceiling or None, documented limit, child plan, name in errors)
+    fields: dict[int, tuple[str, int | None, int, _Plan | None, str | None]] = field(
+        default_factory=dict)
 
 
-def _plan(message: Descriptor, caps: Mapping[str, int], depth: int = 0) -> _Plan | None:
+def _plan(message: Descriptor, budget: RequestBudget, depth: int = 0) -> _Plan | None:
     """The walk of ``message``, or None if it holds no list at any depth (nothing to count:
     it is skipped in one step)."""
     if depth > _MAX_DEPTH:
@@ -93,15 +98,16 @@ def _plan(message: Descriptor, caps: Mapping[str, int], depth: int = 0) -> _Plan
     worth = False
     for f in message.fields:
         repeated = f.is_repeated
-        child = (_plan(f.message_type, caps, depth + 1)
+        child = (_plan(f.message_type, budget, depth + 1)
                  if f.type == FieldDescriptor.TYPE_MESSAGE else None)
-        documented = caps.get(f.full_name) if repeated else None
+        documented = budget.max_entries.get(f.full_name) if repeated else None
         ceiling = None if documented is None else documented * LIST_CEILING
         if ceiling is not None:
             plan.max_fields += ceiling
         worth = worth or repeated or child is not None
         if ceiling is not None or child is not None:
-            plan.fields[f.number] = (f.name, ceiling, documented or 0, child)
+            plan.fields[f.number] = (f.name, ceiling, documented or 0, child,
+                                     budget.names.get(f.full_name))
     return plan if worth else None
 
 
@@ -133,10 +139,10 @@ def _walk(data: bytes, pos: int, end: int, plan: _Plan, path: str) -> None:
         number, wire_type = key >> 3, key & 7
         entry = plan.fields.get(number)
         if entry is not None and entry[1] is not None:
-            name, ceiling, documented, _ = entry
+            name, ceiling, documented, _, alias = entry
             counts[number] = count = counts.get(number, 0) + 1
             if count > ceiling:
-                raise InvalidArgument(f"{path}{name}", f"at most {documented} entries "
+                raise InvalidArgument(alias or f"{path}{name}", f"at most {documented} entries "
                                       f"(this request has more than {ceiling})")
         if wire_type == 0:
             _, pos = _varint(data, pos, end)
@@ -180,7 +186,7 @@ class RequestGuard:
                                                        ).input_type
         except KeyError:
             request_type = None
-        plan = None if request_type is None else _plan(request_type, budget.max_entries)
+        plan = None if request_type is None else _plan(request_type, budget)
         type_name = request_type.full_name if request_type is not None else "request"
         not_valid = (f"not a valid {type_name} (malformed protobuf, or invalid UTF-8 in a "
                      "string field)")
