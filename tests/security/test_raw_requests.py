@@ -21,6 +21,7 @@ from goalflow_common.request_guard import RequestBudget
 from tests.security.conftest import JUNE_1, World
 from tests.security.rpcs import METHODS, address
 from tracker_svc.server import request_budgets as tracker_budgets
+from tracker_svc.settings import TrackerSettings
 
 GARBAGE = b"\xff" * 64  # a tag whose varint never ends: no parser accepts it
 SECRET_BYTES = "s3cr3t-body-marker"
@@ -53,11 +54,30 @@ def bad_utf8(message: Descriptor, depth: int = 0) -> bytes | None:
     return None
 
 
-def budget(world: World, path: str) -> RequestBudget:
+def budget(settings: TrackerSettings, path: str) -> RequestBudget:
+    """The budget the services give ``path`` (the tracker's from ``settings``)."""
     service, method = path.strip("/").split("/")
-    budgets = {"goals.v1.TrackerService": tracker_budgets(world.stack.tracker_settings),
+    budgets = {"goals.v1.TrackerService": tracker_budgets(settings),
                "goals.v1.ConfigService": config_budgets()}.get(service, {})
     return budgets.get(method, RequestBudget())
+
+
+def lists_in(message: Descriptor, seen: frozenset[str] = frozenset()) -> set[str]:
+    """Full names of the repeated fields a ``message`` can hold, at any depth."""
+    found = set()
+    for f in message.fields:
+        if f.is_repeated:
+            found.add(f.full_name)
+        if f.type == FieldDescriptor.TYPE_MESSAGE and f.message_type.full_name not in seen:
+            found |= lists_in(f.message_type, seen | {message.full_name})
+    return found
+
+
+def test_every_list_a_request_can_hold_has_a_ceiling():
+    """A list without one would be bounded only by its message's byte budget."""
+    for path, method in METHODS.items():
+        capped = budget(TrackerSettings(), path).max_entries
+        assert lists_in(method.input_type) <= set(capped), path
 
 
 async def raw_call(world: World, path: str, body: bytes, key: str | None,
@@ -117,7 +137,7 @@ async def test_every_rpc_checks_the_key_before_parsing_and_refuses_bad_bodies(
     table: dict[tuple[str, str], str] = {}
     details: dict[tuple[str, str], str] = {}
     for path in sorted(METHODS):
-        limit = budget(world, path).max_bytes
+        limit = budget(world.stack.tracker_settings, path).max_bytes
         # Valid protobuf (one unknown field) one byte over the method's budget.
         filler = b"x" * (limit - 4)
         oversized = _field(1999, filler)
@@ -151,7 +171,7 @@ async def test_every_rpc_checks_the_key_before_parsing_and_refuses_bad_bodies(
     # Every RPC has a string field somewhere: the UTF-8 case covers them all.
     assert len(table) == 6 * len(METHODS)
     for path in METHODS:
-        rpc, limit = _rpc(path), budget(world, path).max_bytes
+        rpc, limit = _rpc(path), budget(world.stack.tracker_settings, path).max_bytes
         assert details[rpc, "garbage, key"].startswith("request: not a valid goals.v1.")
         if limit < world.stack.tracker_settings.max_message_bytes:
             # The guard's answer names the limit (IngestEvents' budget is gRPC's own
