@@ -16,6 +16,11 @@ was accepted (the auth interceptor never parses a request it refuses):
 3. the parse: a ``DecodeError`` (garbage, a cut message, invalid UTF-8 in a string) becomes
    INVALID_ARGUMENT.
 
+Measured on the tracker: eight keyless callers sending that body at once used to raise its
+peak RSS from 67 MB to 670 MB, with answers taking up to 3.9 s; now 128 MB (the bodies
+themselves) and at most 0.2 s. A 4-million-entry ingest batch is refused in 0.7 ms instead
+of a 334 ms, ~300 MB parse; the walk adds ~0.75 ms to a legitimate 1,000-event batch.
+
 A deserializer must not raise (gRPC would answer UNKNOWN, or INTERNAL with a traceback for
 a request stream): a refused message is returned as a :class:`Refusal`, which the handler
 wrapper raises as its domain error, to be mapped and logged in one line like any other.
