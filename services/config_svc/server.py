@@ -6,6 +6,7 @@ import datetime as dt
 
 import structlog
 
+from config_svc import rules
 from config_svc.service import ConfigServicer, SevenDayCounts
 from config_svc.settings import ConfigSettings
 from config_svc.store import GoalStore
@@ -14,9 +15,30 @@ from goalflow_common.client import make_channel
 from goalflow_common.clock import Clock, SystemClock
 from goalflow_common.db import connect
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc, tracker_pb2_grpc
+from goalflow_common.request_guard import KIB, RequestBudget, text_bytes
 from goalflow_common.server import GoalflowServer, Lifecycle, Registration, build_server
 
 log = structlog.get_logger(__name__)
+
+
+def request_budgets() -> dict[str, RequestBudget]:
+    """What a goal-writing request may hold before it is parsed, from the documented limits
+    (README "Limits"); other methods carry a few ids and get the default budget."""
+    condition = text_bytes(rules.MAX_CONDITION_VALUE) + 16  # + category and operator
+    # Name, description, 100 groups of 128 characters, 100 conditions of 2,048: ~880 KB;
+    # 8 KiB more for dates, money, enums, and an update's mask and read-only goal fields.
+    goal_bytes = (text_bytes(rules.MAX_NAME) + text_bytes(rules.MAX_DESCRIPTION)
+                  + rules.MAX_GROUPS * text_bytes(rules.MAX_GROUP_ID)
+                  + rules.MAX_CONDITIONS * condition + 8 * KIB)
+    lists = {"agent_group_ids": rules.MAX_GROUPS, "conditions": rules.MAX_CONDITIONS}
+    create = {f"goals.v1.CreateGoalRequest.{name}": n for name, n in lists.items()}
+    update = {f"goals.v1.Goal.{name}": n for name, n in lists.items()}
+    update["google.protobuf.FieldMask.paths"] = len(rules.UPDATABLE)
+    # UpdateGoal names the goal's fields as the update mask does.
+    names = {f"goals.v1.Goal.{name}": name for name in lists}
+    names["google.protobuf.FieldMask.paths"] = "update_mask"
+    return {"CreateGoal": RequestBudget(goal_bytes, create),
+            "UpdateGoal": RequestBudget(goal_bytes, update, names)}
 
 
 async def create_server(
@@ -69,6 +91,7 @@ async def create_server(
                 config_pb2_grpc.add_ConfigServiceServicer_to_server,
                 servicer,
                 config_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name,
+                request_budgets(),
             )
         ],
         lifecycle=lifecycle,

@@ -64,3 +64,9 @@ class Unavailable(DomainError):
     """A dependency is down for now; the caller should retry with backoff."""
 
     code = grpc.StatusCode.UNAVAILABLE
+
+
+class ResourceExhausted(DomainError):
+    """A request is larger than the method accepts; resending it cannot succeed."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -15,8 +15,16 @@ import structlog
 from grpc import aio
 from pymongo.errors import ConnectionFailure
 
-from goalflow_common.auth import OPEN_PREFIXES, KeyStore, Principal, roles_for, set_principal
+from goalflow_common.auth import (
+    OPEN_PREFIXES,
+    KeyStore,
+    Principal,
+    Role,
+    roles_for,
+    set_principal,
+)
 from goalflow_common.errors import DomainError, PermissionDenied, Unauthenticated
+from goalflow_common.request_guard import Refusal, RequestGuard
 
 log = structlog.get_logger("goalflow.rpc")
 
@@ -33,8 +41,13 @@ def _metadata(details: grpc.HandlerCallDetails) -> dict[str, str]:
     return {k: v for k, v in (details.invocation_metadata or ()) if isinstance(v, str)}
 
 
-def _rewrap(handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior, bool], Behavior]):
-    """A copy of ``handler`` whose behaviour is ``wrap(behaviour, response_streaming)``."""
+def _rewrap(
+    handler: grpc.RpcMethodHandler,
+    wrap: Callable[[Behavior, bool], Behavior],
+    deserializer: Callable[[bytes], Any] | None = None,
+):
+    """A copy of ``handler`` whose behaviour is ``wrap(behaviour, response_streaming)``, and
+    whose request deserializer is ``deserializer`` if given."""
     if handler.unary_unary:
         factory, behavior, streaming = (
             grpc.unary_unary_rpc_method_handler,
@@ -61,7 +74,7 @@ def _rewrap(handler: grpc.RpcMethodHandler, wrap: Callable[[Behavior, bool], Beh
         )
     return factory(
         wrap(behavior, streaming),
-        request_deserializer=handler.request_deserializer,
+        request_deserializer=deserializer or handler.request_deserializer,
         response_serializer=handler.response_serializer,
     )
 
@@ -164,11 +177,19 @@ def _ms(start: float) -> float:
 
 
 class AuthInterceptor(aio.ServerInterceptor):
-    """Checks the bearer key and the role on every RPC but health, and makes the caller
-    available to handlers through :func:`goalflow_common.auth.current_principal`."""
+    """Checks the bearer key and the role on every RPC but health, before the request is
+    parsed, then guards the parse (:mod:`goalflow_common.request_guard`), and makes the
+    caller available to handlers through :func:`goalflow_common.auth.current_principal`.
 
-    def __init__(self, keys: KeyStore) -> None:
+    ``intercept_service`` runs once the call's metadata has arrived and before any request
+    message is deserialized, so the key is checked there: a refused call gets a handler
+    that never parses its body (an 8 MiB body of tiny entries used to be parsed, ~200 ms and
+    hundreds of MB, before it was refused) and whose behaviour raises the refusal, for
+    :class:`ContextInterceptor` to map and log."""
+
+    def __init__(self, keys: KeyStore, guard: RequestGuard | None = None) -> None:
         self._keys = keys
+        self._guard = guard or RequestGuard({})
 
     async def intercept_service(
         self,
@@ -179,37 +200,82 @@ class AuthInterceptor(aio.ServerInterceptor):
         roles = roles_for(details.method)
         if handler is None or roles is None:
             return handler
-        header = _metadata(details).get("authorization", "")
+        try:
+            principal = await self._authenticate(details, roles)
+        except Exception as exc:  # raised again by the handler, to be mapped and logged there
+            return _rewrap(handler, _failing(exc), deserializer=_unread)
+        request_streaming = handler.request_streaming
+
+        def admit(request: Any) -> Any:
+            # Set here rather than in intercept_service so that it does not depend on gRPC
+            # running the behaviour in the interceptor's context (it does, in grpcio 1.85).
+            set_principal(principal)
+            structlog.contextvars.bind_contextvars(
+                account_id=principal.account_id, key_id=principal.key_id
+            )
+            if request_streaming:
+                return _admitted(request)
+            if isinstance(request, Refusal):
+                raise request.error
+            return request
 
         def wrap(behavior: Behavior, streaming: bool) -> Behavior:
-            async def check(context: aio.ServicerContext) -> Principal:
-                scheme, _, key = header.partition(" ")
-                if scheme.lower() != "bearer" or not key:
-                    raise Unauthenticated("missing 'authorization: Bearer <key>' metadata")
-                principal = await self._keys.authenticate(key.strip())
-                if principal.role not in roles:
-                    raise PermissionDenied(
-                        f"role {principal.role.value!r} may not call {details.method}"
-                    )
-                set_principal(principal)
-                structlog.contextvars.bind_contextvars(
-                    account_id=principal.account_id, key_id=principal.key_id
-                )
-                return principal
-
             if streaming:
 
                 async def stream_behavior(request: Any, context: aio.ServicerContext):
-                    await check(context)
-                    async for item in _iterate(behavior(request, context)):
+                    async for item in _iterate(behavior(admit(request), context)):
                         yield item
 
                 return stream_behavior
 
             async def unary_behavior(request: Any, context: aio.ServicerContext):
-                await check(context)
-                return await behavior(request, context)
+                return await behavior(admit(request), context)
 
             return unary_behavior
 
-        return _rewrap(handler, wrap)
+        reader = self._guard.deserializer(details.method, handler.request_deserializer)
+        return _rewrap(handler, wrap, deserializer=reader)
+
+    async def _authenticate(
+        self, details: grpc.HandlerCallDetails, roles: frozenset[Role]
+    ) -> Principal:
+        scheme, _, key = _metadata(details).get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not key:
+            raise Unauthenticated("missing 'authorization: Bearer <key>' metadata")
+        principal = await self._keys.authenticate(key.strip())
+        if principal.role not in roles:
+            raise PermissionDenied(f"role {principal.role.value!r} may not call {details.method}")
+        return principal
+
+
+def _unread(raw: bytes) -> None:
+    """The deserializer of a refused call: its bytes are never parsed."""
+    return None
+
+
+def _failing(error: Exception) -> Callable[[Behavior, bool], Behavior]:
+    """A behaviour wrapper that raises ``error`` without calling the behaviour."""
+
+    def wrap(behavior: Behavior, streaming: bool) -> Behavior:
+        if streaming:
+
+            async def stream_behavior(request: Any, context: aio.ServicerContext):
+                raise error
+                yield  # an async generator, as gRPC expects of a streaming behaviour
+
+            return stream_behavior
+
+        async def unary_behavior(request: Any, context: aio.ServicerContext):
+            raise error
+
+        return unary_behavior
+
+    return wrap
+
+
+async def _admitted(requests: AsyncIterator[Any]) -> AsyncIterator[Any]:
+    """A request stream that raises the error of the first refused message."""
+    async for request in requests:
+        if isinstance(request, Refusal):
+            raise request.error
+        yield request

@@ -6,6 +6,10 @@ a status a producer may retry (the tracker restarted, shutting down, the databas
 it reconnects with bounded, jittered backoff and resends every unacknowledged batch. The
 tracker stores events idempotently by event id, so a resent batch that had been applied
 before the break comes back as duplicates: nothing is lost and nothing is doubled.
+
+A status that a resend cannot change (INVALID_ARGUMENT for a malformed batch,
+RESOURCE_EXHAUSTED for one too large, UNAUTHENTICATED, PERMISSION_DENIED, ...) stops the
+send at once with :class:`ProducerError` carrying that code: a poison batch is never resent.
 """
 
 from __future__ import annotations
@@ -27,16 +31,18 @@ from grpc import aio
 from goalflow_common.client import make_channel
 from goalflow_common.pb.goals.v1 import tracker_pb2, tracker_pb2_grpc
 
-# Besides the usual transient codes, a server killed mid-call can surface as INTERNAL or
-# UNKNOWN; ingestion is idempotent, so resending after those is safe too.
-RETRYABLE = frozenset({
+# The tracker restarting, shutting down or losing its database: resent within the
+# reconnect budget.
+TRANSIENT = frozenset({
     grpc.StatusCode.UNAVAILABLE,
     grpc.StatusCode.DEADLINE_EXCEEDED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.ABORTED,
-    grpc.StatusCode.INTERNAL,
-    grpc.StatusCode.UNKNOWN,
 })
+# A server killed mid-call can surface as INTERNAL or UNKNOWN, but so does a batch that
+# fails the server every time: resent at most ``max_unexplained`` times in a row without an
+# acknowledgement in between (ingestion being idempotent, a resend is safe).
+UNEXPLAINED = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
+RETRYABLE = TRANSIENT | UNEXPLAINED
 
 
 class ProducerError(Exception):
@@ -89,6 +95,11 @@ Events = Iterable[tracker_pb2.Event] | AsyncIterable[tracker_pb2.Event]
 class _StreamBroke(Exception):
     """The stream ended or failed retryably; unacknowledged batches must be resent."""
 
+    def __init__(self, code: grpc.StatusCode, why: str) -> None:
+        super().__init__(why)
+        self.code = code
+        self.why = why
+
 
 class EventProducer:
     """Sends events to one tracker address with one key (role ingest or admin)."""
@@ -101,12 +112,14 @@ class EventProducer:
         batch_size: int = 250,
         window: int = 4,
         max_reconnects: int = 8,
+        max_unexplained: int = 1,
         backoff_s: tuple[float, float] = (0.1, 5.0),
         credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
         """``max_reconnects`` bounds consecutive reconnects without an acknowledgement in
-        between; ``backoff_s`` is the first and the largest wait before reconnecting;
-        ``credentials`` (``client.tls_credentials``) make the channel TLS."""
+        between, ``max_unexplained`` those after INTERNAL or UNKNOWN; ``backoff_s`` is the
+        first and the largest wait before reconnecting; ``credentials``
+        (``client.tls_credentials``) make the channel TLS."""
         if not 1 <= batch_size <= 1000:
             raise ValueError("batch_size must be 1 to 1000 (the tracker's batch limit)")
         self._channel = make_channel(address, key, credentials=credentials)
@@ -114,6 +127,7 @@ class EventProducer:
         self._batch_size = batch_size
         self._window = max(1, window)
         self._max_reconnects = max_reconnects
+        self._max_unexplained = max_unexplained
         self._backoff = backoff_s
         self._ids = (f"{uuid.uuid4().hex[:12]}-{n}" for n in itertools.count())
 
@@ -147,7 +161,7 @@ class EventProducer:
         on_ack: AckCallback | None, on_rejected: RejectionCallback | None,
     ) -> IngestSummary:
         unacked: deque[_Batch] = deque()
-        failures = 0
+        failures = unexplained = 0
         while True:
             acknowledged = summary.batches
             try:
@@ -155,11 +169,18 @@ class EventProducer:
                 return summary
             except _StreamBroke as broke:
                 # Reconnects are counted from the last acknowledgement.
-                failures = 0 if summary.batches > acknowledged else failures + 1
+                progressed = summary.batches > acknowledged
+                failures = 0 if progressed else failures + 1
+                unexplained = 0 if progressed else unexplained + (broke.code in UNEXPLAINED)
+                if unexplained > self._max_unexplained:
+                    raise ProducerError(
+                        f"{broke.code.name}: {broke.why} (the same batch failed "
+                        f"{unexplained} times; not resent again)", broke.code
+                    ) from broke.__cause__
                 if failures > self._max_reconnects:
                     raise ProducerError(
                         f"tracker unreachable after {self._max_reconnects} reconnects: "
-                        f"{broke.__cause__}"
+                        f"{broke.code.name}: {broke.why}"
                     ) from broke.__cause__
                 summary.reconnects += 1
                 first, cap = self._backoff
@@ -216,7 +237,7 @@ class EventProducer:
                     on_ack(ack, len(batch.request.events))
         except aio.AioRpcError as exc:
             if exc.code() in RETRYABLE:
-                raise _StreamBroke from exc
+                raise _StreamBroke(exc.code(), exc.details() or "") from exc
             raise ProducerError(f"{exc.code().name}: {exc.details()}", exc.code()) from exc
         finally:
             call.cancel()
@@ -233,10 +254,8 @@ class EventProducer:
         status = await call.code()
         details = await call.details()
         if status is grpc.StatusCode.OK or status in RETRYABLE:
-            raise _StreamBroke from ProducerError(
-                f"stream ended with {status.name} before every batch was acknowledged: "
-                f"{details}"
-            )
+            raise _StreamBroke(status, f"stream ended before every batch was acknowledged: "
+                                       f"{details}")
         raise ProducerError(f"{status.name}: {details}", status)
 
     @staticmethod

@@ -1,22 +1,29 @@
 """The gRPC server bootstrap every service uses: health, reflection, interceptors, limits
-and graceful shutdown."""
+and graceful shutdown.
+
+Reflection is served as both ``grpc.reflection.v1`` (what current clients such as
+``buf curl`` and grpcurl ask first) and ``grpc.reflection.v1alpha``, and lists every
+served service, health and reflection included."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 import structlog
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from goalflow_common.auth import KeyStore
 from goalflow_common.interceptors import AuthInterceptor, ContextInterceptor
 from goalflow_common.logs import configure_logging
+from goalflow_common.request_guard import RequestBudget, RequestGuard
 from goalflow_common.settings import ServiceSettings
 
 log = structlog.get_logger(__name__)
@@ -28,11 +35,41 @@ SHUTDOWN_DRAIN_S = 1.0
 
 @dataclass(frozen=True)
 class Registration:
-    """One gRPC service to serve: the generated ``add_..._to_server`` and its servicer."""
+    """One gRPC service to serve: the generated ``add_..._to_server``, its servicer, and the
+    request budgets of its methods by method name (others get the default budget)."""
 
     add_to_server: Callable[[Any, aio.Server], None]
     servicer: Any
     full_name: str
+    budgets: Mapping[str, RequestBudget] = field(default_factory=dict)
+
+
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
+_REFLECTION_V1_FILE = "grpc/reflection/v1/reflection.proto"
+
+
+def _add_reflection_v1(server: aio.Server, servicer: Any) -> None:
+    """Serve ``servicer`` (v1alpha) as ``grpc.reflection.v1`` too.
+
+    grpcio-reflection 1.85 ships only v1alpha. The v1 messages are the v1alpha ones under
+    another package, field for field, so the same handler answers both; the v1 file is added
+    to the descriptor pool so that reflection can describe itself under either name."""
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(_REFLECTION_V1_FILE)
+    except KeyError:
+        proto = descriptor_pb2.FileDescriptorProto()
+        reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+        proto.name, proto.package = _REFLECTION_V1_FILE, "grpc.reflection.v1"
+        pool.AddSerializedFile(proto.SerializeToString())
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
+    )
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any], retry_s: float = 0.1) -> None:
@@ -178,19 +215,25 @@ def build_server(
         ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
+    budgets = {
+        f"/{reg.full_name}/{method}": budget
+        for reg in registrations for method, budget in reg.budgets.items()
+    }
+    guard = RequestGuard(budgets)
     server = aio.server(
-        interceptors=[ContextInterceptor(), AuthInterceptor(keys)], options=options
+        interceptors=[ContextInterceptor(), AuthInterceptor(keys, guard)], options=options
     )
     for reg in registrations:
         reg.add_to_server(reg.servicer, server)
     health_servicer = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [reg.full_name for reg in registrations]
-    reflection.enable_server_reflection(
-        [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
-         reflection.SERVICE_NAME],
-        server,
-    )
+    reflection_servicer = reflection.aio.ReflectionServicer([
+        *names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+        REFLECTION_V1, reflection.SERVICE_NAME,
+    ])
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection_servicer, server)
+    _add_reflection_v1(server, reflection_servicer)
     address = f"{settings.grpc_host}:{port}"
     credentials = settings.grpc_server_credentials()
     if credentials is None:

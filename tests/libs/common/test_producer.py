@@ -9,6 +9,7 @@ import gzip
 import grpc
 import pytest
 from google.protobuf import json_format
+from grpc import aio
 
 from goalflow_common.auth import Role
 from goalflow_common.embedded_mongo import free_port
@@ -120,3 +121,79 @@ def test_reads_jsonl_plain_and_gzipped_and_names_a_broken_line(tmp_path):
     broken.write_text(lines[0] + "\n" + '{"eventId": "x", "nope": 1}\n')
     with pytest.raises(ValueError, match="line 2"):
         list(read_jsonl_events(broken))
+
+
+class RefusingTracker:
+    """A gRPC server on loopback whose IngestEvents reads one batch and ends with ``code``:
+    a tracker that fails the same batch every time. Counts the streams it was sent."""
+
+    def __init__(self, code: grpc.StatusCode) -> None:
+        self.code = code
+        self.streams = 0
+        self.server = aio.server()
+        handler = grpc.stream_stream_rpc_method_handler(
+            self._ingest, request_deserializer=tracker_pb2.IngestEventsRequest.FromString,
+            response_serializer=tracker_pb2.IngestEventsResponse.SerializeToString)
+        self.server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "goals.v1.TrackerService", {"IngestEvents": handler}),))
+        self.address = f"127.0.0.1:{self.server.add_insecure_port('127.0.0.1:0')}"
+
+    async def _ingest(self, requests, context):
+        self.streams += 1
+        async for _ in requests:
+            await context.abort(self.code, "this batch fails every time")
+        yield tracker_pb2.IngestEventsResponse()  # not reached
+
+
+@pytest.mark.parametrize(("code", "streams"), [
+    # Nothing a resend can change: one stream, the code in the error.
+    (grpc.StatusCode.INVALID_ARGUMENT, 1),
+    (grpc.StatusCode.RESOURCE_EXHAUSTED, 1),
+    (grpc.StatusCode.UNAUTHENTICATED, 1),
+    (grpc.StatusCode.PERMISSION_DENIED, 1),
+    (grpc.StatusCode.FAILED_PRECONDITION, 1),
+    # Maybe a server killed mid-call: resent once (max_unexplained), then given up.
+    (grpc.StatusCode.INTERNAL, 2),
+    (grpc.StatusCode.UNKNOWN, 2),
+    # Transient: resent within the reconnect budget (2 here), then "unreachable".
+    (grpc.StatusCode.UNAVAILABLE, 3),
+], ids=lambda v: getattr(v, "name", str(v)))
+async def test_a_poison_batch_is_not_resent_forever(code, streams):
+    tracker = RefusingTracker(code)
+    await tracker.server.start()
+    try:
+        async with EventProducer(tracker.address, "gf_0000000000000000_x", max_reconnects=2,
+                                 backoff_s=(0.01, 0.02)) as producer:
+            with pytest.raises(ProducerError) as caught:
+                await producer.send(converting_traffic()[:3])
+    finally:
+        await tracker.server.stop(0)
+    assert tracker.streams == streams
+    if code is grpc.StatusCode.UNAVAILABLE:
+        assert caught.value.code is None and "unreachable after 2 reconnects" in str(caught.value)
+    else:
+        assert caught.value.code is code
+        assert str(caught.value).startswith(f"{code.name}: this batch fails every time")
+
+
+async def test_a_batch_over_the_trackers_message_limit_stops_the_send(
+    stack, make_tenant, tracker_db, clock
+):
+    """A real tracker whose message limit is 64 KiB: a 250-event batch of long URLs is
+    refused with RESOURCE_EXHAUSTED, which the producer raises at once instead of resending
+    the batch through its whole reconnect budget."""
+    small = stack.tracker_settings.model_copy(update={"grpc_port": 0,
+                                                      "max_message_bytes": 64 * 1024})
+    server, port = await create_tracker(small, clock=clock)
+    await server.start()
+    tenant = await make_tenant()
+    events = [visit("https://shop.example/" + "p" * 2000, T0, user=f"u{n}") for n in range(250)]
+    try:
+        async with EventProducer(f"127.0.0.1:{port}", tenant.keys[Role.INGEST],
+                                 backoff_s=(0.5, 0.5)) as producer:
+            with pytest.raises(ProducerError) as caught:
+                await producer.send(events)
+    finally:
+        await server.stop(0)
+    assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert await tracker_db.events.count_documents({"account_id": tenant.account_id}) == 0

@@ -256,9 +256,17 @@ async def test_oversized_request_is_refused_and_server_keeps_serving(exports: Ex
             goal_id=exports.goal.id, start_date=day(TODAY), end_date=day(TODAY),
             recipient_email="a" * (9 * 1024 * 1024) + "@example.com")))
         assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        # Under gRPC's limit but over RequestExport's own budget (a few ids, dates and one
+        # address): refused unparsed, by size.
         _, error = await call(stub.RequestExport(export_pb2.RequestExportRequest(
             goal_id=exports.goal.id, start_date=day(TODAY), end_date=day(TODAY),
             recipient_email="a" * (7 * 1024 * 1024) + "@example.com")))
+        assert error is not None and error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "RequestExport accepts at most" in error.details()
+        # Within the budget, a too-long address is refused naming the field.
+        _, error = await call(stub.RequestExport(export_pb2.RequestExportRequest(
+            goal_id=exports.goal.id, start_date=day(TODAY), end_date=day(TODAY),
+            recipient_email="a" * 10_000 + "@example.com")))
         assert_names_field(error, {"recipient_email"})
     assert await exports.jobs() == before
     await assert_serving(exports.address)
