@@ -5,18 +5,21 @@ and helpers to create accounts and keys."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 from pymongo import AsyncMongoClient
 
 from config_svc.settings import ConfigSettings
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.clock import ManualClock
 from goalflow_common.embedded_mongo import EmbeddedMongo
+from goalflow_common.logs import configure_logging
 
 
 @pytest.fixture(scope="session")
@@ -109,3 +112,21 @@ def config_settings(mongo_uri: str, db_prefix: str) -> ConfigSettings:
         tracker_address="",
         shutdown_grace_s=1.0,
     )
+
+
+@pytest.fixture
+def json_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[], list[dict]]]:
+    """Logging configured as the services do it (JSON lines on stderr), but uncached, so no
+    logger keeps this configuration after the test; returns a reader of the JSON lines
+    written to stderr since the last read (every stderr line must be JSON)."""
+    configure_logging("INFO", cache=False)
+    capsys.readouterr()
+
+    def read() -> list[dict]:
+        err = capsys.readouterr().err
+        return [json.loads(line) for line in err.splitlines() if line.strip()]
+
+    try:
+        yield read
+    finally:
+        structlog.reset_defaults()

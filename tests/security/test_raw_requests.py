@@ -6,16 +6,12 @@ naming the limit. Each refusal is logged as one line, without a traceback or the
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import grpc
-import pytest
-import structlog
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 
 from config_svc.server import request_budgets as config_budgets
 from goalflow_common.auth import METHOD_ROLES, Role
-from goalflow_common.logs import configure_logging
 from goalflow_common.pb.goals.v1 import tracker_pb2
 from goalflow_common.request_guard import RequestBudget
 from tests.security.conftest import JUNE_1, World
@@ -115,19 +111,6 @@ def allowed_key(world: World, path: str) -> str:
 def _rpc(path: str) -> str:
     return path.rsplit("/", 1)[1]
 
-
-@pytest.fixture
-def json_logs(capsys) -> Callable[[], list[dict]]:
-    configure_logging("INFO")
-
-    def read() -> list[dict]:
-        err = capsys.readouterr().err
-        return [json.loads(line) for line in err.splitlines() if line.strip()]
-
-    try:
-        yield read
-    finally:
-        structlog.reset_defaults()
 
 
 async def test_every_rpc_checks_the_key_before_parsing_and_refuses_bad_bodies(

@@ -24,8 +24,11 @@ class _Stderr:
 _STDERR = _Stderr()
 
 
-def configure_logging(level: str = "INFO") -> None:
-    """Configure structlog to write one JSON object per line to stderr. Call once at start."""
+def configure_logging(level: str = "INFO", *, cache: bool = True) -> None:
+    """Configure structlog to write one JSON object per line to stderr. Call once at start.
+
+    ``cache=False`` is for tests: a logger cached while this configuration is in force
+    keeps it for good, so a later ``structlog.testing.capture_logs`` would not see it."""
     numeric = logging.getLevelNamesMapping().get(level.upper(), logging.INFO)
     structlog.configure(
         processors=[
@@ -41,5 +44,5 @@ def configure_logging(level: str = "INFO") -> None:
         ],
         wrapper_class=structlog.make_filtering_bound_logger(numeric),
         logger_factory=structlog.WriteLoggerFactory(file=_STDERR),  # type: ignore[arg-type]
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import grpc
 import pytest
-import structlog
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
@@ -26,7 +25,6 @@ from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
 from goalflow_common.embedded_mongo import free_port
 from goalflow_common.errors import NotFound
-from goalflow_common.logs import configure_logging
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc
 from goalflow_common.server import (
     GoalflowServer,
@@ -110,21 +108,6 @@ async def channels() -> AsyncIterator[Callable[..., aio.Channel]]:
         for channel in opened:
             await channel.close()
 
-
-@pytest.fixture
-def json_logs(capsys) -> Callable[[], list[dict]]:
-    """Logging configured as the services do it; returns a reader of the JSON lines
-    written to stderr so far (every stderr line must be JSON)."""
-    configure_logging("INFO")
-
-    def read() -> list[dict]:
-        err = capsys.readouterr().err
-        return [json.loads(line) for line in err.splitlines() if line.strip()]
-
-    try:
-        yield read
-    finally:
-        structlog.reset_defaults()
 
 
 def _auth(key: str) -> tuple[tuple[str, str], ...]:

@@ -25,7 +25,6 @@ from export_svc.files import FileStore
 from export_svc.http import create_app, start_http, stop_http
 from export_svc.links import LINK_TTL, LinkSigner
 from goalflow_common.db import eq
-from goalflow_common.logs import configure_logging
 
 SECRET = b"k" * 32
 ONE_SECOND = dt.timedelta(seconds=1)
@@ -456,21 +455,14 @@ MALFORMED = {
 
 @pytest.mark.parametrize("raw", MALFORMED.values(), ids=MALFORMED.keys())
 async def test_a_request_the_parser_refuses_gets_a_plain_400_and_one_json_log_line(
-        env, raw, capsys, caplog):
-    # The service's own logging (JSON lines on stderr), uncached so it stays per test.
-    configure_logging("INFO")
-    structlog.configure(cache_logger_on_first_use=False)
-    capsys.readouterr()
-    try:
-        port = int(env.base.rsplit(":", 1)[1])
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(raw.encode("latin-1"))
-        async with asyncio.timeout(10):
-            answer = await _closed_by_server(reader)
-        writer.close()
-        written = capsys.readouterr().err
-    finally:
-        structlog.reset_defaults()
+        env, raw, capsys, caplog, json_logs):
+    port = int(env.base.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(raw.encode("latin-1"))
+    async with asyncio.timeout(10):
+        answer = await _closed_by_server(reader)
+    writer.close()
+    written = capsys.readouterr().err
     head, _, body = answer.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.") and head.split(b" ", 2)[1] == b"400", answer[:300]
     headers = dict(line.split(b": ", 1) for line in head.split(b"\r\n")[1:])
