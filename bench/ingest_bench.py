@@ -23,6 +23,10 @@ never shares a server's event loop. Then, in one run:
    ``SubscribeConversions`` yet, a change stream on the conversions collection stands in
    (every conversion is then measured) and stderr says so.
 4. ``tracker_rss_mb`` — the tracker's resident memory at the end.
+5. ``tracker_cpu_ms_per_1k_events`` — the tracker process's CPU time (user + system, from
+   ``/proc/<pid>/stat``) over the ingest phase, per 1,000 events sent: the tracker's own
+   cost, apart from the embedded store's speed. Clock ticks are 10 ms, so small runs are
+   coarse.
 
 Prints one ``name value`` line per figure on stdout; progress, CPU use per process and
 checks go to stderr. Everything it started is stopped, also on failure or Ctrl-C.
@@ -418,7 +422,7 @@ async def _measure(
             async with asyncio.TaskGroup() as group:
                 for i, (stub, reqs) in enumerate(zip(tracker_stubs, requests, strict=True)):
                     group.create_task(produce(stub, f"producer {i}", reqs, args.window, result))
-            cpu.report("ingest")
+            ingest_cpu = cpu.report("ingest")
         finally:
             stop_profilers(profilers)
         # Deliveries after the last ack still count (late, not lost); wait a little for them.
@@ -458,6 +462,10 @@ async def _measure(
         "conversion_latency_p50_ms": f"{percentile(latencies, 50):.1f}",
         "conversion_latency_p99_ms": f"{percentile(latencies, 99):.1f}",
         "tracker_rss_mb": f"{rss:.1f}",
+        # The tracker's own work (user + system CPU over the ingest phase), apart from the
+        # store's speed: what the domain code costs per event.
+        "tracker_cpu_ms_per_1k_events":
+            f"{ingest_cpu['tracker'] * 1000 / (result.sent_events / 1000):.1f}",
     }
 
 
