@@ -313,13 +313,13 @@ class CpuMeter:
         self._t0 = time.perf_counter()
         self._start = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
 
-    def report(self, phase: str) -> None:
+    def report(self, phase: str) -> dict[str, float]:
+        """Log the cores each process used since ``start()``; return its CPU seconds."""
         wall = time.perf_counter() - self._t0
-        used = {
-            name: (cpu_seconds(pid) - self._start[name]) / wall for name, pid in self.pids.items()
-        }
-        shares = ", ".join(f"{name} {cores:.2f}" for name, cores in used.items())
+        used = {name: cpu_seconds(pid) - self._start[name] for name, pid in self.pids.items()}
+        shares = ", ".join(f"{name} {seconds / wall:.2f}" for name, seconds in used.items())
         log(f"{phase}: {wall:.1f}s wall; CPU cores used: {shares} (machine: {os.cpu_count()})")
+        return used
 
 
 def start_profilers(directory: str | None, pids: dict[str, int]) -> list[subprocess.Popen]:

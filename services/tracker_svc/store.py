@@ -64,14 +64,18 @@ documents with dates are only ever inserted or replaced whole.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from goalflow_common.db import eq
+
+if TYPE_CHECKING:
+    from tracker_svc.batch_attribution import Conversion
 
 DUPLICATE_KEY = 11000
 INSERT_CHUNK = 200
@@ -89,6 +93,51 @@ def rating_key(account_id: str, conversation_id: str) -> str:
 
 def conversion_key(account_id: str, goal_id: str, conversation_id: str) -> str:
     return f"{account_id}:{goal_id}:{conversation_id}"
+
+
+def open_record(event: dict[str, Any]) -> dict[str, Any]:
+    """The ``opens`` record of a stored "opened" event."""
+    return {"_id": event["_id"], "account_id": event["account_id"],
+            "end_user_id": event["end_user_id"], "conversation_id": event["conversation_id"],
+            "at": event["at"]}
+
+
+def conversion_document(
+    conversion: Conversion, *, batch_id: str, recorded_at: dt.datetime
+) -> dict[str, Any]:
+    """The ``conversions`` document of an attributed conversion."""
+    goal, credits = conversion.goal, conversion.credits
+    return {
+        "_id": conversion.key,
+        "account_id": goal.account_id,
+        "goal_id": goal.id,
+        "goal_name": goal.name,
+        "goal_type": goal.goal_type,
+        "attribution_model": goal.model,
+        "conversation_id": conversion.conversation_id,
+        "end_user_id": conversion.end_user_id,
+        "channel": conversion.channel,
+        "skill": conversion.skill,
+        "conversion_time": conversion.conversion_time,
+        "conversation_open_time": conversion.conversation_open_time,
+        "event_type": conversion.event_type,
+        "brand_event_id": conversion.brand_event_id,
+        "url": conversion.url,
+        "hit_event_id": conversion.hit_event_id,
+        "transaction_value": conversion.value,
+        "credits": [
+            {
+                "agent": credit.agent,
+                "assignment_time": credit.assignment_time,
+                "contact_duration_ms": int(credit.contact_duration.total_seconds() * 1000),
+            }
+            for credit in credits
+        ],
+        "credited_agent_ids": sorted({c.agent["id"] for c in credits}),
+        "credited_group_ids": sorted({c.agent["group_id"] for c in credits}),
+        "recorded_at": recorded_at,
+        "batch_id": batch_id,
+    }
 
 
 class TrackerStore:
