@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from google.protobuf import descriptor_pb2, descriptor_pool
 from grpc_reflection.v1alpha import reflection_pb2
 
 from goalflow_common.auth import Role
@@ -71,14 +72,91 @@ async def test_reflection_lists_every_served_service(world: World, protocol: str
         assert set(listed.split()) == {own, *served}, address
 
 
-async def test_reflection_v1_describes_itself(world: World):
-    """The v1 service is described by reflection too, so a client can resolve it."""
-    channel = make_channel(world.stack.config_address, world.a.admin)
-    world.channels.append(channel)
+SERVICES = (
+    ("config_address", "goals.v1.ConfigService", {"ListGoals", "GetGoal"}),
+    ("tracker_address", "goals.v1.TrackerService", {"CountConversions"}),
+    ("export_address", "goals.v1.ExportService", {"ListExports"}),
+)
+
+
+def _address(world: World, attribute: str) -> str:
+    return getattr(world, attribute, None) or getattr(world.stack, attribute)
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+async def test_buf_curl_lists_the_methods_of_every_service(world: World, protocol: str):
+    """``--list-methods`` resolves every listed service's schema by reflection, offline
+    (no Buf registry), the reflection services included."""
+    for attribute, own, some_methods in SERVICES:
+        listed = await buf_curl(_address(world, attribute), world.a.keys[Role.AGENT], "", {},
+                                protocol, "--list-methods")
+        methods = set(listed.split())
+        assert {f"{own}/{m}" for m in some_methods} <= methods, attribute
+        assert {"grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch",
+                f"{REFLECTION_V1}/ServerReflectionInfo",
+                "grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo"} <= methods
+
+
+async def _reflect_files(channel, service: str, **request: str) -> list[bytes]:
+    """The serialized files a raw ``ServerReflectionInfo`` call on ``service`` answers for
+    one request (``file_containing_symbol=`` or ``file_by_filename=``); the v1 and v1alpha
+    messages are the same on the wire."""
     call = channel.stream_stream(
-        f"/{REFLECTION_V1}/ServerReflectionInfo",
+        f"/{service}/ServerReflectionInfo",
         request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
         response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
-    )(iter([reflection_pb2.ServerReflectionRequest(file_containing_symbol=REFLECTION_V1)]))
+    )(iter([reflection_pb2.ServerReflectionRequest(**request)]))
     [reply] = [r async for r in call]
-    assert reply.file_descriptor_response.file_descriptor_proto
+    assert not reply.HasField("error_response"), (request, reply.error_response)
+    return list(reply.file_descriptor_response.file_descriptor_proto)
+
+
+def _pool_of(
+    files: dict[str, descriptor_pb2.FileDescriptorProto],
+) -> descriptor_pool.DescriptorPool:
+    """A fresh pool holding ``files``, each added after the files it imports; adding a file
+    fails on a type reference that no file added before it defines."""
+    pool = descriptor_pool.DescriptorPool()
+    added: set[str] = set()
+
+    def add(name: str) -> None:
+        if name not in added:
+            for dependency in files[name].dependency:
+                add(dependency)
+            pool.Add(files[name])
+            added.add(name)
+
+    for name in files:
+        add(name)
+    return pool
+
+
+@pytest.mark.parametrize("service", (REFLECTION_V1, "grpc.reflection.v1alpha.ServerReflection"))
+async def test_reflection_describes_every_service_completely(world: World, service: str):
+    """Each served service's files, with the files they depend on fetched by name as a client
+    does, build a fresh descriptor pool in which the service and every type it uses resolve
+    (a v1 file pointing at v1alpha types without importing them made buf fail)."""
+    channel = make_channel(world.stack.config_address, world.a.admin)
+    world.channels.append(channel)
+    for symbol in ("goals.v1.ConfigService", "grpc.health.v1.Health", REFLECTION_V1,
+                   "grpc.reflection.v1alpha.ServerReflection"):
+        files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
+        pending = await _reflect_files(channel, service, file_containing_symbol=symbol)
+        while pending:
+            proto = descriptor_pb2.FileDescriptorProto.FromString(pending.pop())
+            files.setdefault(proto.name, proto)
+            for dependency in proto.dependency:
+                if dependency not in files:
+                    pending += await _reflect_files(channel, service,
+                                                   file_by_filename=dependency)
+        pool = _pool_of(files)
+        described = pool.FindServiceByName(symbol)
+        for method in described.methods:  # building the pool resolved them; check anyway
+            for message in (method.input_type, method.output_type):
+                assert pool.FindMessageTypeByName(message.full_name) is message, method.full_name
+        if symbol == REFLECTION_V1:
+            assert described.file.name == "grpc/reflection/v1/reflection.proto"
+            request = described.methods_by_name["ServerReflectionInfo"].input_type
+            assert request.full_name == "grpc.reflection.v1.ServerReflectionRequest"
+            assert not [f for f in files if "v1alpha" in f]
+

@@ -46,22 +46,59 @@ class Registration:
 
 REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 _REFLECTION_V1_FILE = "grpc/reflection/v1/reflection.proto"
+_V1ALPHA, _V1 = "grpc.reflection.v1alpha", "grpc.reflection.v1"
+
+
+def _reflection_v1_file() -> descriptor_pb2.FileDescriptorProto:
+    """``grpc/reflection/v1/reflection.proto``, made from the v1alpha file: the same messages
+    field for field, with the package, the file options and every type reference moved to
+    v1. It stands alone (no imports), as the upstream file does: a copy that still pointed at
+    ``.grpc.reflection.v1alpha.*`` types without importing them could not be resolved by a
+    client (``buf curl --list-methods`` failed on it)."""
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    proto.name, proto.package = _REFLECTION_V1_FILE, _V1
+    proto.options.Clear()
+    proto.options.go_package = "google.golang.org/grpc/reflection/grpc_reflection_v1"
+    proto.options.java_package = "io.grpc.reflection.v1"
+    proto.options.java_outer_classname = "ServerReflectionProto"
+    proto.options.java_multiple_files = True
+
+    def to_v1(holder: Any, *attributes: str) -> None:
+        # Only set attributes are rewritten: assigning "" would mark an unset one present.
+        for attribute in attributes:
+            type_name = getattr(holder, attribute)
+            if type_name.startswith(f".{_V1ALPHA}."):
+                setattr(holder, attribute, f".{_V1}." + type_name[len(_V1ALPHA) + 2:])
+
+    messages = list(proto.message_type)
+    while messages:
+        message = messages.pop()
+        messages.extend(message.nested_type)
+        for fld in (*message.field, *message.extension):
+            to_v1(fld, "type_name", "extendee")
+    for service in proto.service:
+        for method in service.method:
+            to_v1(method, "input_type", "output_type")
+    # The default pool, which already holds v1alpha, accepted the broken copy without a
+    # word; fail at start-up instead if a new grpcio-reflection adds a reference missed here.
+    if _V1ALPHA in proto.SerializeToString().decode("utf-8", "replace"):
+        raise RuntimeError(f"{_REFLECTION_V1_FILE} still refers to {_V1ALPHA}")
+    return proto
 
 
 def _add_reflection_v1(server: aio.Server, servicer: Any) -> None:
     """Serve ``servicer`` (v1alpha) as ``grpc.reflection.v1`` too.
 
-    grpcio-reflection 1.85 ships only v1alpha. The v1 messages are the v1alpha ones under
-    another package, field for field, so the same handler answers both; the v1 file is added
-    to the descriptor pool so that reflection can describe itself under either name."""
+    grpcio-reflection 1.85 ships only v1alpha (no v1 module or .proto in grpcio-reflection,
+    grpcio-tools or protobuf). The v1 messages are the v1alpha ones under another package,
+    field for field, so the same handler answers both; the v1 file is added to the
+    descriptor pool so that reflection can describe itself under either name."""
     pool = descriptor_pool.Default()
     try:
         pool.FindFileByName(_REFLECTION_V1_FILE)
     except KeyError:
-        proto = descriptor_pb2.FileDescriptorProto()
-        reflection_pb2.DESCRIPTOR.CopyToProto(proto)
-        proto.name, proto.package = _REFLECTION_V1_FILE, "grpc.reflection.v1"
-        pool.AddSerializedFile(proto.SerializeToString())
+        pool.Add(_reflection_v1_file())
     handler = grpc.stream_stream_rpc_method_handler(
         servicer.ServerReflectionInfo,
         request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
