@@ -277,6 +277,58 @@ async def test_keyset_paging_with_or_gt_two_key_sort_and_limit(db):
     assert pages == 5
 
 
+async def _times_around_one_millisecond(db: AsyncDatabase):
+    coll = db["conversions"]
+    when = dt.datetime(2026, 5, 1, 9, 0, 0, 500000, tzinfo=dt.UTC)
+    ms = dt.timedelta(milliseconds=1)
+    docs = [{"_id": f"tie-{k:02d}", "a": "x", "t": when} for k in range(6)]
+    docs += [{"_id": f"near-{k}", "a": "x", "t": when + (k - 2) * ms} for k in (0, 1, 3, 4)]
+    docs += [{"_id": f"far-{k}", "a": "x", "t": when + (k - 1) * dt.timedelta(seconds=1)}
+             for k in (0, 2)]
+    await coll.insert_many(docs[::-1])
+    return coll, sorted(docs, key=lambda d: (d["t"], d["_id"]), reverse=True)
+
+
+async def _page_newest_first(coll, account_filter: dict) -> list[str]:
+    seen: list[str] = []
+    after = None
+    while True:
+        query: dict = {"a": account_filter}
+        if after is not None:
+            query["$or"] = [{"t": {"$lt": after[0]}}, {"t": after[0], "_id": {"$lt": after[1]}}]
+        page = await coll.find(query).sort([("t", -1), ("_id", -1)]).limit(3).to_list()
+        if not page:
+            return seen
+        seen.extend(d["_id"] for d in page)
+        after = (page[-1]["t"], page[-1]["_id"])
+        assert len(seen) < 100, "paging does not end"
+
+
+async def test_keyset_or_on_millisecond_datetimes_with_in(db):
+    # ListConversions' page query (tracker_svc/queries.py): ties at one millisecond and
+    # neighbours a millisecond away in the same second.
+    coll, expected = await _times_around_one_millisecond(db)
+    assert await _page_newest_first(coll, {"$in": ["x"]}) == [d["_id"] for d in expected]
+
+
+@embedded_gap("find compares datetimes to the second (SQLite datetime()) unless the query "
+              "holds a $in, so a $or keyset skips rows earlier in the same second")
+async def test_keyset_or_on_millisecond_datetimes_with_eq(db):
+    coll, expected = await _times_around_one_millisecond(db)
+    assert await _page_newest_first(coll, {"$eq": "x"}) == [d["_id"] for d in expected]
+
+
+@embedded_gap("a range beside a $or that names the same field is ignored by find")
+async def test_range_beside_or_on_the_same_field(db):
+    coll, expected = await _times_around_one_millisecond(db)
+    lo, hi = expected[-1]["t"], expected[0]["t"]  # the far rows, two seconds apart
+    query = {"a": "x", "t": {"$gt": lo}, "$or": [{"t": {"$lt": hi}}, {"_id": "far-0"}]}
+    found = await coll.find(query).to_list()
+    assert sorted(d["_id"] for d in found) == sorted(
+        d["_id"] for d in expected if lo < d["t"] < hi
+    )
+
+
 async def test_find_in_projection_and_sort(db):
     coll = db["goals"]
     await coll.insert_many(

@@ -21,6 +21,7 @@ import aiohttp
 import pytest
 import structlog
 
+from export_svc import http as export_http
 from export_svc.files import FileStore
 from export_svc.http import create_app, start_http, stop_http
 from export_svc.links import LINK_TTL, LinkSigner
@@ -401,7 +402,8 @@ async def test_slow_header_connections_are_closed_after_the_header_timeout(env, 
             writer.close()
 
 
-async def test_connections_over_the_cap_get_503_and_are_closed(env, serve):
+async def test_connections_over_the_cap_get_503_and_are_closed(env, serve, monkeypatch):
+    monkeypatch.setattr(export_http, "REFUSAL_LOG_EVERY_S", 2.0)
     port = await serve(max_connections=4, header_timeout_s=30)
     export_id, stored = env.add_export("acct-a")
     held = [await asyncio.open_connection("127.0.0.1", port) for _ in range(4)]
@@ -417,7 +419,21 @@ async def test_connections_over_the_cap_get_503_and_are_closed(env, serve):
         assert head.startswith(b"HTTP/1.1 503 ")
         assert b"Server: goalflow" in head and b"aiohttp" not in head
         assert [e["event"] for e in logs] == ["http_connections_refused"]
-        assert logs[0]["limit"] == 4
+        assert logs[0]["limit"] == 4 and logs[0]["refused"] == 1
+
+        # A burst inside the quiet interval is logged once it ends, with its count.
+        with structlog.testing.capture_logs() as logs:
+            for _ in range(5):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                async with asyncio.timeout(10):
+                    assert (await _closed_by_server(reader)).startswith(b"HTTP/1.1 503 ")
+                writer.close()
+            assert logs == []
+            for _ in range(200):  # the flush is due within 2 s; wait up to 10 s
+                if logs:
+                    break
+                await asyncio.sleep(0.05)
+        assert [(e["event"], e["refused"]) for e in logs] == [("http_connections_refused", 5)]
 
         held[0][1].close()
         # The freed slot is taken by the next client (once the server saw the close).

@@ -4,7 +4,9 @@ and rating documents written straight into the tracker's database (store.py's sc
 from __future__ import annotations
 
 import asyncio
+import base64
 import datetime as dt
+import json
 from typing import Any
 
 import grpc
@@ -80,6 +82,31 @@ async def test_list_pages_through_conversions_sharing_one_millisecond(
     ids, sizes = await list_all(stack.tracker(tenant.admin), page_size=50)
     assert sizes == [50, 50, 20]
     assert ids == sorted((d["_id"] for d in docs), reverse=True)
+
+
+async def test_list_pages_through_more_than_ten_thousand_conversions_at_one_instant(
+    stack, make_tenant, tracker_db
+):
+    """A page token is the last row's (time, id): 12,000 conversions of one goal at one
+    millisecond page through like any others (tokens once counted the rows sharing a time
+    and were refused past 10,000 of them)."""
+    tenant = await make_tenant()
+    acct = tenant.account_id
+    instant = T0 + dt.timedelta(milliseconds=500)
+    ms = dt.timedelta(milliseconds=1)
+    docs = [conversion_doc(acct, "goal", f"conv-{k:05d}", instant) for k in range(12_000)]
+    # Neighbours in the same second (one millisecond either side) and in other seconds.
+    for name, step, n in (("later", ms, 60), ("earlier", -ms, 60),
+                          ("next", SECOND, 30), ("prev", -SECOND, 30)):
+        docs += [
+            conversion_doc(acct, "goal", f"{name}-{k}", instant + (k + 1) * step)
+            for k in range(n)
+        ]
+    others = [conversion_doc(acct, "other-goal", f"conv-{k}", instant) for k in range(50)]
+    await tracker_db.conversions.insert_many(docs + others)
+    ids, sizes = await list_all(stack.tracker(tenant.admin), page_size=500, goal_id="goal")
+    assert ids == [d["_id"] for d in sorted(docs, key=key, reverse=True)]
+    assert sizes == [500] * 24 + [180]
 
 
 async def test_list_filters(stack, make_tenant, tracker_db):
@@ -192,9 +219,15 @@ async def test_list_refuses_bad_arguments(stack, make_tenant, tracker_db):
         tracker_pb2.ListConversionsRequest(goal_id="goal-1", page_size=2)
     )
     assert first.next_page_token
+    millis, doc_id, fingerprint = json.loads(base64.urlsafe_b64decode(first.next_page_token))
+    old_token = base64.urlsafe_b64encode(
+        json.dumps([millis, doc_id, 1, fingerprint]).encode()
+    ).decode()
     bad = [
         (tracker_pb2.ListConversionsRequest(page_token="not a token!"), "page_token"),
         (tracker_pb2.ListConversionsRequest(page_token="W10="), "page_token"),  # "[]"
+        # The earlier [millis, id, ties, fingerprint] form.
+        (tracker_pb2.ListConversionsRequest(page_token=old_token), "page_token"),
         # A token is only good with the filters it was issued for.
         (tracker_pb2.ListConversionsRequest(goal_id="goal-2",
                                             page_token=first.next_page_token), "page_token"),
