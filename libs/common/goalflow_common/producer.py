@@ -20,7 +20,14 @@ import itertools
 import random
 import uuid
 from collections import deque
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Iterator,
+)
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -101,6 +108,68 @@ class _StreamBroke(Exception):
         self.why = why
 
 
+class _Requests:
+    """The requests of one stream, as grpc's request iterator: fed by ``put``, ended by
+    ``end``. A plain iterator, not an async generator, ended by a sentinel: closing the
+    generator that ``call.write`` feeds while grpc's task still iterates it printed
+    "aclose(): asynchronous generator is already running" after each broken stream."""
+
+    _END = object()
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[object] = asyncio.Queue()  # at most a window of batches
+
+    def put(self, request: tracker_pb2.IngestEventsRequest) -> None:
+        self._queue.put_nowait(request)
+
+    def end(self) -> None:
+        self._queue.put_nowait(self._END)
+
+    def __aiter__(self) -> _Requests:
+        return self
+
+    async def __anext__(self) -> object:
+        request = await self._queue.get()
+        if request is self._END:
+            self._queue.put_nowait(self._END)  # ended for good, however often asked
+            raise StopAsyncIteration
+        return request
+
+
+class _Source:
+    """The batches of one ``send``, taken one at a time by a task that outlives a broken
+    stream: a read of the events (a pipe may block) is never interrupted by a reconnect."""
+
+    def __init__(self, batches: AsyncGenerator[_Batch, None]) -> None:
+        self._batches = batches
+        self._next: asyncio.Task[_Batch | None] | None = None
+        self.exhausted = False
+
+    def next(self) -> asyncio.Task[_Batch | None]:
+        """The task taking the next batch (None at the end), started if need be."""
+        if self._next is None:
+            self._next = asyncio.ensure_future(self._take())
+        return self._next
+
+    async def _take(self) -> _Batch | None:
+        return await anext(self._batches, None)
+
+    def taken(self) -> _Batch | None:
+        """The batch of the finished ``next`` task (raises what reading the events raised)."""
+        assert self._next is not None
+        batch, self._next = self._next.result(), None
+        self.exhausted = batch is None
+        return batch
+
+    async def close(self) -> None:
+        if self._next is not None:
+            self._next.cancel()  # ends the events' source (a file's reader) with it
+            await asyncio.wait([self._next])
+            if not self._next.cancelled():
+                self._next.exception()  # the send ended for another reason, raised already
+        await self._batches.aclose()
+
+
 class EventProducer:
     """Sends events to one tracker address with one key (role ingest or admin)."""
 
@@ -150,14 +219,14 @@ class EventProducer:
         As each batch is acknowledged (in order), ``on_rejected`` gets each of its refused
         events, then ``on_ack`` the acknowledgement and the batch's size."""
         summary = IngestSummary()
-        source = self._batches(events, summary)
+        source = _Source(self._batches(events, summary))
         try:
             return await self._send(source, summary, on_ack, on_rejected)
         finally:
-            await source.aclose()  # the events' source too (a file being read), however it ends
+            await source.close()  # the events' source too (a file being read), however it ends
 
     async def _send(
-        self, source: AsyncIterator[_Batch], summary: IngestSummary,
+        self, source: _Source, summary: IngestSummary,
         on_ack: AckCallback | None, on_rejected: RejectionCallback | None,
     ) -> IngestSummary:
         unacked: deque[_Batch] = deque()
@@ -198,55 +267,73 @@ class EventProducer:
 
     async def _session(
         self,
-        source: AsyncIterator[_Batch],
+        source: _Source,
         unacked: deque[_Batch],
         summary: IngestSummary,
         on_ack: AckCallback | None,
         on_rejected: RejectionCallback | None,
     ) -> None:
-        """One stream: resend what is unacknowledged, then go on with the source."""
-        call = self._stub.IngestEvents()
+        """One stream: resend what is unacknowledged, then go on with the source.
+        Acknowledgements are read while the next batch is awaited from the source: a pipe
+        whose writer stalls does not hold back those already received."""
+        requests = _Requests()
+        call = self._stub.IngestEvents(requests)
+        reading: asyncio.Future[object] | None = None
         try:
             for batch in unacked:
                 summary.resent_batches += batch.sent
                 batch.sent = True
-                await self._write(call, batch.request)
-            exhausted = False
-            while True:
-                while not exhausted and len(unacked) < self._window:
-                    batch = await anext(source, None)
+                requests.put(batch.request)
+            if source.exhausted:
+                requests.end()
+            while unacked or not source.exhausted:
+                if unacked and reading is None:
+                    reading = asyncio.ensure_future(call.read())
+                taking = None
+                if not source.exhausted and len(unacked) < self._window:
+                    taking = source.next()
+                await asyncio.wait([w for w in (taking, reading) if w is not None],
+                                   return_when=asyncio.FIRST_COMPLETED)
+                if taking is not None and taking.done():
+                    batch = source.taken()
                     if batch is None:
-                        exhausted = True
-                        await call.done_writing()
-                        break
-                    unacked.append(batch)
-                    batch.sent = True
-                    await self._write(call, batch.request)
-                if not unacked:
-                    return
-                ack = await call.read()
-                if ack is aio.EOF:  # the server ended the stream early (graceful shutdown)
-                    await self._ended(call)
-                batch = unacked.popleft()
-                known = len(summary.rejected)
-                self._account(batch, ack, summary)
-                if on_rejected is not None:
-                    for rejection in summary.rejected[known:]:
-                        on_rejected(rejection)
-                if on_ack is not None:
-                    on_ack(ack, len(batch.request.events))
+                        requests.end()  # grpc half-closes the stream once all is written
+                    else:
+                        unacked.append(batch)
+                        batch.sent = True
+                        requests.put(batch.request)
+                if reading is not None and reading.done():
+                    ack, reading = reading.result(), None
+                    if ack is aio.EOF:  # the server ended the stream early (graceful shutdown)
+                        await self._ended(call)
+                    self._acknowledged(ack, unacked.popleft(), summary, on_ack, on_rejected)
         except aio.AioRpcError as exc:
             if exc.code() in RETRYABLE:
                 raise _StreamBroke(exc.code(), exc.details() or "") from exc
             raise ProducerError(f"{exc.code().name}: {exc.details()}", exc.code()) from exc
         finally:
+            # grpc's task that consumes ``requests`` must end however the call ended: a
+            # call that already failed is not cancelled again, and its task would wait for
+            # a request forever (then "Task was destroyed but it is pending!" at exit).
             call.cancel()
+            requests.end()
+            if reading is not None:
+                reading.cancel()
+                await asyncio.wait([reading])
+                if not reading.cancelled():
+                    reading.exception()  # the error that ended this stream is raised already
 
-    async def _write(self, call: aio.StreamStreamCall, request: object) -> None:
-        try:
-            await call.write(request)
-        except asyncio.InvalidStateError:  # the call already ended: why decides what next
-            await self._ended(call)
+    def _acknowledged(
+        self, ack: tracker_pb2.IngestEventsResponse, batch: _Batch, summary: IngestSummary,
+        on_ack: AckCallback | None, on_rejected: RejectionCallback | None,
+    ) -> None:
+        known = len(summary.rejected)
+        self._account(batch, ack, summary)
+        if on_rejected is not None:
+            for rejection in summary.rejected[known:]:
+                on_rejected(rejection)
+        if on_ack is not None:
+            on_ack(ack, len(batch.request.events))
 
     @staticmethod
     async def _ended(call: aio.StreamStreamCall) -> None:

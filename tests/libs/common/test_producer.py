@@ -197,3 +197,35 @@ async def test_a_batch_over_the_trackers_message_limit_stops_the_send(
         await server.stop(0)
     assert caught.value.code is grpc.StatusCode.RESOURCE_EXHAUSTED
     assert await tracker_db.events.count_documents({"account_id": tenant.account_id}) == 0
+
+
+async def test_acknowledgements_are_read_while_the_source_waits(stack, make_tenant):
+    """A source that stalls after four events (a pipe whose writer waits): the four
+    acknowledgements reach ``on_ack`` meanwhile. Before, the producer read one, then waited
+    for the source to fill its window again, and the CLI's count lagged."""
+    tenant = await make_tenant()
+    events = converting_traffic()
+    acks: list[int] = []
+    four_acked, release = asyncio.Event(), asyncio.Event()
+
+    async def stalling():
+        for event in events[:4]:
+            yield event
+        await release.wait()
+        for event in events[4:8]:
+            yield event
+
+    def on_ack(ack: tracker_pb2.IngestEventsResponse, size: int) -> None:
+        acks.append(size)
+        if len(acks) == 4:
+            four_acked.set()
+
+    async with EventProducer(stack.tracker_address, tenant.keys[Role.INGEST], batch_size=1,
+                             window=4) as producer:
+        sending = asyncio.create_task(producer.send(stalling(), on_ack=on_ack))
+        try:
+            await asyncio.wait_for(four_acked.wait(), 20)
+        finally:
+            release.set()
+        summary = await sending
+    assert (summary.accepted, sum(acks)) == (8, 8)

@@ -15,6 +15,7 @@ a progress bar against the file's size. Blank lines are skipped but keep their n
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import gzip
 import threading
@@ -84,34 +85,45 @@ class EventFile:
     async def __aiter__(self) -> AsyncIterator[tracker_pb2.Event]:
         loop = asyncio.get_running_loop()
         chunks: asyncio.Queue[tuple[Any, int]] = asyncio.Queue(maxsize=2)
-        threading.Thread(target=self._read_all, args=(loop, chunks), daemon=True,
+        stop = threading.Event()
+        threading.Thread(target=self._read_all, args=(loop, chunks, stop), daemon=True,
                          name="goalflow-events-file").start()
-        while True:
-            chunk, bytes_read = await chunks.get()
-            if isinstance(chunk, BaseException):
-                raise chunk
-            self.bytes_read = bytes_read
-            if self._on_read is not None:
-                self._on_read(bytes_read)
-            if chunk is None:
-                return
-            for number, event in chunk:
-                self._lines.append(number)
-                yield event
+        try:
+            while True:
+                chunk, bytes_read = await chunks.get()
+                if isinstance(chunk, BaseException):
+                    raise chunk
+                self.bytes_read = bytes_read  # only here: the thread counts its own offset
+                if self._on_read is not None:
+                    self._on_read(bytes_read)
+                if chunk is None:
+                    return
+                for number, event in chunk:
+                    self._lines.append(number)
+                    yield event
+        finally:
+            stop.set()
+            while not chunks.empty():  # a reader waiting for room takes its leave
+                chunks.get_nowait()
 
     def _read_all(self, loop: asyncio.AbstractEventLoop,
-                  chunks: asyncio.Queue[tuple[Any, int]]) -> None:
-        """The reader thread: puts each chunk of events, then None (or the error). A daemon
-        thread rather than the loop's executor, whose shutdown waits for a read blocked on
-        a pipe whose writer stalls: Ctrl-C must end the command at once."""
+                  chunks: asyncio.Queue[tuple[Any, int]], stop: threading.Event) -> None:
+        """The reader thread: puts each chunk of events with the offset after it, then
+        None (or the error). A daemon thread rather than the loop's executor, whose shutdown
+        waits for a read blocked on a pipe whose writer stalls: Ctrl-C must end the command
+        at once. It ends quietly once nobody reads (``stop``, the put cancelled, the loop
+        gone): Ctrl-C printed its traceback above the command's own message."""
+        offset = 0
 
-        def put(item: Any) -> None:
+        def put(item: Any) -> bool:
+            """False once nobody reads any more."""
+            if stop.is_set():
+                return False
             try:
-                asyncio.run_coroutine_threadsafe(
-                    chunks.put((item, self.bytes_read)), loop
-                ).result()  # waits while the queue is full: at most two chunks in memory
-            except RuntimeError:  # the loop is gone (interrupted): nobody reads any more
-                raise SystemExit from None
+                asyncio.run_coroutine_threadsafe(chunks.put((item, offset)), loop).result()
+            except (RuntimeError, concurrent.futures.CancelledError):  # loop gone/stopping
+                return False
+            return not stop.is_set()
 
         try:
             with self.path.open("rb") as raw:
@@ -119,32 +131,33 @@ class EventFile:
                 reading = _Lines()
                 more = True
                 while more:
-                    chunk, more = self._read_chunk(stream, raw, reading)
-                    put(chunk)
+                    chunk, more, offset = self._read_chunk(stream, raw, reading, offset)
+                    if not put(chunk):
+                        return
         except (OSError, EOFError) as exc:  # unreadable, or a broken .gz
             put(exc)
             return
         put(None)
 
-    def _read_chunk(self, stream: BinaryIO, raw: BinaryIO, reading: _Lines
-                    ) -> tuple[list[tuple[int, tracker_pb2.Event]], bool]:
-        """The events of the whole lines in the next read, and whether the file goes on.
-        ``read1`` returns what one read gives: from a pipe, what
+    def _read_chunk(self, stream: BinaryIO, raw: BinaryIO, reading: _Lines, offset: int
+                    ) -> tuple[list[tuple[int, tracker_pb2.Event]], bool, int]:
+        """The events of the whole lines in the next read, whether the file goes on, and
+        the offset after the read. ``read1`` returns what one read gives: from a pipe, what
         the writer has written so far, so its lines are sent without waiting for more."""
         data = stream.read1(READ_BYTES)
         if stream is not raw:
             # The compressed offset; a pipe has none (and no size to compare it with).
             with contextlib.suppress(OSError):
-                self.bytes_read = raw.tell()
+                offset = raw.tell()
         else:
-            self.bytes_read += len(data)
+            offset += len(data)
         lines = reading.feed(data) if data else reading.finish()
         chunk = []
         for number, line in lines:
             event = self._parse(number, line)
             if event is not None:
                 chunk.append((number, event))
-        return chunk, bool(data)
+        return chunk, bool(data), offset
 
     def _parse(self, number: int, line: bytes) -> tracker_pb2.Event | None:
         try:
