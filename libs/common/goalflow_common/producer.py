@@ -30,12 +30,14 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from google.protobuf import json_format
 from grpc import aio
 
 from goalflow_common.client import make_channel
+from goalflow_common.interceptors import REQUEST_ID_KEY
 from goalflow_common.pb.goals.v1 import tracker_pb2, tracker_pb2_grpc
 
 # The tracker restarting, shutting down or losing its database: resent within the
@@ -45,9 +47,13 @@ TRANSIENT = frozenset({
     grpc.StatusCode.DEADLINE_EXCEEDED,
     grpc.StatusCode.ABORTED,
 })
-# A server killed mid-call can surface as INTERNAL or UNKNOWN, but so does a batch that
-# fails the server every time: resent at most ``max_unexplained`` times in a row without an
-# acknowledgement in between (ingestion being idempotent, a resend is safe).
+# A batch that fails the tracker every time comes back as INTERNAL or UNKNOWN, answered by
+# the tracker itself (its trailers echo the request id, as every goalflow server's do): such
+# a batch is resent at most ``max_unexplained`` times in a row without an acknowledgement in
+# between. The same codes raised by the client's own gRPC core (a stream written to as the
+# server goes away: "Internal error from Core") are a broken connection, resent within the
+# reconnect budget like UNAVAILABLE; counting them as poison stopped a producer across a
+# tracker's SIGTERM restart.
 UNEXPLAINED = frozenset({grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN})
 RETRYABLE = TRANSIENT | UNEXPLAINED
 
@@ -102,10 +108,12 @@ Events = Iterable[tracker_pb2.Event] | AsyncIterable[tracker_pb2.Event]
 class _StreamBroke(Exception):
     """The stream ended or failed retryably; unacknowledged batches must be resent."""
 
-    def __init__(self, code: grpc.StatusCode, why: str) -> None:
+    def __init__(self, code: grpc.StatusCode, why: str, trailers: Any = ()) -> None:
         super().__init__(why)
         self.code = code
         self.why = why
+        # Whether the server answered this status itself (see UNEXPLAINED).
+        self.answered = any(key == REQUEST_ID_KEY for key, _ in trailers or ())
 
 
 class _Requests:
@@ -240,7 +248,8 @@ class EventProducer:
                 # Reconnects are counted from the last acknowledgement.
                 progressed = summary.batches > acknowledged
                 failures = 0 if progressed else failures + 1
-                unexplained = 0 if progressed else unexplained + (broke.code in UNEXPLAINED)
+                poison = broke.code in UNEXPLAINED and broke.answered
+                unexplained = 0 if progressed else unexplained + poison
                 if unexplained > self._max_unexplained:
                     raise ProducerError(
                         f"{broke.code.name}: {broke.why} (the same batch failed "
@@ -309,7 +318,8 @@ class EventProducer:
                     self._acknowledged(ack, unacked.popleft(), summary, on_ack, on_rejected)
         except aio.AioRpcError as exc:
             if exc.code() in RETRYABLE:
-                raise _StreamBroke(exc.code(), exc.details() or "") from exc
+                raise _StreamBroke(exc.code(), exc.details() or "",
+                                   exc.trailing_metadata()) from exc
             raise ProducerError(f"{exc.code().name}: {exc.details()}", exc.code()) from exc
         finally:
             # grpc's task that consumes ``requests`` must end however the call ended: a
@@ -342,7 +352,7 @@ class EventProducer:
         details = await call.details()
         if status is grpc.StatusCode.OK or status in RETRYABLE:
             raise _StreamBroke(status, f"stream ended before every batch was acknowledged: "
-                                       f"{details}")
+                                       f"{details}", await call.trailing_metadata())
         raise ProducerError(f"{status.name}: {details}", status)
 
     @staticmethod

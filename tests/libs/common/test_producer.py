@@ -13,6 +13,7 @@ from grpc import aio
 
 from goalflow_common.auth import Role
 from goalflow_common.embedded_mongo import free_port
+from goalflow_common.interceptors import REQUEST_ID_KEY
 from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2
 from goalflow_common.producer import EventProducer, ProducerError, read_jsonl_events
 from tests.services.tracker_svc.builders import agent, assigned, create_goal, message, opened, visit
@@ -125,10 +126,13 @@ def test_reads_jsonl_plain_and_gzipped_and_names_a_broken_line(tmp_path):
 
 class RefusingTracker:
     """A gRPC server on loopback whose IngestEvents reads one batch and ends with ``code``:
-    a tracker that fails the same batch every time. Counts the streams it was sent."""
+    a tracker that fails the same batch every time. Counts the streams it was sent. Its
+    trailers echo a request id as a goalflow server's do, unless ``answered`` is false (a
+    status the server did not answer itself, as a broken connection's)."""
 
-    def __init__(self, code: grpc.StatusCode) -> None:
+    def __init__(self, code: grpc.StatusCode, answered: bool = True) -> None:
         self.code = code
+        self.answered = answered
         self.streams = 0
         self.server = aio.server()
         handler = grpc.stream_stream_rpc_method_handler(
@@ -141,6 +145,8 @@ class RefusingTracker:
     async def _ingest(self, requests, context):
         self.streams += 1
         async for _ in requests:
+            if self.answered:
+                context.set_trailing_metadata(((REQUEST_ID_KEY, "r-1"),))
             await context.abort(self.code, "this batch fails every time")
         yield tracker_pb2.IngestEventsResponse()  # not reached
 
@@ -174,6 +180,23 @@ async def test_a_poison_batch_is_not_resent_forever(code, streams):
     else:
         assert caught.value.code is code
         assert str(caught.value).startswith(f"{code.name}: this batch fails every time")
+
+
+async def test_an_internal_error_the_server_did_not_answer_is_retried_as_a_broken_stream():
+    """INTERNAL without the server's trailers (gRPC core's own "Internal error from Core"
+    when a stream is written as the server goes away) is a broken connection: resent within
+    the reconnect budget, not taken for a poison batch after one resend."""
+    tracker = RefusingTracker(grpc.StatusCode.INTERNAL, answered=False)
+    await tracker.server.start()
+    try:
+        async with EventProducer(tracker.address, "gf_0000000000000000_x", max_reconnects=2,
+                                 backoff_s=(0.01, 0.02)) as producer:
+            with pytest.raises(ProducerError) as caught:
+                await producer.send(converting_traffic()[:3])
+    finally:
+        await tracker.server.stop(0)
+    assert tracker.streams == 3
+    assert "unreachable after 2 reconnects" in str(caught.value)
 
 
 async def test_a_batch_over_the_trackers_message_limit_stops_the_send(
