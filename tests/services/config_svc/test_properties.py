@@ -19,10 +19,12 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from hypothesis import example, given
 from hypothesis import strategies as st
 
+from config_svc import rules
 from goalflow_common.client import make_channel
 from goalflow_common.db import eq
 from goalflow_common.money import ISO_4217
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, config_pb2_grpc
+from goalflow_common.request_guard import LIST_CEILING
 from tests.services.adversarial import (
     EITHER,
     INVALID,
@@ -427,6 +429,12 @@ async def test_update_goal_answers_or_names_the_field(account: Account, existing
         verdicts["start_date"] = dates_verdict(
             start, end, active=False, start_changed=start != optional(before, "start_date")
         )
+    # A list far over its limit is refused by the request guard before any rule runs (the
+    # update mask's too), naming that list.
+    for name, limit in (("conditions", rules.MAX_CONDITIONS),
+                        ("agent_group_ids", rules.MAX_GROUPS)):
+        if len(values[name]) > limit * LIST_CEILING:
+            verdicts[name] = INVALID
     verdict = worst(*verdicts.values())
 
     reply, error = await call(account.stub.UpdateGoal(request))
