@@ -206,8 +206,10 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         if counts is not None:
             for row in rows:
                 row.seven_day_conversions = counts.get(row.goal.id, 0)
-        last = docs[len(rows) - 1]
-        token = encode_page_token((last["name_key"], last["_id"])) if more and rows else ""
+        token = ""
+        if more and rows:
+            last = docs[len(rows) - 1]
+            token = encode_page_token((last["name_key"], last["_id"]))
         return config_pb2.ListGoalsResponse(
             goals=rows, next_page_token=token, seven_day_conversions_available=counts is not None
         )
