@@ -6,33 +6,18 @@ import datetime as dt
 import functools
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from config_svc import rules
 from goalflow_common.clock import start_of_day
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2
+from goalflow_common.protoconv import date_message, timestamp
 
 _MODEL_ENUM = {name: number for number, name in rules.MODELS.items()}
 _TYPE_ENUM = {name: number for number, name in rules.GOAL_TYPES.items() if name}
 _OPERATOR_ENUM = {name: number for number, name in rules.OPERATORS.items()}
 
 
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
-
-
-def timestamp(when: dt.datetime) -> Timestamp:
-    # Plain arithmetic: Timestamp.FromDatetime (timegm and range checks) costs 3x more.
-    delta = (when if when.tzinfo else when.replace(tzinfo=dt.UTC)) - _EPOCH
-    return Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
-
-
 # Every goal of a page shares a handful of (date, zone) pairs; ZoneInfo maths once each.
 _start_of_day = functools.lru_cache(maxsize=4096)(start_of_day)
-
-
-def date_message(iso: str) -> common_pb2.Date:
-    day = dt.date.fromisoformat(iso)
-    return common_pb2.Date(year=day.year, month=day.month, day=day.day)
 
 
 def goal_to_proto(doc: dict[str, Any], today: dt.date, time_zone: str) -> config_pb2.Goal:
@@ -63,12 +48,13 @@ def goal_to_proto(doc: dict[str, Any], today: dt.date, time_zone: str) -> config
         revision=doc["revision"],
     )
     if doc.get("start_date"):
-        goal.start_date.CopyFrom(date_message(doc["start_date"]))
         start = dt.date.fromisoformat(doc["start_date"])
+        goal.start_date.CopyFrom(date_message(start))
         goal.tracking_start_time.CopyFrom(timestamp(_start_of_day(start, time_zone)))
     if doc.get("end_date"):
-        goal.end_date.CopyFrom(date_message(doc["end_date"]))
-        after_end = dt.date.fromisoformat(doc["end_date"]) + dt.timedelta(days=1)
+        end = dt.date.fromisoformat(doc["end_date"])
+        goal.end_date.CopyFrom(date_message(end))
+        after_end = end + dt.timedelta(days=1)
         goal.tracking_end_time.CopyFrom(timestamp(_start_of_day(after_end, time_zone)))
     if doc.get("transaction_value"):
         goal.transaction_value.CopyFrom(common_pb2.Money(**doc["transaction_value"]))

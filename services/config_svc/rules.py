@@ -13,6 +13,7 @@ from typing import Any
 from goalflow_common.errors import InvalidArgument
 from goalflow_common.money import check_money, normalize_amount
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2
+from goalflow_common.protoconv import LAST_DAY, calendar_date
 
 MAX_ACTIVE_GOALS = 15
 MAX_CONDITIONS = 100
@@ -70,14 +71,11 @@ def _has_control(text: str) -> bool:
 
 # The exclusive end of tracking is the midnight after the end date, which must still be a
 # representable date (and protobuf Timestamp) in every time zone.
-MAX_DATE = dt.date(9999, 12, 30)
+MAX_DATE = LAST_DAY
 
 
 def parse_date(field: str, msg: common_pb2.Date) -> dt.date:
-    try:
-        day = dt.date(msg.year, msg.month, msg.day)
-    except ValueError:
-        raise InvalidArgument(field, "not a valid calendar date") from None
+    day = calendar_date(field, msg)
     if day > MAX_DATE:
         raise InvalidArgument(field, f"must be on or before {MAX_DATE.isoformat()}")
     return day

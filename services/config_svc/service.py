@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import datetime as dt
-import json
 import uuid
 from typing import Any
 
 import grpc
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 from grpc import aio
 
 from config_svc import rules
-from config_svc.convert import goal_to_proto, timestamp
+from config_svc.convert import goal_to_proto
 from config_svc.store import DuplicateName, GoalStore, SlotBusy
 from goalflow_common.auth import KeyStore, current_principal
 from goalflow_common.clock import Clock, start_of_day, today_in
@@ -28,6 +25,7 @@ from goalflow_common.errors import (
     NotFound,
 )
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
+from goalflow_common.protoconv import decode_page_token, encode_page_token, timestamp
 from goalflow_common.server import Lifecycle, cancel_and_wait
 
 log = structlog.get_logger(__name__)
@@ -49,8 +47,7 @@ class SevenDayCounts:
     ) -> dict[str, int] | None:
         if self._stub is None or not goal_ids:
             return {} if self._stub is not None else None
-        since_ts = Timestamp()
-        since_ts.FromDatetime(since)
+        since_ts = timestamp(since)
         try:
             reply = await self._stub.CountConversions(
                 tracker_pb2.CountConversionsRequest(
@@ -190,7 +187,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         if request.page_size < 0:
             raise InvalidArgument("page_size", "must not be negative")
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
-        after = _decode_token(request.page_token)
+        after = decode_page_token(request.page_token, (str, str))
         docs = await self._store.page(account_id, after, size + 1)
         more = len(docs) > size
         docs = docs[:size]
@@ -209,7 +206,10 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         if counts is not None:
             for row in rows:
                 row.seven_day_conversions = counts.get(row.goal.id, 0)
-        token = _encode_token(docs[len(rows) - 1]) if more and rows else ""
+        token = ""
+        if more and rows:
+            last = docs[len(rows) - 1]
+            token = encode_page_token((last["name_key"], last["_id"]))
         return config_pb2.ListGoalsResponse(
             goals=rows, next_page_token=token, seven_day_conversions_available=counts is not None
         )
@@ -340,19 +340,3 @@ def _change(kind: int, goal: config_pb2.Goal) -> config_pb2.WatchGoalsResponse:
     return config_pb2.WatchGoalsResponse(
         type=kind, goal=goal, change_time=timestamp(dt.datetime.now(dt.UTC))
     )
-
-
-def _encode_token(doc: dict[str, Any]) -> str:
-    return base64.urlsafe_b64encode(json.dumps([doc["name_key"], doc["_id"]]).encode()).decode()
-
-
-def _decode_token(token: str) -> tuple[str, str] | None:
-    if not token:
-        return None
-    try:
-        key, goal_id = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not isinstance(key, str) or not isinstance(goal_id, str):
-            raise ValueError
-    except (ValueError, TypeError):  # TypeError: a made-up token of JSON null, true or 1
-        raise InvalidArgument("page_token", "not a token from a previous response") from None
-    return key, goal_id

@@ -27,9 +27,7 @@ that learns the mail certainly did not go out (``MailError.maybe_sent`` is false
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import json
 import uuid
 from typing import Any
 
@@ -40,6 +38,8 @@ from pymongo.errors import DuplicateKeyError
 
 from goalflow_common.clock import Clock
 from goalflow_common.db import eq
+from goalflow_common.errors import InvalidArgument
+from goalflow_common.protoconv import decode_page_token, encode_page_token
 
 log = structlog.get_logger(__name__)
 
@@ -145,7 +145,7 @@ class JobStore:
         if len(docs) <= page_size:
             return docs, ""
         docs = docs[:page_size]
-        return docs, _encode_token(docs[-1]["list_key"])
+        return docs, encode_page_token((docs[-1]["list_key"],))
 
     # --- workers ----------------------------------------------------------------------
 
@@ -313,15 +313,9 @@ def _aware(when: dt.datetime) -> dt.datetime:
     return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
-def _encode_token(list_key: str) -> str:
-    return base64.urlsafe_b64encode(json.dumps([list_key]).encode()).decode()
-
-
 def _decode_token(token: str) -> str:
     try:
-        (key,) = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if not isinstance(key, str):
-            raise ValueError
-    except (ValueError, TypeError):
-        raise BadPageToken("not a token from a previous response") from None
-    return key
+        (key,) = decode_page_token(token, (str,)) or ("",)
+    except InvalidArgument as refused:
+        raise BadPageToken(refused.rule) from None
+    return str(key)

@@ -19,7 +19,6 @@ from export_svc.worker import ExportWorker
 from goalflow_common.auth import current_principal
 from goalflow_common.errors import InvalidArgument, NotFound, Unavailable
 from goalflow_common.pb.goals.v1 import (
-    common_pb2,
     config_pb2,
     config_pb2_grpc,
     export_pb2,
@@ -27,14 +26,10 @@ from goalflow_common.pb.goals.v1 import (
     tracker_pb2,
     tracker_pb2_grpc,
 )
+from goalflow_common.protoconv import MAX_ID, date_between, date_message, timestamp
 
 MAX_RANGE_DAYS = 366
 MAX_EMAIL = 254
-MAX_ID = 128
-# The worker reads [start 00:00, the day after the end 00:00) in the account's time zone:
-# the calendar's first and last days have no such bounds (the job used to be accepted and
-# then fail in the worker with OverflowError).
-FIRST_DAY, LAST_DAY = dt.date(1, 1, 2), dt.date(9999, 12, 30)
 EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
 DEFAULT_PAGE, MAX_PAGE = 50, 200
 # The tracker stores no event before 2000-01-01 nor more than a day ahead, so this span
@@ -150,14 +145,10 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
 def _date(field: str, request: Any) -> dt.date:
     if not request.HasField(field):
         raise InvalidArgument(field, "required")
-    msg = getattr(request, field)
-    try:
-        day = dt.date(msg.year, msg.month, msg.day)
-    except ValueError:
-        raise InvalidArgument(field, "not a valid calendar date") from None
-    if not FIRST_DAY <= day <= LAST_DAY:
-        raise InvalidArgument(field, f"must be between {FIRST_DAY} and {LAST_DAY}")
-    return day
+    # The worker reads [start 00:00, the day after the end 00:00) in the account's time
+    # zone: the calendar's first and last days have no such bounds (the job used to be
+    # accepted and then fail in the worker with OverflowError).
+    return date_between(field, getattr(request, field))
 
 
 def export_to_proto(job: dict[str, Any]) -> export_pb2.Export:
@@ -169,11 +160,9 @@ def export_to_proto(job: dict[str, Any]) -> export_pb2.Export:
         error="" if job["state"] == "MAILED" else job.get("error") or "",
     )
     for name in ("start_date", "end_date"):
-        day = dt.date.fromisoformat(job[name])
-        getattr(out, name).CopyFrom(common_pb2.Date(year=day.year, month=day.month, day=day.day))
+        getattr(out, name).CopyFrom(date_message(dt.date.fromisoformat(job[name])))
     for field, key in (("link_expire_time", "link_expire_time"), ("create_time", "create_time"),
                        ("update_time", "update_time"), ("mail_time", "mail_time")):
         if job.get(key):
-            when = job[key] if job[key].tzinfo else job[key].replace(tzinfo=dt.UTC)
-            getattr(out, field).FromDatetime(when)
+            getattr(out, field).CopyFrom(timestamp(job[key]))
     return out

@@ -2,37 +2,24 @@
 
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any
 
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, tracker_pb2
+from goalflow_common.protoconv import enum_numbers, timestamp
 
-
-def _by_name(enum: Any, prefix: str) -> dict[str, int]:
-    """Stored enum names ("WEB_WIDGET") to numbers of the proto enum ("CHANNEL_WEB_WIDGET")."""
-    return {name.removeprefix(prefix): number for name, number in enum.items()}
-
-
-_CHANNEL = _by_name(tracker_pb2.Channel, "CHANNEL_")
-_GOAL_TYPE = _by_name(config_pb2.GoalType, "GOAL_TYPE_")
-_MODEL = _by_name(config_pb2.AttributionModel, "ATTRIBUTION_MODEL_")
-_EVENT_TYPE = _by_name(tracker_pb2.TransactionEventType, "TRANSACTION_EVENT_TYPE_")
-_USER_TYPE = _by_name(tracker_pb2.UserType, "USER_TYPE_")
+_CHANNEL = enum_numbers(tracker_pb2.Channel)
+_GOAL_TYPE = enum_numbers(config_pb2.GoalType)
+_MODEL = enum_numbers(config_pb2.AttributionModel)
+_EVENT_TYPE = enum_numbers(tracker_pb2.TransactionEventType)
+_USER_TYPE = enum_numbers(tracker_pb2.UserType)
 
 
 def _enum(table: dict[str, int], name: str | None) -> int:
     # Unknown or missing names read as UNSPECIFIED: history stays readable if an enum
     # value is ever retired.
     return table.get(name or "", 0)
-
-
-def timestamp(when: dt.datetime) -> Timestamp:
-    ts = Timestamp()
-    ts.FromDatetime(when if when.tzinfo else when.replace(tzinfo=dt.UTC))
-    return ts
 
 
 def agent_to_proto(agent: dict[str, Any]) -> tracker_pb2.Agent:

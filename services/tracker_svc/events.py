@@ -9,9 +9,9 @@ from typing import Any
 
 from goalflow_common.money import check_money, normalize_amount
 from goalflow_common.pb.goals.v1 import tracker_pb2
+from goalflow_common.protoconv import MAX_ID, enum_names, to_datetime
 from tracker_svc.store import event_key
 
-MAX_ID = 128
 MAX_NAME = 256
 MAX_EMAIL = 254
 MAX_URL = 2048
@@ -23,16 +23,12 @@ EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)
 MAX_CLOCK_SKEW = dt.timedelta(days=1)
 
 
-def _names(enum: Any, prefix: str) -> dict[int, str]:
-    return {number: name[len(prefix):] for name, number in enum.items() if number}
-
-
-CHANNELS = _names(tracker_pb2.Channel, "CHANNEL_")
-USER_TYPES = _names(tracker_pb2.UserType, "USER_TYPE_")
-AUTHOR_TYPES = _names(tracker_pb2.AuthorType, "AUTHOR_TYPE_")
-START_REASONS = _names(tracker_pb2.SegmentStartReason, "SEGMENT_START_REASON_")
-END_REASONS = _names(tracker_pb2.SegmentEndReason, "SEGMENT_END_REASON_")
-TRANSACTION_TYPES = _names(tracker_pb2.TransactionEventType, "TRANSACTION_EVENT_TYPE_")
+CHANNELS = enum_names(tracker_pb2.Channel)
+USER_TYPES = enum_names(tracker_pb2.UserType)
+AUTHOR_TYPES = enum_names(tracker_pb2.AuthorType)
+START_REASONS = enum_names(tracker_pb2.SegmentStartReason)
+END_REASONS = enum_names(tracker_pb2.SegmentEndReason)
+TRANSACTION_TYPES = enum_names(tracker_pb2.TransactionEventType)
 
 
 class Rejected(Exception):
@@ -104,7 +100,7 @@ def to_document(
     if not event.HasField("occurred_at"):
         raise Rejected("occurred_at", "required")
     try:
-        at = event.occurred_at.ToDatetime(dt.UTC)
+        at = to_datetime(event.occurred_at)
     except (ValueError, OverflowError):
         raise Rejected("occurred_at", "not a valid timestamp") from None
     if at < EARLIEST or at > now + MAX_CLOCK_SKEW:

@@ -43,13 +43,13 @@ from goalflow_common.client import SUBSCRIBED_KEY
 from goalflow_common.db import decode_change_document
 from goalflow_common.errors import InvalidArgument
 from goalflow_common.pb.goals.v1 import tracker_pb2
+from goalflow_common.protoconv import MAX_ID
 from goalflow_common.server import Lifecycle, cancel_and_wait
 from tracker_svc.convert import conversion_to_proto
 from tracker_svc.store import TrackerStore
 
 log = structlog.get_logger(__name__)
 
-MAX_ID = 128
 # Ids of conversions this process inserted that one path (publish or change stream) has
 # dispatched and the other has not seen yet. An entry normally lives for the change stream's
 # lag (milliseconds); only an id whose second sighting never comes (the stream's history was

@@ -16,16 +16,15 @@ carries the platform service key) and keeps the answer in a :class:`GoalTable`:
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 import grpc
 import structlog
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc
+from goalflow_common.protoconv import enum_name, to_datetime
 from goalflow_common.server import cancel_and_wait
 from tracker_svc.attribution import TrackedGoal
 from tracker_svc.matching import Condition, UrlMatcher
@@ -33,21 +32,6 @@ from tracker_svc.matching import Condition, UrlMatcher
 log = structlog.get_logger(__name__)
 
 _FIRST_RETRY_S = 0.1
-
-
-def _enum_name(enum: object, number: int, prefix: str) -> str | None:
-    """``ATTRIBUTION_MODEL_FIRST_TOUCH`` -> ``FIRST_TOUCH``; None when unspecified or
-    unknown (a newer config may send values this build does not know)."""
-    try:
-        name: str = enum.Name(number)  # type: ignore[attr-defined]
-    except ValueError:
-        return None
-    short = name.removeprefix(prefix)
-    return None if short == "UNSPECIFIED" else short
-
-
-def _time(ts: Timestamp) -> dt.datetime:
-    return ts.ToDatetime(tzinfo=dt.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +49,7 @@ class KnownGoal:
 
 def convert_goal(goal: config_pb2.Goal) -> KnownGoal:
     """A config ``Goal`` message as the tracker keeps it."""
-    model = _enum_name(config_pb2.AttributionModel, goal.attribution_model, "ATTRIBUTION_MODEL_")
+    model = enum_name(config_pb2.AttributionModel, goal.attribution_model)
     if model is None:
         log.warning("goal_model_unknown", goal_id=goal.id, model=goal.attribution_model)
     value = None
@@ -78,21 +62,23 @@ def convert_goal(goal: config_pb2.Goal) -> KnownGoal:
         id=goal.id,
         account_id=goal.account_id,
         name=goal.name,
-        goal_type=_enum_name(config_pb2.GoalType, goal.goal_type, "GOAL_TYPE_"),
+        goal_type=enum_name(config_pb2.GoalType, goal.goal_type),
         model=model,  # type: ignore[arg-type]  # None: never matched, see KnownGoal.matchable
         period_days=goal.attribution_period_days,
         group_ids=frozenset(goal.agent_group_ids),
         value=value,
         active=goal.active,
         tracking_start=(
-            _time(goal.tracking_start_time) if goal.HasField("tracking_start_time") else None
+            to_datetime(goal.tracking_start_time) if goal.HasField("tracking_start_time") else None
         ),
-        tracking_end=_time(goal.tracking_end_time) if goal.HasField("tracking_end_time") else None,
+        tracking_end=(
+            to_datetime(goal.tracking_end_time) if goal.HasField("tracking_end_time") else None
+        ),
         revision=goal.revision,
     )
     conditions = []
     for cond in goal.conditions:
-        operator = _enum_name(config_pb2.ConditionOperator, cond.operator, "CONDITION_OPERATOR_")
+        operator = enum_name(config_pb2.ConditionOperator, cond.operator)
         if cond.category == config_pb2.CONDITION_CATEGORY_URL and operator and cond.value:
             conditions.append(Condition(operator, cond.value))
         else:

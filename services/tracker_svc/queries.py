@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
-import hashlib
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,13 +12,18 @@ from goalflow_common.auth import current_principal
 from goalflow_common.db import eq
 from goalflow_common.errors import InvalidArgument
 from goalflow_common.pb.goals.v1 import tracker_pb2
+from goalflow_common.protoconv import (
+    MAX_ID,
+    decode_page_token,
+    encode_page_token,
+    page_fingerprint,
+    to_datetime,
+)
 from tracker_svc.convert import conversion_to_proto
 from tracker_svc.store import TrackerStore
 
 DEFAULT_PAGE, MAX_PAGE = 50, 500
-MAX_ID = 128
 MAX_GOAL_IDS = 1000
-_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _NEWEST_FIRST = [("conversion_time", DESCENDING), ("_id", DESCENDING)]
 _OLDEST_FIRST = [("conversion_time", ASCENDING), ("_id", ASCENDING)]
 # StreamConversions' time windows (see stream): where they start, their least size, and
@@ -50,14 +52,9 @@ def _time(request: Any, field: str, *, required: bool = False) -> dt.datetime | 
             raise InvalidArgument(field, "required")
         return None
     try:
-        return getattr(request, field).ToDatetime(tzinfo=dt.UTC)
+        return to_datetime(getattr(request, field))
     except (ValueError, OverflowError):
         raise InvalidArgument(field, "not a valid timestamp") from None
-
-
-def _millis(when: dt.datetime) -> int:
-    # Stored dates keep milliseconds (BSON), so this is exact for stored values.
-    return (when - _EPOCH) // dt.timedelta(milliseconds=1)
 
 
 def _whole_second(when: dt.datetime) -> dt.datetime:
@@ -89,28 +86,6 @@ def _next_key(
     return _key(last), sum(1 for doc in raw[: upto + 1] if doc["conversion_time"] == when)
 
 
-def _encode_token(key: tuple[dt.datetime, str], fingerprint: str) -> str:
-    raw = json.dumps([_millis(key[0]), key[1], fingerprint])
-    return base64.urlsafe_b64encode(raw.encode()).decode()
-
-
-def _decode_token(token: str, fingerprint: str) -> tuple[dt.datetime, str] | None:
-    """The (conversion time, _id) of the last row a previous page gave. Tokens of the
-    earlier [millis, id, ties, fingerprint] form are refused like any other bad token."""
-    if not token:
-        return None
-    try:
-        millis, doc_id, given = json.loads(base64.urlsafe_b64decode(token.encode()))
-        if type(millis) is not int or not isinstance(doc_id, str) or not isinstance(given, str):
-            raise ValueError
-        when = _EPOCH + dt.timedelta(milliseconds=millis)
-    except (ValueError, TypeError, OverflowError):
-        raise InvalidArgument("page_token", "not a token from a previous response") from None
-    if given != fingerprint:
-        raise InvalidArgument("page_token", "was issued for a different set of filters")
-    return when, doc_id
-
-
 def _older_than(
     after: tuple[dt.datetime, str], times: dict[str, dt.datetime]
 ) -> list[dict[str, Any]]:
@@ -140,11 +115,6 @@ def _fitting(conversions: list[tracker_pb2.Conversion], budget: int) -> int:
         if n and used > budget:
             return n
     return len(conversions)
-
-
-def _fingerprint(*parts: Any) -> str:
-    """Ties a page token to the filters it was issued for."""
-    return hashlib.sha256(json.dumps(parts, default=str).encode()).hexdigest()[:16]
 
 
 class ConversionQueries:
@@ -185,10 +155,12 @@ class ConversionQueries:
         start, end = _time(request, "start_time"), _time(request, "end_time")
         if start is not None and end is not None and end <= start:
             raise InvalidArgument("end_time", "must be after start_time")
-        fingerprint = _fingerprint(
+        fingerprint = page_fingerprint(
             account_id, request.conversation_id, request.goal_id, request.agent_id, start, end
         )
-        after = _decode_token(request.page_token, fingerprint)
+        # Tokens of the earlier [millis, id, ties, fingerprint] form are refused like any
+        # other bad token.
+        after = decode_page_token(request.page_token, (dt.datetime, str), fingerprint)
         times: dict[str, dt.datetime] = {}
         if start is not None:
             times["$gte"] = start
@@ -209,7 +181,7 @@ class ConversionQueries:
         page, conversions = page[:fit], conversions[:fit]
         next_token = ""
         if len(raw) > fit:
-            next_token = _encode_token(_key(page[-1]), fingerprint)
+            next_token = encode_page_token(_key(page[-1]), fingerprint)
         return tracker_pb2.ListConversionsResponse(
             conversions=conversions, next_page_token=next_token
         )

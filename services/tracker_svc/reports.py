@@ -62,6 +62,7 @@ from goalflow_common.clock import Clock
 from goalflow_common.errors import InvalidArgument
 from goalflow_common.money import from_micros, to_micros
 from goalflow_common.pb.goals.v1 import common_pb2, tracker_pb2
+from goalflow_common.protoconv import date_between
 from tracker_svc.store import TrackerStore
 
 log = structlog.get_logger(__name__)
@@ -69,8 +70,6 @@ log = structlog.get_logger(__name__)
 MAX_RANGE_DAYS = 366
 MIN_OFFSET_MINUTES, MAX_OFFSET_MINUTES = -720, 840
 MAX_FILTER_ENTRIES = 100
-# The day after the end date must exist in every offset, as must the day before the start.
-MIN_DATE, MAX_DATE = dt.date(1, 1, 2), dt.date(9999, 12, 30)
 ACTIVITY_KINDS = ("message", "assigned", "unassigned", "closed")
 WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 _MICROS_PER_SECOND = 1_000_000
@@ -174,15 +173,8 @@ def _micros(delta: dt.timedelta) -> int:
 def _parse_date(name: str, message: common_pb2.Date, present: bool) -> dt.date:
     if not present:
         raise InvalidArgument(name, "required")
-    try:
-        day = dt.date(message.year, message.month, message.day)
-    except ValueError:
-        raise InvalidArgument(name, "not a valid calendar date") from None
-    if not MIN_DATE <= day <= MAX_DATE:
-        raise InvalidArgument(
-            name, f"must be between {MIN_DATE.isoformat()} and {MAX_DATE.isoformat()}"
-        )
-    return day
+    # The day after the end date must exist in every offset, as must the day before the start.
+    return date_between(name, message)
 
 
 def _filter(name: str, values: Iterable[str]) -> frozenset[str]:

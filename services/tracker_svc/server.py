@@ -7,12 +7,13 @@ from goalflow_common.client import make_channel
 from goalflow_common.clock import Clock, SystemClock
 from goalflow_common.db import connect
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
+from goalflow_common.protoconv import MAX_ID
 from goalflow_common.request_guard import RequestBudget, text_bytes
 from goalflow_common.server import GoalflowServer, Lifecycle, Registration, build_server
 from tracker_svc.feed import ConversionFeed
 from tracker_svc.goals import GoalCache
 from tracker_svc.ingest import Ingestor
-from tracker_svc.queries import MAX_GOAL_IDS, MAX_ID, ConversionQueries
+from tracker_svc.queries import MAX_GOAL_IDS, ConversionQueries
 from tracker_svc.reports import MAX_FILTER_ENTRIES, Reporter
 from tracker_svc.service import TrackerServicer
 from tracker_svc.settings import TrackerSettings

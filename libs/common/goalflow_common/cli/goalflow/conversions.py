@@ -20,9 +20,9 @@ from goalflow_common.cli.goalflow.values import (
     show_money,
     show_time,
     time_bound,
-    timestamp,
 )
 from goalflow_common.pb.goals.v1 import tracker_pb2
+from goalflow_common.protoconv import timestamp
 
 MAX_PAGE = 500  # the largest page ListConversions gives
 

@@ -17,8 +17,9 @@ from goalflow_common.cli.goalflow.output import (
     note,
 )
 from goalflow_common.cli.goalflow.session import Session, with_session
-from goalflow_common.cli.goalflow.values import DateType, date_proto, show_date, show_time
+from goalflow_common.cli.goalflow.values import DateType, show_date, show_time
 from goalflow_common.pb.goals.v1 import export_pb2
+from goalflow_common.protoconv import date_message
 
 POLL_S = 0.5
 MAX_PAGE = 200  # the largest page ListExports gives
@@ -87,7 +88,7 @@ async def request_export(
     """
     export_stub = session.export()
     job = (await export_stub.RequestExport(export_pb2.RequestExportRequest(
-        goal_id=goal, start_date=date_proto(start), end_date=date_proto(end),
+        goal_id=goal, start_date=date_message(start), end_date=date_message(end),
         recipient_email=email,
     ))).export
     if fmt == "table":

@@ -24,13 +24,13 @@ from goalflow_common.cli.goalflow.values import (
     DateType,
     EnumChoice,
     date_json,
-    date_proto,
     enum_label,
     show_date,
     show_money,
     show_time,
 )
 from goalflow_common.pb.goals.v1 import config_pb2
+from goalflow_common.protoconv import date_message
 
 LIST_PAGE = 200  # the largest page ListGoals gives
 
@@ -364,9 +364,9 @@ async def activate_goal(
     """Turn a goal on (at most 15 active goals per account)."""
     request = config_pb2.ActivateGoalRequest(goal_id=goal_id)
     if start_date:
-        request.start_date.CopyFrom(date_proto(start_date))
+        request.start_date.CopyFrom(date_message(start_date))
     if end_date:
-        request.end_date.CopyFrom(date_proto(end_date))
+        request.end_date.CopyFrom(date_message(end_date))
     goal = (await session.config().ActivateGoal(request)).goal
     click.echo(f"goal {goal.id} activated: {_status(goal)}")
 

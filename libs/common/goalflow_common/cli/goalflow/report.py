@@ -12,13 +12,13 @@ from goalflow_common.cli.goalflow.values import (
     DateType,
     EnumChoice,
     UtcOffsetType,
-    date_proto,
     enum_label,
     offset_label,
     show_moneys,
     show_seconds,
 )
 from goalflow_common.pb.goals.v1 import tracker_pb2
+from goalflow_common.protoconv import date_message
 
 DEFAULT_DAYS = 30
 
@@ -67,7 +67,7 @@ async def report(
     if start is None:
         start = end - dt.timedelta(days=DEFAULT_DAYS - 1)
     reply = await session.tracker().GetReport(tracker_pb2.GetReportRequest(
-        start_date=date_proto(start), end_date=date_proto(end),
+        start_date=date_message(start), end_date=date_message(end),
         utc_offset_minutes=utc_offset, group_by=group_by, goal_ids=goals, skills=skills,
         group_ids=groups, agent_ids=agents,
     ))

@@ -16,20 +16,13 @@ from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from goalflow_common.pb.goals.v1 import common_pb2
-
-
-def _prefix(enum: EnumTypeWrapper) -> str:
-    """``ATTRIBUTION_MODEL_`` for AttributionModel: its zero value's name minus UNSPECIFIED."""
-    return enum.Name(0).removesuffix("UNSPECIFIED")
+from goalflow_common.protoconv import enum_name, enum_prefix
 
 
 def enum_label(enum: EnumTypeWrapper, number: int) -> str:
     """``first-touch`` for ATTRIBUTION_MODEL_FIRST_TOUCH; the number itself if unknown."""
-    try:
-        name = enum.Name(number)
-    except ValueError:
-        return str(number)
-    return name.removeprefix(_prefix(enum)).lower().replace("_", "-")
+    name = enum_name(enum, number) if number else "UNSPECIFIED"
+    return str(number) if name is None else name.lower().replace("_", "-")
 
 
 class EnumChoice(click.Choice):
@@ -42,7 +35,7 @@ class EnumChoice(click.Choice):
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None):
         label = super().convert(value, param, ctx)
-        return _prefix(self.enum) + str(label).upper().replace("-", "_")
+        return enum_prefix(self.enum) + str(label).upper().replace("-", "_")
 
 
 class DateType(click.ParamType):
@@ -110,10 +103,6 @@ def offset_label(minutes: int) -> str:
     return f"UTC{sign}{abs(minutes) // 60:02d}:{abs(minutes) % 60:02d}"
 
 
-def date_proto(day: dt.date) -> common_pb2.Date:
-    return common_pb2.Date(year=day.year, month=day.month, day=day.day)
-
-
 def date_json(day: dt.date) -> dict[str, int]:
     """A date in the proto3 JSON form of goals.v1.Date."""
     return {"year": day.year, "month": day.month, "day": day.day}
@@ -121,12 +110,6 @@ def date_json(day: dt.date) -> dict[str, int]:
 
 def show_date(date: common_pb2.Date) -> str:
     return f"{date.year:04d}-{date.month:02d}-{date.day:02d}" if date.year else ""
-
-
-def timestamp(when: dt.datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(when)
-    return stamp
 
 
 def show_time(stamp: Timestamp) -> str:
