@@ -33,7 +33,7 @@ from tests.libs.devtools.test_devstack import _started_by
 from tracker_svc.server import create_server as create_tracker
 from tracker_svc.settings import TrackerSettings
 
-REPO = Path(__file__).resolve().parents[4]
+REPO = Path(__file__).resolve().parents[3]
 SLICE = 40  # conversations: a few seconds of replay, about 20 conversions
 
 

@@ -25,7 +25,7 @@ import pytest
 from goalflow_dev.embedded_mongo import free_port
 from tests.libs.devtools.test_devstack import DevStackRun
 
-README = Path(__file__).resolve().parents[4] / "README.md"
+README = Path(__file__).resolve().parents[3] / "README.md"
 BLOCK = re.compile(r"<!-- readme-test(?:: (?P<kind>\w+))? -->\n```sh\n(?P<code>.*?)```", re.S)
 
 
