@@ -5,25 +5,25 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
 COPY pyproject.toml ./
+COPY requirements ./requirements
 COPY protos ./protos
 COPY scripts ./scripts
 COPY libs ./libs
 COPY services ./services
-# The runtime dependencies listed in pyproject.toml are installed together with grpcio-tools
-# (a dev dependency, needed only to generate the protobuf code), resolved in one go as in the
-# development virtualenv, so the generated code matches the grpcio and protobuf that ship.
-# The package itself is built only once its generated code exists; grpcio-tools is removed
-# again, and every entry point is imported so that a broken image fails here, not at start.
-RUN python -c "import tomllib; project = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print(*project['dependencies'], *(d for d in project['optional-dependencies']['dev'] \
-if d.startswith('grpcio-tools')), sep='\n')" > /tmp/requirements.txt \
- && python -m venv /opt/goalflow \
- && /opt/goalflow/bin/pip install --requirement /tmp/requirements.txt \
+# Only the runtime, at the versions requirements/runtime.txt pins (`make lock`): nothing is
+# resolved at build time and no dev tool (the CLI's click and rich, nx-27017, aiosmtpd, test
+# tools) ships. grpcio-tools, pinned at the same grpcio and protobuf (requirements/protos.txt),
+# generates the protobuf code and is removed again. The package itself goes in with --no-deps
+# once its generated code exists, and every service entry point and goalflow-keys is imported
+# so that a broken image fails here, not at start.
+RUN python -m venv /opt/goalflow \
+ && /opt/goalflow/bin/pip install --requirement requirements/runtime.txt \
+    --requirement requirements/protos.txt \
  && /opt/goalflow/bin/python scripts/gen_protos.py \
  && /opt/goalflow/bin/pip install --no-deps . \
  && /opt/goalflow/bin/pip uninstall --yes grpcio-tools \
  && /opt/goalflow/bin/python -c "from importlib.metadata import distribution; \
-[ep.load() for ep in distribution('goalflow').entry_points]; \
+[ep.load() for ep in distribution('goalflow').entry_points if ep.name != 'goalflow']; \
 import goalflow_common.healthcheck, goalflow_common.pb.goals.v1.export_pb2_grpc"
 
 FROM python:3.11-slim

@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 GENERATED := libs/common/goalflow_common/pb/.generated
 BUF := node_modules/.bin/buf
 
-.PHONY: run demo test bench protos lint lint-protos venv clean
+.PHONY: run demo test bench protos lint lint-protos lock venv clean
 
 venv: $(INSTALLED)
 
@@ -33,17 +33,27 @@ $(BUF): package.json package-lock.json
 lint-protos: $(BUF)
 	$(BUF) lint
 
+# The production image installs exactly these pins (the Dockerfile): the runtime dependencies
+# of pyproject.toml and everything they pull in, and grpcio-tools at the same grpcio for the
+# image's code generation. Run after changing a runtime dependency, commit the result;
+# tests/test_compose.py fails while the lock and pyproject.toml disagree.
+LOCK_FLAGS := --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \
+	--no-emit-trusted-host --no-emit-options
+lock: $(INSTALLED)
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) --output-file requirements/runtime.txt pyproject.toml
+	$(VENV)/bin/pip-compile $(LOCK_FLAGS) --output-file requirements/protos.txt requirements/protos.in
+
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 
 # Starts the embedded database, the SMTP sink and the services; Ctrl-C stops them all.
 run: protos
-	$(PY) -m goalflow_common.cli.devstack
+	$(PY) -m goalflow_dev.devstack
 
 # The whole system end to end on free ports (work folder .run/demo): goals, 30 days of
 # recorded traffic, live conversions, reports, a mailed export. Stops what it started.
 demo: protos
-	$(PY) -m goalflow_common.cli.demo
+	$(PY) -m goalflow_dev.demo
 
 test: protos lint-protos lint
 	$(PY) -m pytest

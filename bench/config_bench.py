@@ -30,8 +30,8 @@ from bench.harness import BenchError, Service, date, percentile, run_main, works
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
 from goalflow_common.db import connect
-from goalflow_common.embedded_mongo import free_port
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, config_pb2_grpc
+from goalflow_dev.embedded_mongo import free_port
 
 PREFIX = "config"
 HOST = "127.0.0.1"

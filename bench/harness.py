@@ -25,10 +25,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from goalflow_common.client import make_channel
 from goalflow_common.db import connect
-from goalflow_common.embedded_mongo import EmbeddedMongo, free_port
 from goalflow_common.logs import configure_logging
 from goalflow_common.pb.goals.v1 import common_pb2
-from goalflow_common.processes import terminate
+from goalflow_dev.embedded_mongo import EmbeddedMongo, free_port
+from goalflow_dev.processes import terminate
 
 HOST = "127.0.0.1"
 
@@ -170,7 +170,7 @@ def bench_stack(workdir: Path, uri: str, names: dict[str, str], service_key: str
             "GOALFLOW_SMTP_PORT": str(ports["smtp"]),
             "GOALFLOW_LINK_SECRET": secrets.token_hex(32),
         }),
-        sink=service("goalflow_common.smtp_sink", {}),
+        sink=service("goalflow_dev.smtp_sink", {}),
         outbox=workdir / "outbox",
     )
 

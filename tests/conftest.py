@@ -18,8 +18,8 @@ from pymongo import AsyncMongoClient
 from config_svc.settings import ConfigSettings
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.clock import ManualClock
-from goalflow_common.embedded_mongo import EmbeddedMongo
 from goalflow_common.logs import configure_logging
+from goalflow_dev.embedded_mongo import EmbeddedMongo
 
 
 @pytest.fixture(scope="session")

@@ -28,6 +28,8 @@ import pytest
 import yaml
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 from pydantic import AliasChoices, AliasPath, SecretStr, TypeAdapter, ValidationError
 from pymongo.uri_parser import parse_uri
 
@@ -46,6 +48,19 @@ INTERPOLATION = re.compile(
     r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
 )
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+# Pins of the production image (`make lock`): the runtime, and the code generator of its build.
+RUNTIME_LOCK = ROOT / "requirements" / "runtime.txt"
+PROTOS_LOCK = ROOT / "requirements" / "protos.txt"
+# Never in the production image, whatever the extras say: people's and developers' tools.
+DEV_ONLY = frozenset({
+    "nx-27017", "aiosmtpd", "click", "rich", "pyyaml", "pytest", "pytest-asyncio",
+    "pytest-timeout", "hypothesis", "ruff", "mypy", "trustme", "grpcio-tools", "pip-tools",
+})
+# Top-level modules of DEV_ONLY packages and of the packages built on them.
+DEV_ONLY_MODULES = (
+    "nx_27017", "aiosmtpd", "click", "rich", "yaml", "pytest", "hypothesis", "trustme",
+    "grpc_tools", "goalflow_client", "goalflow_dev",
+)
 # Mailpit's web inbox port when MP_UI_BIND_ADDR is not set (Mailpit's documented default).
 MAILPIT_UI_PORT = 8025
 # The compose variable naming the host address each kind of published port is bound to; each
@@ -647,30 +662,162 @@ def test_dockerfile_builds_a_slim_non_root_image_without_dev_dependencies():
     )
     text = (ROOT / "Dockerfile").read_text()
     assert "scripts/gen_protos.py" in text, "Dockerfile: protobuf code is not generated"
-    assert not re.search(r"\.\[[^\]]*dev", text), "Dockerfile: installs the dev extra"
+    assert not re.search(r"\.\[", text), "Dockerfile: installs an extra (the image is the runtime)"
 
 
-def test_the_package_ships_every_subpackage(tmp_path):
-    """The image installs the package (not the source tree): a wheel built from this
-    checkout must hold every package directory, generated protobuf code included."""
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The package as the image installs it (not the source tree): a wheel of this checkout."""
+    folder = tmp_path_factory.mktemp("wheel")
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(tmp_path), str(ROOT)],
+         "--wheel-dir", str(folder), str(ROOT)],
         capture_output=True, text=True, timeout=120,
     )
     assert built.returncode == 0, built.stderr[-2000:]
-    [wheel] = tmp_path.glob("*.whl")
+    [found] = folder.glob("*.whl")
+    return found
+
+
+def wheel_requirements(wheel: Path) -> list[Requirement]:
+    """The wheel's Requires-Dist: what `pip install goalflow` pulls in, extras included."""
+    with zipfile.ZipFile(wheel) as archive:
+        [name] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = archive.read(name).decode()
+    return [
+        Requirement(line.split(":", 1)[1].strip())
+        for line in metadata.splitlines() if line.startswith("Requires-Dist:")
+    ]
+
+
+def read_lock(path: Path) -> dict[str, str]:
+    """Name -> version of a pip-compile output; every entry must be an exact pin."""
+    pins: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        name, sep, version = line.partition("==")
+        assert sep and version and not re.search(r"[<>=!~;\[ ]", name + version), (
+            f"{path.name}: {line!r} is not an exact pin (name==version)"
+        )
+        pins[canonicalize_name(name)] = version
+    return pins
+
+
+def dev_only_names() -> set[str]:
+    """DEV_ONLY and every package an extra adds (the extras are for people, not services)."""
+    extras = pyproject()["project"]["optional-dependencies"]
+    named = {canonicalize_name(Requirement(r).name) for reqs in extras.values() for r in reqs}
+    return {canonicalize_name(n) for n in DEV_ONLY} | named - {"goalflow"}
+
+
+def test_the_package_ships_every_subpackage(wheel):
+    """A wheel built from this checkout holds every package directory under libs/ and
+    services/, generated protobuf code included."""
     shipped = {
         name.rsplit("/", 1)[0].replace("/", ".")
         for name in zipfile.ZipFile(wheel).namelist() if name.endswith("/__init__.py")
     }
+    roots = [path for path in (ROOT / "libs").iterdir() if path.is_dir()] + [ROOT / "services"]
     needed = {
         ".".join(init.parent.relative_to(root).parts)
-        for root in (ROOT / "libs" / "common", ROOT / "services")
+        for root in roots
         for init in root.rglob("__init__.py") if "__pycache__" not in init.parts
     }
     missing = sorted(needed - shipped)
     assert not missing, f"a wheel (the Docker image) would not contain {missing}"
+
+
+def test_the_production_dependencies_hold_no_dev_only_package(wheel):
+    """What a plain `pip install goalflow` (the wheel without extras) and the image's lock
+    bring in: the runtime, none of the CLI's, the dev stack's or the test tools' packages."""
+    dev_only = dev_only_names()
+    runtime = [req for req in wheel_requirements(wheel) if not req.marker]
+    assert runtime, "the wheel declares no runtime dependency"
+    leaked = sorted(n for req in runtime if (n := canonicalize_name(req.name)) in dev_only)
+    assert not leaked, f"runtime dependencies of pyproject.toml that are dev-only: {leaked}"
+    in_lock = sorted(set(read_lock(RUNTIME_LOCK)) & dev_only)
+    assert not in_lock, f"{RUNTIME_LOCK.name} pins dev-only packages: {in_lock}"
+
+
+def test_the_runtime_lock_pins_every_runtime_requirement_within_its_range(wheel):
+    """requirements/runtime.txt is up to date with pyproject.toml (`make lock`): each runtime
+    requirement is pinned, at a version its range allows."""
+    pins = read_lock(RUNTIME_LOCK)
+    for req in (req for req in wheel_requirements(wheel) if not req.marker):
+        name = canonicalize_name(req.name)
+        assert name in pins, f"{RUNTIME_LOCK.name} does not pin {req} (run `make lock`)"
+        assert req.specifier.contains(pins[name], prereleases=True), (
+            f"{RUNTIME_LOCK.name} pins {name}=={pins[name]}, outside {req} (run `make lock`)"
+        )
+
+
+def test_the_code_generator_is_pinned_at_the_runtime_grpcio_and_protobuf():
+    """Generated code must match the grpcio and protobuf that ship: the build's grpcio-tools
+    comes from a lock compiled against the runtime one."""
+    runtime, protos = read_lock(RUNTIME_LOCK), read_lock(PROTOS_LOCK)
+    assert "grpcio-tools" in protos, f"{PROTOS_LOCK.name} does not pin grpcio-tools"
+    for name in set(runtime) & set(protos):
+        assert protos[name] == runtime[name], (
+            f"{name}: {PROTOS_LOCK.name} pins {protos[name]}, {RUNTIME_LOCK.name} {runtime[name]}"
+        )
+    assert {"grpcio", "protobuf"} <= set(runtime) & set(protos)
+
+
+def test_the_image_installs_the_locked_runtime_and_the_package_without_its_dependencies():
+    [build, *_] = dockerfile_stages()
+    installs = [
+        shlex.split(command)
+        for ins in build if ins.keyword == "RUN"
+        for command in re.split(r"&&|;", ins.args) if re.search(r"\bpip install\b", command)
+    ]
+    files = {
+        args[i + 1] for args in installs for i, arg in enumerate(args[:-1])
+        if arg in ("-r", "--requirement", "-c", "--constraint")
+    }
+    lock, generator = (str(path.relative_to(ROOT)) for path in (RUNTIME_LOCK, PROTOS_LOCK))
+    assert lock in files and generator in files, (
+        f"Dockerfile: pip must install from {lock} and {generator}, not {sorted(files)}"
+    )
+    package = [args for args in installs if "." in args]
+    assert package and all("--no-deps" in args for args in package), (
+        "Dockerfile: the package itself goes in with --no-deps (its dependencies are the lock)"
+    )
+    stray = [
+        arg for args in installs for i, arg in enumerate(args)
+        if i > 1 and not arg.startswith("-") and arg != "." and args[i - 1] not in (
+            "-r", "--requirement", "-c", "--constraint")
+    ]
+    assert not stray, f"Dockerfile: installs packages the lock does not pin: {stray}"
+
+
+def test_the_runtime_imports_no_dev_only_package():
+    """The production image has no client or dev tooling: every module of the runtime library
+    and of the services, and every console script but the ``goalflow`` CLI, imports without
+    them (a subprocess where importing one fails, as in the image)."""
+    script = f"""
+import importlib, importlib.metadata, pkgutil, sys
+
+BLOCKED = {DEV_ONLY_MODULES!r}
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(f"{{name}} is not in the production image", name=name)
+
+sys.meta_path.insert(0, Blocked())
+for top in ("goalflow_common", "config_svc", "tracker_svc", "export_svc"):
+    package = importlib.import_module(top)
+    for info in pkgutil.walk_packages(package.__path__, top + "."):
+        importlib.import_module(info.name)
+for ep in importlib.metadata.distribution("goalflow").entry_points:
+    if ep.group == "console_scripts" and ep.name != "goalflow":
+        ep.load()
+"""
+    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, cwd=ROOT)
+    assert ran.returncode == 0, ran.stderr[-3000:]
 
 
 # --- the health probe the containers run ------------------------------------------------

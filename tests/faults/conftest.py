@@ -25,9 +25,9 @@ from pymongo import AsyncMongoClient
 
 from bench import datagen
 from bench.harness import Service
+from goalflow_client.producer import EventProducer
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
-from goalflow_common.embedded_mongo import EmbeddedMongo, free_port
 from goalflow_common.pb.goals.v1 import (
     common_pb2,
     config_pb2,
@@ -35,7 +35,7 @@ from goalflow_common.pb.goals.v1 import (
     tracker_pb2,
     tracker_pb2_grpc,
 )
-from goalflow_common.producer import EventProducer
+from goalflow_dev.embedded_mongo import EmbeddedMongo, free_port
 from tests.conftest import Tenant
 
 HOST = "127.0.0.1"

@@ -54,7 +54,7 @@ async def test_events_send_across_a_tracker_restart_prints_no_asyncio_noise(
     env.update(GOALFLOW_TRACKER_ADDRESS=tracker.address,
                GOALFLOW_KEY=stack.tenant.keys[Role.INGEST])
     send = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "goalflow_common.cli.goalflow", "events", "send", str(path),
+        sys.executable, "-m", "goalflow_client.cli", "events", "send", str(path),
         "--no-progress", "--batch-size", str(BATCH), env=env,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,

@@ -24,9 +24,9 @@ from export_svc.settings import ExportSettings
 from export_svc.worker import WAITING_FOR_TRACKER
 from goalflow_common.auth import Role
 from goalflow_common.client import make_channel
-from goalflow_common.embedded_mongo import free_port
 from goalflow_common.pb.goals.v1 import config_pb2, export_pb2, export_pb2_grpc
 from goalflow_common.server import GoalflowServer
+from goalflow_dev.embedded_mongo import free_port
 from tests.faults.conftest import FaultStack, ServiceProcess
 from tests.services.config_svc.helpers import date, url_condition
 from tests.services.export_svc.conftest import read_outbox, start_sink, stop_sink, wait_listening

@@ -21,7 +21,6 @@ from export_svc.server import create_server as create_export
 from export_svc.settings import ExportSettings
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
-from goalflow_common.embedded_mongo import free_port
 from goalflow_common.pb.goals.v1 import (
     common_pb2,
     config_pb2,
@@ -32,6 +31,7 @@ from goalflow_common.pb.goals.v1 import (
     tracker_pb2_grpc,
 )
 from goalflow_common.server import GoalflowServer
+from goalflow_dev.embedded_mongo import free_port
 from tests.conftest import Tenant
 from tests.services.config_svc.helpers import url_condition
 from tests.services.export_svc import conftest as export_fixtures

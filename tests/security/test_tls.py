@@ -30,7 +30,6 @@ from export_svc.server import create_server as create_export
 from export_svc.settings import ExportSettings
 from goalflow_common.auth import Role
 from goalflow_common.client import make_channel, tls_credentials
-from goalflow_common.embedded_mongo import free_port
 from goalflow_common.pb.goals.v1 import (
     common_pb2,
     config_pb2,
@@ -40,6 +39,7 @@ from goalflow_common.pb.goals.v1 import (
     tracker_pb2_grpc,
 )
 from goalflow_common.server import GoalflowServer
+from goalflow_dev.embedded_mongo import free_port
 from tests.security.conftest import Pki
 from tests.services.config_svc.helpers import date, goal_request
 from tests.services.export_svc.conftest import read_outbox
@@ -138,7 +138,7 @@ async def test_the_cli_connects_with_tls_when_asked(tls_config, make_tenant, pki
 
     async def goalflow(*args: str) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "goalflow_common.cli.goalflow", "--key", tenant.admin,
+            sys.executable, "-m", "goalflow_client.cli", "--key", tenant.admin,
             "--config-address", tls_config, *args, "goals", "list", "--format", "json",
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )

@@ -23,7 +23,6 @@ from config_svc.server import create_server
 from config_svc.settings import ConfigSettings
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
-from goalflow_common.embedded_mongo import free_port
 from goalflow_common.errors import NotFound
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc
 from goalflow_common.server import (
@@ -33,6 +32,7 @@ from goalflow_common.server import (
     build_server,
     cancel_and_wait,
 )
+from goalflow_dev.embedded_mongo import free_port
 
 CONFIG = config_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from goalflow_common.embedded_mongo import free_port
+from goalflow_dev.embedded_mongo import free_port
 
 
 async def start_sink(port: int, outbox: Path) -> asyncio.subprocess.Process:
     return await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "goalflow_common.smtp_sink",
+        sys.executable, "-m", "goalflow_dev.smtp_sink",
         "--host", "127.0.0.1", "--port", str(port), "--outbox", str(outbox),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )

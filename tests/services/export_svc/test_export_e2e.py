@@ -19,9 +19,9 @@ from export_svc.server import create_server as create_export
 from export_svc.settings import ExportSettings
 from goalflow_common.auth import Role
 from goalflow_common.client import make_channel
-from goalflow_common.embedded_mongo import free_port
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, export_pb2, export_pb2_grpc
 from goalflow_common.pb.goals.v1 import tracker_pb2 as tpb
+from goalflow_dev.embedded_mongo import free_port
 from tests.services.export_svc.conftest import read_outbox
 from tests.services.tracker_svc.builders import (
     agent,

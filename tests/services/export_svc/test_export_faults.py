@@ -20,9 +20,9 @@ from export_svc.server import create_server as create_export
 from export_svc.settings import ExportSettings
 from goalflow_common.auth import Role
 from goalflow_common.client import make_channel
-from goalflow_common.embedded_mongo import free_port
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, export_pb2, export_pb2_grpc
 from goalflow_common.server import GoalflowServer
+from goalflow_dev.embedded_mongo import free_port
 from tests.services.export_svc.conftest import read_outbox, start_sink, stop_sink, wait_listening
 from tests.services.tracker_svc.builders import agent, assigned, create_goal, ingest, opened, visit
 

@@ -16,7 +16,7 @@ import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from export_svc.mailer import Mailer, MailError, build_message
-from goalflow_common.embedded_mongo import free_port
+from goalflow_dev.embedded_mongo import free_port
 from tests.services.export_svc.conftest import read_outbox, start_sink, stop_sink
 
 SENDER = "goalflow@localhost"

@@ -10,9 +10,9 @@ from grpc import aio
 
 from config_svc.server import create_server as create_config
 from goalflow_common.client import make_channel
-from goalflow_common.embedded_mongo import free_port
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2_grpc
 from goalflow_common.server import GoalflowServer
+from goalflow_dev.embedded_mongo import free_port
 from tracker_svc.server import create_server as create_tracker
 from tracker_svc.settings import TrackerSettings
 from tracker_svc.store import TrackerStore
