@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 GENERATED := libs/common/goalflow_common/pb/.generated
 BUF := node_modules/.bin/buf
 
-.PHONY: run demo test bench protos lint lint-protos lock venv clean
+.PHONY: run demo test bench protos lint typecheck lint-protos lock venv clean
 
 venv: $(INSTALLED)
 
@@ -46,6 +46,10 @@ lock: $(INSTALLED)
 lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 
+# mypy --strict over the runtime library and the services (files and options: pyproject.toml).
+typecheck: $(GENERATED)
+	$(PY) -m mypy
+
 # Starts the embedded database, the SMTP sink and the services; Ctrl-C stops them all.
 run: protos
 	$(PY) -m goalflow_dev.devstack
@@ -55,7 +59,7 @@ run: protos
 demo: protos
 	$(PY) -m goalflow_dev.demo
 
-test: protos lint-protos lint
+test: protos lint-protos lint typecheck
 	$(PY) -m pytest
 
 bench: protos

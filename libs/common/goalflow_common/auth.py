@@ -23,9 +23,7 @@ import time
 import zoneinfo
 from dataclasses import dataclass
 
-from pymongo import AsyncMongoClient
-from pymongo.asynchronous.database import AsyncDatabase
-
+from goalflow_common.db import Client, Database
 from goalflow_common.errors import NotFound, PermissionDenied, Unauthenticated
 
 KEY_RE = re.compile(r"^gf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
@@ -109,7 +107,7 @@ def _hash_secret(secret: str) -> str:
 class KeyStore:
     """Accounts and keys in the auth database, with a short-lived cache of verified keys."""
 
-    def __init__(self, db: AsyncDatabase, cache_ttl_s: float = 30.0) -> None:
+    def __init__(self, db: Database, cache_ttl_s: float = 30.0) -> None:
         self._accounts = db["accounts"]
         self._keys = db["api_keys"]
         self._ttl = cache_ttl_s
@@ -117,7 +115,7 @@ class KeyStore:
         self._tz_cache: dict[str, tuple[float, Account]] = {}
 
     @classmethod
-    def for_client(cls, client: AsyncMongoClient, db_name: str, cache_ttl_s: float = 30.0):
+    def for_client(cls, client: Client, db_name: str, cache_ttl_s: float = 30.0) -> KeyStore:
         return cls(client[db_name], cache_ttl_s)
 
     async def create_account(
@@ -141,7 +139,7 @@ class KeyStore:
         doc = await self._accounts.find_one({"_id": account_id})
         if doc is None:
             raise NotFound(f"account {account_id!r} not found")
-        account = Account(doc["_id"], doc.get("name", doc["_id"]), doc.get("time_zone", "UTC"))
+        account = Account(account_id, doc.get("name", account_id), doc.get("time_zone", "UTC"))
         self._tz_cache[account_id] = (time.monotonic() + self._ttl, account)
         return account
 

@@ -18,6 +18,10 @@ from goalflow_common.settings import read_pem
 SUBSCRIBED_KEY = "x-goalflow-subscribed"
 
 
+# grpcio has no type information: a continuation takes the call details and the request(s).
+Continuation = Callable[[aio.ClientCallDetails, Any], Any]
+
+
 class _BearerAuth:
     """Adds ``authorization: Bearer <key>`` and, unless given, an ``x-request-id``."""
 
@@ -38,22 +42,30 @@ class _BearerAuth:
 # One class per call kind: grpc.aio files an interceptor under the first of the four
 # interfaces it implements only, so a single class would leave streaming calls keyless.
 class _UnaryUnaryAuth(_BearerAuth, aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation: Callable, details, request: Any):
+    async def intercept_unary_unary(
+        self, continuation: Continuation, details: aio.ClientCallDetails, request: Any
+    ) -> Any:
         return await continuation(self._details(details), request)
 
 
 class _UnaryStreamAuth(_BearerAuth, aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation: Callable, details, request: Any):
+    async def intercept_unary_stream(
+        self, continuation: Continuation, details: aio.ClientCallDetails, request: Any
+    ) -> Any:
         return await continuation(self._details(details), request)
 
 
 class _StreamUnaryAuth(_BearerAuth, aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation: Callable, details, requests: Any):
+    async def intercept_stream_unary(
+        self, continuation: Continuation, details: aio.ClientCallDetails, requests: Any
+    ) -> Any:
         return await continuation(self._details(details), requests)
 
 
 class _StreamStreamAuth(_BearerAuth, aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation: Callable, details, requests: Any):
+    async def intercept_stream_stream(
+        self, continuation: Continuation, details: aio.ClientCallDetails, requests: Any
+    ) -> Any:
         return await continuation(self._details(details), requests)
 
 

@@ -9,6 +9,8 @@ from typing import Any
 import structlog
 from bson import json_util
 from pymongo import AsyncMongoClient
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import ConnectionFailure
 from tenacity import (
     AsyncRetrying,
@@ -19,14 +21,20 @@ from tenacity import (
 
 log = structlog.get_logger(__name__)
 
+# The driver's generic types, as every store uses them: documents are plain dicts.
+Document = dict[str, Any]
+Client = AsyncMongoClient[Document]
+Database = AsyncDatabase[Document]
+Collection = AsyncCollection[Document]
 
-async def connect(uri: str, *, app_name: str, attempts: int = 8) -> AsyncMongoClient:
+
+async def connect(uri: str, *, app_name: str, attempts: int = 8) -> Client:
     """Open a client and wait until the server answers a ping.
 
     Start-up is the one place a database that is still booting is expected, so the ping is
     retried with bounded exponential backoff; after ``attempts`` the error is raised.
     """
-    client: AsyncMongoClient = AsyncMongoClient(
+    client: Client = AsyncMongoClient(
         uri, appname=app_name, tz_aware=True, serverSelectionTimeoutMS=2000
     )
     try:

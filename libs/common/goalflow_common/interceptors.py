@@ -45,7 +45,7 @@ def _rewrap(
     handler: grpc.RpcMethodHandler,
     wrap: Callable[[Behavior, bool], Behavior],
     deserializer: Callable[[bytes], Any] | None = None,
-):
+) -> grpc.RpcMethodHandler:
     """A copy of ``handler`` whose behaviour is ``wrap(behaviour, response_streaming)``, and
     whose request deserializer is ``deserializer`` if given."""
     if handler.unary_unary:
@@ -108,7 +108,9 @@ class ContextInterceptor(aio.ServerInterceptor):
         def wrap(behavior: Behavior, streaming: bool) -> Behavior:
             if streaming:
 
-                async def stream_behavior(request: Any, context: aio.ServicerContext):
+                async def stream_behavior(
+                    request: Any, context: aio.ServicerContext
+                ) -> AsyncIterator[Any]:
                     start = _begin(context)
                     try:
                         async for item in _iterate(behavior(request, context)):
@@ -120,7 +122,7 @@ class ContextInterceptor(aio.ServerInterceptor):
 
                 return stream_behavior
 
-            async def unary_behavior(request: Any, context: aio.ServicerContext):
+            async def unary_behavior(request: Any, context: aio.ServicerContext) -> Any:
                 start = _begin(context)
                 try:
                     response = await behavior(request, context)
@@ -145,7 +147,10 @@ def _end(context: aio.ServicerContext, method: str, start: float) -> None:
     log.info("rpc", code=_code_name(code), duration_ms=_ms(start))
 
 
-async def _fail(context: aio.ServicerContext, method: str, exc: Exception, start: float):
+async def _fail(
+    context: aio.ServicerContext, method: str, exc: Exception, start: float
+) -> None:
+    """Log ``exc`` and end the call with its status (``context.abort`` raises)."""
     if isinstance(exc, DomainError):
         log.info("rpc", code=exc.code.name, duration_ms=_ms(start), error=exc.message)
         # Details travel in a header, and clients refuse headers over 8 KB (the caller would
@@ -222,13 +227,15 @@ class AuthInterceptor(aio.ServerInterceptor):
         def wrap(behavior: Behavior, streaming: bool) -> Behavior:
             if streaming:
 
-                async def stream_behavior(request: Any, context: aio.ServicerContext):
+                async def stream_behavior(
+                    request: Any, context: aio.ServicerContext
+                ) -> AsyncIterator[Any]:
                     async for item in _iterate(behavior(admit(request), context)):
                         yield item
 
                 return stream_behavior
 
-            async def unary_behavior(request: Any, context: aio.ServicerContext):
+            async def unary_behavior(request: Any, context: aio.ServicerContext) -> Any:
                 return await behavior(admit(request), context)
 
             return unary_behavior
@@ -259,13 +266,15 @@ def _failing(error: Exception) -> Callable[[Behavior, bool], Behavior]:
     def wrap(behavior: Behavior, streaming: bool) -> Behavior:
         if streaming:
 
-            async def stream_behavior(request: Any, context: aio.ServicerContext):
+            async def stream_behavior(
+                request: Any, context: aio.ServicerContext
+            ) -> AsyncIterator[Any]:
                 raise error
                 yield  # an async generator, as gRPC expects of a streaming behaviour
 
             return stream_behavior
 
-        async def unary_behavior(request: Any, context: aio.ServicerContext):
+        async def unary_behavior(request: Any, context: aio.ServicerContext) -> Any:
             raise error
 
         return unary_behavior

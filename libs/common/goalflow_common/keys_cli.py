@@ -25,6 +25,7 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import PyMongoError, ServerSelectionTimeoutError
 
 from goalflow_common.auth import KEY_RE, KeyStore, Role
+from goalflow_common.db import Client
 from goalflow_common.errors import DomainError
 from goalflow_common.settings import ServiceSettings
 
@@ -43,7 +44,9 @@ def _note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)  # noqa: T201
 
 
-async def _create_account(store: KeyStore, client: AsyncMongoClient, db: str, args) -> None:
+async def _create_account(
+    store: KeyStore, client: Client, db: str, args: argparse.Namespace
+) -> None:
     try:
         account = await store.create_account(args.id, name=args.name, time_zone=args.time_zone)
     except ZoneInfoNotFoundError as err:
@@ -54,7 +57,7 @@ async def _create_account(store: KeyStore, client: AsyncMongoClient, db: str, ar
     _out(f"account {account.id} ({account.time_zone})")
 
 
-async def _create_key(store: KeyStore, client: AsyncMongoClient, db: str, args) -> None:
+async def _create_key(store: KeyStore, client: Client, db: str, args: argparse.Namespace) -> None:
     role = Role(args.role)
     account = None if args.platform else args.account
     if account is None and role is not Role.SERVICE:
@@ -66,7 +69,7 @@ async def _create_key(store: KeyStore, client: AsyncMongoClient, db: str, args) 
     _out(key)
 
 
-async def _revoke(store: KeyStore, client: AsyncMongoClient, db: str, args) -> None:
+async def _revoke(store: KeyStore, client: Client, db: str, args: argparse.Namespace) -> None:
     # A full key is accepted too, so a leaked key can be pasted as it is.
     match = KEY_RE.match(args.key_id)
     key_id = match.group(1) if match else args.key_id
@@ -78,7 +81,7 @@ async def _revoke(store: KeyStore, client: AsyncMongoClient, db: str, args) -> N
     _out(f"key {key_id} revoked (services stop accepting it within their key cache TTL)")
 
 
-Command = Callable[[KeyStore, AsyncMongoClient, str, argparse.Namespace], Awaitable[None]]
+Command = Callable[[KeyStore, Client, str, argparse.Namespace], Awaitable[None]]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,7 +115,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 async def _run(args: argparse.Namespace, uri: str, db: str) -> None:
-    client: AsyncMongoClient = AsyncMongoClient(
+    client: Client = AsyncMongoClient(
         uri, appname=PROG, tz_aware=True, serverSelectionTimeoutMS=5000
     )
     try:

@@ -104,7 +104,7 @@ def _plan(message: Descriptor, budget: RequestBudget, depth: int = 0) -> _Plan |
     for f in message.fields:
         repeated = f.is_repeated
         child = (_plan(f.message_type, budget, depth + 1)
-                 if f.type == FieldDescriptor.TYPE_MESSAGE else None)
+                 if f.type == FieldDescriptor.TYPE_MESSAGE and f.message_type else None)
         documented = budget.max_entries.get(f.full_name) if repeated else None
         ceiling = None if documented is None else documented * LIST_CEILING
         if ceiling is not None:
@@ -146,7 +146,7 @@ def _walk(data: bytes, pos: int, end: int, plan: _Plan, path: str) -> None:
         if entry is not None and entry[1] is not None:
             name, ceiling, documented, _, alias = entry
             counts[number] = count = counts.get(number, 0) + 1
-            if count > ceiling:
+            if ceiling is not None and count > ceiling:
                 raise InvalidArgument(alias or f"{path}{name}", f"at most {documented} entries "
                                       f"(this request has more than {ceiling})")
         if wire_type == 0:
