@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import grpc
 
@@ -24,7 +24,7 @@ class TrackerConversions:
 
     async def conversions(
         self, account_id: str, goal_id: str, start: dt.datetime, end: dt.datetime
-    ) -> AsyncIterator[tracker_pb2.Conversion]:
+    ) -> AsyncGenerator[tracker_pb2.Conversion, None]:
         request = tracker_pb2.StreamConversionsRequest(account_id=account_id, goal_id=goal_id)
         request.start_time.FromDatetime(start)
         request.end_time.FromDatetime(end)

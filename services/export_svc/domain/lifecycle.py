@@ -209,15 +209,13 @@ class ExportWorker:
         account = await self._deps.accounts.get_account(job.account_id)
         start = start_of_day(job.start_date, account.time_zone)
         end = start_of_day(job.end_date + dt.timedelta(days=1), account.time_zone)
-        conversions = self._deps.conversions.conversions(job.account_id, job.goal_id, start, end)
-        try:
+        source = self._deps.conversions
+        async with contextlib.aclosing(
+            source.conversions(job.account_id, job.goal_id, start, end)
+        ) as conversions:
             async for conversion in conversions:
                 for row in rows_for(conversion):
                     yield row
-        finally:
-            aclose = getattr(conversions, "aclose", None)
-            if aclose is not None:
-                await aclose()
 
     async def _retry_after_outage(self, holder: _Holder) -> None:
         """Queue the job again after a tracker outage, with a growing delay, or fail it

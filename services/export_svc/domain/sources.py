@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from goalflow_common.auth import Account
@@ -22,9 +22,9 @@ class ConversionsRefused(Exception):
 class ConversionSource(Protocol):
     def conversions(
         self, account_id: str, goal_id: str, start: dt.datetime, end: dt.datetime
-    ) -> AsyncIterator[tracker_pb2.Conversion]:
+    ) -> AsyncGenerator[tracker_pb2.Conversion, None]:
         """The goal's conversions in ``[start, end)``, in order. Raises ``TrackerOutage``
-        or ``ConversionsRefused``; closing the iterator early cancels the read."""
+        or ``ConversionsRefused``; closing the generator early cancels the read."""
         ...
 
 

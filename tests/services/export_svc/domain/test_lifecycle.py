@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import datetime as dt
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from email.message import EmailMessage
 
 from export_svc.domain.jobs import ExportJobs, ExportRequest
@@ -88,7 +88,7 @@ class Conversions:
         self.down = down
 
     async def conversions(self, account_id: str, goal_id: str, start: dt.datetime,
-                          end: dt.datetime) -> AsyncIterator[tracker_pb2.Conversion]:
+                          end: dt.datetime) -> AsyncGenerator[tracker_pb2.Conversion, None]:
         if self.down:
             raise TrackerOutage("StreamConversions: UNAVAILABLE")
         for n in range(2):
