@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from export_svc.files import FileStore
-from export_svc.http import create_app, start_http, stop_http
-from export_svc.jobs import JobStore
-from export_svc.links import LinkSigner
-from export_svc.mailer import Mailer
-from export_svc.service import ExportServicer
+from export_svc.adapters.goals import GoalNames
+from export_svc.adapters.smtp import Mailer
+from export_svc.adapters.tracker import TrackerConversions
+from export_svc.api.http import create_app, start_http, stop_http
+from export_svc.api.servicer import ExportServicer
+from export_svc.domain.jobs import ExportJobs
+from export_svc.domain.lifecycle import ExportWorker, WorkerDeps, WorkerSettings
+from export_svc.domain.links import LinkSigner
 from export_svc.settings import ExportSettings
-from export_svc.worker import ExportWorker
+from export_svc.store.files import MongoFileStore
+from export_svc.store.jobs import MongoJobStore
 from goalflow_common.auth import KeyStore
 from goalflow_common.client import make_channel
 from goalflow_common.clock import Clock, SystemClock
-from goalflow_common.db import connect, eq
+from goalflow_common.db import connect
 from goalflow_common.pb.goals.v1 import (
     config_pb2_grpc,
     export_pb2,
@@ -38,9 +41,10 @@ async def create_server(
         settings.mongodb_uri, app_name="goalflow-export", attempts=settings.mongo_connect_attempts
     )
     db = client[settings.export_db_name]
-    jobs = JobStore(db, clock)
-    files = FileStore(db, clock=clock)
-    await jobs.ensure_indexes(ttl=ttl_indexes)
+    job_store = MongoJobStore(db)
+    jobs = ExportJobs(job_store, clock)
+    files = MongoFileStore(db, clock=clock)
+    await job_store.ensure_indexes(ttl=ttl_indexes)
     if ttl_indexes:
         await files.ensure_indexes()
     keys = KeyStore(client[settings.auth_db_name], settings.key_cache_ttl_s)
@@ -51,20 +55,24 @@ async def create_server(
                                    credentials=peer_tls)
     config_channel = make_channel(settings.config_address, settings.service_api_key,
                                   credentials=peer_tls)
+    tracker = tracker_pb2_grpc.TrackerServiceStub(tracker_channel)
     worker = ExportWorker(
-        jobs, files, tracker_pb2_grpc.TrackerServiceStub(tracker_channel), signer,
-        Mailer(settings.smtp_host, settings.smtp_port, settings.mail_from), keys, clock,
-        lifecycle, sender=settings.mail_from, lease_s=settings.lease_s,
-        concurrency=settings.workers, retry_deadline_s=settings.export_retry_deadline_s,
-        read_timeout_s=settings.tracker_read_timeout_s,
+        WorkerDeps(
+            jobs=jobs, files=files,
+            conversions=TrackerConversions(tracker, settings.tracker_read_timeout_s),
+            signer=signer,
+            mailer=Mailer(settings.smtp_host, settings.smtp_port, settings.mail_from),
+            accounts=keys, clock=clock, lifecycle=lifecycle,
+        ),
+        WorkerSettings(
+            sender=settings.mail_from, lease_s=settings.lease_s, concurrency=settings.workers,
+            retry_deadline_s=settings.export_retry_deadline_s,
+        ),
     )
-
-    async def lookup(export_id: str):
-        # By id alone: a link signed for another account must get 403, not 404.
-        return await jobs.exports.find_one({"_id": eq(export_id)})
-
+    # The download lookup is by id alone: a link signed for another account must get 403,
+    # not 404.
     runner, http_port = await start_http(
-        create_app(signer, files, lookup), settings.grpc_host, settings.http_port,
+        create_app(signer, files, job_store.get_by_id), settings.grpc_host, settings.http_port,
         ssl_context=settings.http_ssl_context(), header_timeout_s=settings.http_header_timeout_s,
         max_connections=settings.http_max_connections,
     )
@@ -84,8 +92,8 @@ async def create_server(
         registrations=[
             Registration(
                 export_pb2_grpc.add_ExportServiceServicer_to_server,
-                ExportServicer(jobs, worker, config_pb2_grpc.ConfigServiceStub(config_channel),
-                               tracker_pb2_grpc.TrackerServiceStub(tracker_channel)),
+                ExportServicer(jobs, worker, GoalNames(
+                    config_pb2_grpc.ConfigServiceStub(config_channel), tracker)),
                 export_pb2.DESCRIPTOR.services_by_name["ExportService"].full_name,
             )
         ],

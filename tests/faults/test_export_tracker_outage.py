@@ -19,9 +19,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from export_svc.domain.lifecycle import WAITING_FOR_TRACKER
 from export_svc.server import create_server as create_export
 from export_svc.settings import ExportSettings
-from export_svc.worker import WAITING_FOR_TRACKER
 from goalflow_common.auth import Role
 from goalflow_common.client import make_channel
 from goalflow_common.pb.goals.v1 import config_pb2, export_pb2, export_pb2_grpc

@@ -23,7 +23,7 @@ import pytest
 import structlog
 from bson import json_util
 
-from export_svc.links import LINK_TTL, LinkSigner
+from export_svc.domain.links import LINK_TTL, LinkSigner
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.pb.goals.v1 import config_pb2, export_pb2
 from tests.security.conftest import JUNE_1, World, wait_mailed

@@ -16,6 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from export_svc.domain.jobs import ExportRequest
 from export_svc.server import create_server as create_export
 from export_svc.settings import ExportSettings
 from goalflow_common.auth import Role
@@ -350,18 +351,19 @@ async def test_a_refused_tracker_request_fails_after_its_attempts_with_one_line(
     the gRPC error's multi-line dump."""
     tenant = await make_tenant()
     server, address = await exporters(smtp_port=free_port())
-    job = await server.components["jobs"].create(
+    job = await server.components["jobs"].create(ExportRequest(
         account_id=tenant.account_id, goal_id="g" * 200, goal_name="Checkout",
-        start_date="2026-06-01", end_date="2026-06-01", recipient_email="a@example.com")
+        start_date=dt.date(2026, 6, 1), end_date=dt.date(2026, 6, 1),
+        recipient_email="a@example.com"))
 
     async def failed():
-        doc = await exports.find_one({"_id": job["_id"]})
+        doc = await exports.find_one({"_id": job.id})
         if doc["state"] == "QUEUED":  # the retry is due after the backoff, on this clock
             clock.advance(dt.timedelta(seconds=61))
             server.components["worker"].wake()
         return doc if doc["state"] == "FAILED" else None
     doc = await poll(failed, "the job to fail", within_s=30)
     assert doc["attempts"] == 4  # the fifth failure ends it
-    assert (await get(address, tenant, job["_id"])).error == (
+    assert (await get(address, tenant, job.id)).error == (
         "Gave up after 5 attempts: the tracker refused the request "
         "(INVALID_ARGUMENT: goal_id: at most 128 characters).")

@@ -1,16 +1,14 @@
-"""Export e-mails: building the message and sending it over SMTP with bounded retries.
+"""The SMTP ``MailSender`` (domain/mail.py): sends export e-mails with bounded retries.
 
 Retries never risk a second copy: a failure before the message text is transmitted
 (connection refused, timeouts, 4xx replies to the greeting, MAIL or RCPT) and a 4xx reply to
 DATA (the server refused the message) are safe to retry. A connection lost or a timeout
 *while* the message is being transmitted is ambiguous - the server may have accepted it - so
-it is not retried; ``MailError.maybe_sent`` tells the caller (see jobs.py).
+it is not retried; ``MailError.maybe_sent`` tells the caller (see domain/jobs.py).
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import html as html_lib
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import formatdate, make_msgid
@@ -25,16 +23,9 @@ from tenacity import (
     wait_exponential,
 )
 
+from export_svc.domain.mail import MailError
+
 log = structlog.get_logger(__name__)
-
-
-class MailError(Exception):
-    """The message could not be delivered to the SMTP server."""
-
-    def __init__(self, message: str, *, permanent: bool, maybe_sent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
-        self.maybe_sent = maybe_sent
 
 
 class _Transient(Exception):
@@ -89,7 +80,7 @@ class Mailer:
             cause = exc.last_attempt.exception()
             raise MailError(
                 f"SMTP {self.host}:{self.port} unavailable after {self.attempts} attempts: "
-                f"{cause.__cause__ or cause}",
+                f"{(cause and cause.__cause__) or cause}",
                 permanent=False,
             ) from cause
         log.info("mail_sent", to=to, bytes=len(data))
@@ -129,49 +120,3 @@ class Mailer:
                     await smtp.quit()
                 except (OSError, TimeoutError, aiosmtplib.SMTPException):
                     smtp.close()
-
-
-def build_message(
-    goal_name: str,
-    start: dt.date | str,
-    end: dt.date | str,
-    row_count: int,
-    link: str,
-    expires_at: dt.datetime,
-    to: str,
-    sender: str,
-) -> EmailMessage:
-    """The export e-mail: a plain-text and an HTML part naming the goal, the date range,
-    the row count and the download link."""
-    start_s, end_s = str(start), str(end)
-    expires = expires_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    rows = f"{row_count:,} row" + ("" if row_count == 1 else "s")
-    message = EmailMessage()
-    message["From"] = sender
-    message["To"] = to
-    # Header folding copes with any name; control characters are dropped first.
-    message["Subject"] = f"Your export of {_one_line(goal_name)} is ready"
-    message["Date"] = formatdate(usegmt=True)
-    message["Message-ID"] = make_msgid(domain="goalflow")
-    message.set_content(
-        f"Your export of the goal {goal_name!r} is ready.\n\n"
-        f"Conversions from {start_s} to {end_s}: {rows}.\n\n"
-        f"Download (a zipped CSV): {link}\n\n"
-        f"The link expires on {expires}.\n"
-    )
-    name, url = html_lib.escape(goal_name), html_lib.escape(link, quote=True)
-    message.add_alternative(
-        "<!DOCTYPE html><html><body>"
-        f"<p>Your export of the goal <strong>{name}</strong> is ready.</p>"
-        f"<p>Conversions from {html_lib.escape(start_s)} to {html_lib.escape(end_s)}: "
-        f"{html_lib.escape(rows)}.</p>"
-        f'<p><a href="{url}">Download the zipped CSV</a></p>'
-        f"<p>The link expires on {html_lib.escape(expires)}.</p>"
-        "</body></html>\n",
-        subtype="html",
-    )
-    return message
-
-
-def _one_line(value: str) -> str:
-    return " ".join("".join(ch if ch.isprintable() else " " for ch in value).split())

@@ -15,7 +15,8 @@ import pytest
 import structlog
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from export_svc.mailer import Mailer, MailError, build_message
+from export_svc.adapters.smtp import Mailer
+from export_svc.domain.mail import MailError, build_message
 from goalflow_dev.embedded_mongo import free_port
 from tests.services.export_svc.conftest import read_outbox, start_sink, stop_sink
 

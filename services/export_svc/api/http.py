@@ -25,9 +25,10 @@ from typing import Any, Protocol
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Handler
 from aiohttp.web_protocol import RequestHandler
 
-from export_svc.links import BadSignature, LinkExpired, LinkSigner
+from export_svc.domain.links import BadSignature, LinkExpired, LinkSigner
 
 log = structlog.get_logger(__name__)
 
@@ -50,11 +51,15 @@ class FileSource(Protocol):
 
 
 class ExportRef(Protocol):
-    """What the HTTP layer needs from an export job."""
+    """What the HTTP layer needs from an export job (``ExportJob`` has it)."""
 
-    account_id: str
-    file_id: str | None
-    """None when the job has no file (not built yet, or the file was deleted)."""
+    @property
+    def account_id(self) -> str: ...
+
+    @property
+    def file_id(self) -> str | None:
+        """None when the job has no file (not built yet, or the file was deleted)."""
+        ...
 
 
 JobsLookup = Callable[[str], Awaitable[ExportRef | Mapping[str, Any] | None]]
@@ -161,7 +166,7 @@ class _StreamBroken(Exception):
 
 
 @web.middleware
-async def _errors(request: web.Request, handler: Callable) -> web.StreamResponse:
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except (web.HTTPException, _StreamBroken):

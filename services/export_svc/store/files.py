@@ -1,10 +1,14 @@
-"""Stored export files: the zip in the export database, one document per chunk.
+"""Stored export files (the ``FileStore`` protocol): the zip in the export database, one
+document per chunk, in the ``export_files`` and ``export_chunks`` collections.
 
-Not GridFS: against nx-27017 PyMongo's ``AsyncGridFSBucket`` stores ``uploadDate`` as a
-string, refuses a datetime inside ``metadata`` ("Object of type datetime is not JSON
-serializable") and mangles the compound ``(files_id, n)`` index into a field
-``files_id_n``, so neither a TTL on the file nor an indexed chunk read would work. The
-layout below is as simple and works on both nx-27017 and MongoDB:
+Not GridFS. This is the store's nx-27017 workaround (no test in
+tests/libs/common/test_mongo_conformance.py covers GridFS; tests/services/export_svc/store/
+test_files.py checks this layout on both servers): against nx-27017 PyMongo's
+``AsyncGridFSBucket`` stores ``uploadDate`` as a string, refuses a datetime inside
+``metadata`` ("Object of type datetime is not JSON serializable") and mangles the compound
+``(files_id, n)`` index into a field ``files_id_n``, so neither a TTL on the file nor an
+indexed chunk read would work. The layout below is as simple and works on both nx-27017
+and MongoDB:
 
 - ``export_chunks``: ``{_id: "<file_id>:<n:06d>", file_id, n, data: bytes, purge_at}``,
   each written by insert as the stream arrives (so a file is never whole in memory) and
@@ -25,6 +29,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from pymongo.asynchronous.database import AsyncDatabase
@@ -53,22 +58,23 @@ class StoredFile:
     size: int
     expire_at: dt.datetime
     chunk_count: int
-    _store: FileStore
+    _store: MongoFileStore
 
     async def chunks(self) -> AsyncIterator[bytes]:
         for n in range(self.chunk_count):
-            doc = await self._store._chunks.find_one({"_id": eq(_chunk_id(self.file_id, n))})
-            if doc is None:  # expired or deleted while being read
-                raise FileNotFoundError(f"export file {self.file_id} lost chunk {n}")
-            yield bytes(doc["data"])
+            yield await self._store.read_chunk(self.file_id, n)
 
 
-class FileStore:
+class MongoFileStore:
     """Export files in ``db``. ``clock`` decides when a file counts as expired before the
     TTL monitor (which runs about once a minute) has removed it."""
 
     def __init__(
-        self, db: AsyncDatabase, *, clock: Clock | None = None, chunk_bytes: int = CHUNK_BYTES
+        self,
+        db: AsyncDatabase[dict[str, Any]],
+        *,
+        clock: Clock | None = None,
+        chunk_bytes: int = CHUNK_BYTES,
     ) -> None:
         self._files = db[FILES]
         self._chunks = db[CHUNKS]
@@ -155,6 +161,14 @@ class FileStore:
             chunk_count=doc["chunks"],
             _store=self,
         )
+
+    async def read_chunk(self, file_id: str, n: int) -> bytes:
+        """Chunk ``n`` of the file; FileNotFoundError if it is gone (expired or deleted
+        while being read)."""
+        doc = await self._chunks.find_one({"_id": eq(_chunk_id(file_id, n))})
+        if doc is None:
+            raise FileNotFoundError(f"export file {file_id} lost chunk {n}")
+        return bytes(doc["data"])
 
     async def delete(self, file_id: str) -> None:
         """Remove the file and its chunks; a missing file is not an error. The file document

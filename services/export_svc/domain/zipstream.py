@@ -18,8 +18,9 @@ import io
 import zipfile
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import IO
 
-from export_svc.csv_rows import HEADERS
+from export_svc.domain.csv_rows import HEADERS
 
 BOM = "\ufeff"
 # Rows are encoded and fed to the compressor in batches: one zlib call per row costs more
@@ -52,6 +53,9 @@ class _Sink:
     def flush(self) -> None:
         pass
 
+    def close(self) -> None:
+        pass
+
     def take(self) -> bytes:
         data = b"".join(self._parts)
         self._parts.clear()
@@ -76,7 +80,7 @@ async def zip_csv(
     text = io.StringIO()
     writer = csv.writer(text, quoting=csv.QUOTE_MINIMAL, lineterminator="\r\n")
 
-    def drain_text(entry) -> None:
+    def drain_text(entry: IO[bytes]) -> None:
         entry.write(text.getvalue().encode("utf-8"))
         text.seek(0)
         text.truncate()

@@ -9,7 +9,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
-from export_svc.links import LINK_TTL, BadSignature, LinkExpired, LinkSigner
+from export_svc.domain.links import LINK_TTL, BadSignature, LinkExpired, LinkSigner
 
 SECRET = b"s" * 32
 

@@ -8,7 +8,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from export_svc.csv_rows import HEADERS, format_timestamp, neutralize, rows_for
+from export_svc.domain.csv_rows import HEADERS, format_timestamp, neutralize, rows_for
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, tracker_pb2
 
 

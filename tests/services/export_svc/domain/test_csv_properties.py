@@ -17,8 +17,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
-from export_svc.csv_rows import HEADERS, neutralize, rows_for
-from export_svc.zipstream import zip_csv
+from export_svc.domain.csv_rows import HEADERS, neutralize, rows_for
+from export_svc.domain.zipstream import zip_csv
 from goalflow_common.pb.goals.v1 import common_pb2, tracker_pb2
 from tests.services.adversarial import SPECIAL_STRINGS, property_settings
 

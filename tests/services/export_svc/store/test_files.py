@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from export_svc.files import CHUNKS, FILES, FileStore
+from export_svc.store.files import CHUNKS, FILES, MongoFileStore
 
 
 @pytest.fixture
@@ -18,8 +18,8 @@ async def export_db(mongo, db_prefix):
 
 
 @pytest.fixture
-async def store(export_db, clock) -> FileStore:
-    files = FileStore(export_db, clock=clock)
+async def store(export_db, clock) -> MongoFileStore:
+    files = MongoFileStore(export_db, clock=clock)
     await files.ensure_indexes()
     return files
 

@@ -9,8 +9,8 @@ import tracemalloc
 import zipfile
 from collections.abc import AsyncIterator
 
-from export_svc.csv_rows import HEADERS
-from export_svc.zipstream import ZipStats, zip_csv
+from export_svc.domain.csv_rows import HEADERS
+from export_svc.domain.zipstream import ZipStats, zip_csv
 
 
 async def _aiter(rows: list[list[str]]) -> AsyncIterator[list[str]]:

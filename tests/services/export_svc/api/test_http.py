@@ -21,10 +21,10 @@ import aiohttp
 import pytest
 import structlog
 
-from export_svc import http as export_http
-from export_svc.files import FileStore
-from export_svc.http import create_app, start_http, stop_http
-from export_svc.links import LINK_TTL, LinkSigner
+from export_svc.api import http as export_http
+from export_svc.api.http import create_app, start_http, stop_http
+from export_svc.domain.links import LINK_TTL, LinkSigner
+from export_svc.store.files import MongoFileStore
 from goalflow_common.db import eq
 
 SECRET = b"k" * 32
@@ -304,7 +304,7 @@ async def test_serves_a_file_from_the_real_file_store(mongo, db_prefix, clock):
     """Wired to the real FileStore and a job document in the real database: the bytes saved
     chunk by chunk come back whole, and a foreign account still gets nothing."""
     db = mongo[f"{db_prefix}_export"]
-    store = FileStore(db, clock=clock, chunk_bytes=8 * 1024)
+    store = MongoFileStore(db, clock=clock, chunk_bytes=8 * 1024)
     data = _zip_bytes(rows=4000)
 
     async def pieces() -> AsyncIterator[bytes]:
