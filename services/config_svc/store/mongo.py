@@ -56,11 +56,11 @@ from goalflow_common.server import cancel_and_wait
 
 TOMBSTONE_TTL_S = 7 * 24 * 3600
 
-Document = dict[str, Any]
+_Document = dict[str, Any]
 
 
 class MongoGoalStore:
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: AsyncDatabase[_Document]) -> None:
         self._goals = db["goals"]
         self._slots = db["active_slots"]
         self._tombstones = db["goal_tombstones"]
@@ -118,14 +118,14 @@ class MongoGoalStore:
         scan of the whole collection, but runs ``$eq`` and ``$gt`` on the
         (account_id, name_key) index. No ``_id`` tie-break is needed for the same reason.
         """
-        query: Document = {"account_id": eq(account_id)}
+        query: _Document = {"account_id": eq(account_id)}
         if after is not None:
             query["name_key"] = {"$gt": after[0]}
         cursor = self._goals.find(query).sort("name_key", 1).limit(limit)
         return [_goal_from_doc(doc) async for doc in cursor]
 
     async def active_goals(self, account_id: str | None) -> list[Goal]:
-        query: Document = {"active": True}
+        query: _Document = {"active": True}
         if account_id is not None:
             query["account_id"] = eq(account_id)
         return [_goal_from_doc(doc) async for doc in self._goals.find(query).sort("_id", 1)]
@@ -196,12 +196,12 @@ class _ChangeFeed:
         self._readers: list[asyncio.Task[None]] = []
 
     def follow(
-        self, stream: AsyncChangeStream[Document], account_id: str | None, kind: ChangeKind
+        self, stream: AsyncChangeStream[_Document], account_id: str | None, kind: ChangeKind
     ) -> None:
         self._readers.append(asyncio.create_task(self._read(stream, account_id, kind)))
 
     async def _read(
-        self, stream: AsyncChangeStream[Document], account_id: str | None, kind: ChangeKind
+        self, stream: AsyncChangeStream[_Document], account_id: str | None, kind: ChangeKind
     ) -> None:
         async for event in change_events(stream):
             if event.get("operationType") not in ("insert", "replace", "update"):
@@ -238,7 +238,7 @@ class _ChangeFeed:
 # -- documents ---------------------------------------------------------------------------
 
 
-def _goal_to_doc(goal: Goal) -> Document:
+def _goal_to_doc(goal: Goal) -> _Document:
     return {
         "_id": goal.id,
         "account_id": goal.account_id,
