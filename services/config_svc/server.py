@@ -6,10 +6,11 @@ import datetime as dt
 
 import structlog
 
-from config_svc import rules
-from config_svc.service import ConfigServicer, SevenDayCounts
+from config_svc.api.counts import TrackerCounts
+from config_svc.api.servicer import ConfigServicer
+from config_svc.domain import rules
 from config_svc.settings import ConfigSettings
-from config_svc.store import GoalStore
+from config_svc.store.mongo import MongoGoalStore
 from goalflow_common.auth import KeyStore
 from goalflow_common.client import make_channel
 from goalflow_common.clock import Clock, SystemClock
@@ -49,7 +50,7 @@ async def create_server(
     client = await connect(
         settings.mongodb_uri, app_name="goalflow-config", attempts=settings.mongo_connect_attempts
     )
-    store = GoalStore(client[settings.config_db_name])
+    store = MongoGoalStore(client[settings.config_db_name])
     await store.ensure_indexes()
     keys = KeyStore(client[settings.auth_db_name], settings.key_cache_ttl_s)
     channel = None
@@ -60,7 +61,7 @@ async def create_server(
         stub = tracker_pb2_grpc.TrackerServiceStub(channel)
     if clock is None:
         offset = settings.clock_offset(dt.datetime.now(dt.UTC))
-        if offset:
+        if offset and settings.clock_start is not None:
             # Loud on purpose: a shifted "today" changes which start dates are accepted.
             log.warning(
                 "clock_shifted", clock_start=settings.clock_start.isoformat(),
@@ -72,7 +73,7 @@ async def create_server(
         store,
         keys,
         clock,
-        SevenDayCounts(stub, settings.tracker_timeout_s),
+        TrackerCounts(stub, settings.tracker_timeout_s),
         lifecycle,
         page_bytes=settings.max_message_bytes // 2,
     )

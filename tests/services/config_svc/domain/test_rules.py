@@ -1,4 +1,4 @@
-"""Fast unit tests of the pure docs/rules.md §2 rules in config_svc.rules: status
+"""Fast unit tests of the pure docs/rules.md §2 rules in config_svc.domain.rules: status
 derivation, date rules and the duplicate-name key, at their edges."""
 
 from __future__ import annotations
@@ -8,16 +8,16 @@ from typing import Any
 
 import pytest
 
-from config_svc.rules import check_dates, derive_status, name_key
+from config_svc.domain.model import GoalStatus, Schedule
+from config_svc.domain.rules import check_dates, derive_status, name_key
 from goalflow_common.errors import InvalidArgument
-from goalflow_common.pb.goals.v1 import config_pb2
 
 TODAY = dt.date(2026, 6, 1)
-INACTIVE = config_pb2.GOAL_STATUS_INACTIVE
-SCHEDULED = config_pb2.GOAL_STATUS_SCHEDULED
-ACTIVE = config_pb2.GOAL_STATUS_ACTIVE
-ENDING = config_pb2.GOAL_STATUS_ENDING
-ENDED = config_pb2.GOAL_STATUS_ENDED
+INACTIVE = GoalStatus.INACTIVE
+SCHEDULED = GoalStatus.SCHEDULED
+ACTIVE = GoalStatus.ACTIVE
+ENDING = GoalStatus.ENDING
+ENDED = GoalStatus.ENDED
 
 
 def day(offset: int, base: dt.date = TODAY) -> str:
@@ -31,6 +31,16 @@ def goal(active: bool = True, start: int | None = 0, end: int | None = None) -> 
         "start_date": None if start is None else day(start),
         "end_date": None if end is None else day(end),
     }
+
+
+def schedule(doc: dict[str, Any]) -> Schedule:
+    """The cases below are written as stored goal fields; the rules read a Schedule."""
+    start, end = doc.get("start_date"), doc.get("end_date")
+    return Schedule(
+        bool(doc.get("active")),
+        None if start is None else dt.date.fromisoformat(start),
+        None if end is None else dt.date.fromisoformat(end),
+    )
 
 
 # -- derive_status -------------------------------------------------------------------------
@@ -54,7 +64,7 @@ def goal(active: bool = True, start: int | None = 0, end: int | None = None) -> 
     ],
 )
 def test_derive_status(doc, expected):
-    assert derive_status(doc, TODAY) == expected
+    assert derive_status(schedule(doc), TODAY) == expected
 
 
 @pytest.mark.parametrize(
@@ -71,7 +81,7 @@ def test_derive_status(doc, expected):
     ],
 )
 def test_ending_window(end_in_days: int, expected):
-    assert derive_status(goal(start=-10, end=end_in_days), TODAY) == expected
+    assert derive_status(schedule(goal(start=-10, end=end_in_days)), TODAY) == expected
 
 
 @pytest.mark.parametrize(
@@ -86,17 +96,17 @@ def test_ending_window(end_in_days: int, expected):
 )
 def test_days_remaining_counts_calendar_days(today: dt.date, end: str, remaining: int):
     doc = {"active": True, "start_date": "2026-01-01", "end_date": end}
-    assert derive_status(doc, today) == (ENDING, remaining)
+    assert derive_status(schedule(doc), today) == (ENDING, remaining)
 
 
 def test_status_does_not_depend_on_stored_status_or_other_fields():
     doc = {**goal(start=0, end=2), "status": "ENDED", "name": "x", "revision": 9}
-    assert derive_status(doc, TODAY) == (ENDING, 3)
+    assert derive_status(schedule(doc), TODAY) == (ENDING, 3)
 
 
 def test_ended_precedes_scheduled_even_for_inconsistent_dates():
     # Not storable (end before start), but a read must still give one definite answer.
-    assert derive_status(goal(start=3, end=-1), TODAY) == (ENDED, 0)
+    assert derive_status(schedule(goal(start=3, end=-1)), TODAY) == (ENDED, 0)
 
 
 # -- check_dates ---------------------------------------------------------------------------
@@ -123,7 +133,7 @@ CREATE_CASES = [
 def outcome(doc, today: dt.date, previous) -> str | None:
     """The field named by check_dates' refusal, or None if it accepts."""
     try:
-        check_dates(doc, today, previous)
+        check_dates(schedule(doc), today, None if previous is None else schedule(previous))
     except InvalidArgument as exc:
         assert exc.rule, "a refusal must state the rule"
         assert str(exc).startswith(f"{exc.field}: ")

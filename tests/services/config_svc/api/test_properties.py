@@ -19,7 +19,7 @@ from google.protobuf.field_mask_pb2 import FieldMask
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from config_svc import rules
+from config_svc.domain import rules
 from goalflow_common.client import make_channel
 from goalflow_common.db import eq
 from goalflow_common.money import ISO_4217
