@@ -9,40 +9,21 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
-UNSUPPORTED_CHANNELS = frozenset({"THIRD_PARTY_BOT", "UNITY_SDK"})
-
-
-@dataclass(frozen=True, slots=True)
-class TrackedGoal:
-    """What attribution needs of a goal, as the config service last described it."""
-
-    id: str
-    account_id: str
-    name: str
-    goal_type: str | None
-    model: str  # FIRST_TOUCH | LAST_TOUCH | ALL_TOUCHES
-    period_days: int
-    group_ids: frozenset[str]
-    value: dict[str, str] | None  # {currency_code, amount}
-    active: bool
-    tracking_start: dt.datetime | None
-    tracking_end: dt.datetime | None  # exclusive
-    revision: int = 0
-
-    def tracked_at(self, when: dt.datetime) -> bool:
-        """Active, started, and not past its end date at ``when``."""
-        if not self.active or self.tracking_start is None or when < self.tracking_start:
-            return False
-        return self.tracking_end is None or when < self.tracking_end
+from tracker_svc.domain.model import (
+    UNSUPPORTED_CHANNELS,
+    Agent,
+    Credit,
+    StoredEvent,
+    TrackedGoal,
+)
 
 
 @dataclass(slots=True)
 class Segment:
     """One assignment of an agent: from assigned_at until ended_at (None: still assigned)."""
 
-    agent: dict[str, Any]
+    agent: Agent
     assigned_at: dt.datetime
     ended_at: dt.datetime | None = None
 
@@ -67,7 +48,7 @@ class ConversationState:
 
     def first_assignment(self, agent_id: str) -> dt.datetime | None:
         for seg in self.segments:
-            if seg.agent["id"] == agent_id:
+            if seg.agent.id == agent_id:
                 return seg.assigned_at
         return None
 
@@ -79,48 +60,42 @@ class ConversationState:
 
 
 def build_state(
-    conversation_id: str, events: Iterable[dict[str, Any]], until: dt.datetime
+    conversation_id: str, events: Iterable[StoredEvent], until: dt.datetime
 ) -> ConversationState:
     """Replay a conversation's events (oldest first) up to and including ``until``."""
     state = ConversationState(conversation_id)
     for ev in events:
-        at = ev["at"]
+        at = ev.at
         if at > until:
             break
-        kind = ev["kind"]
+        kind = ev.kind
         if kind == "opened":
             if state.opened_at is None:
                 state.opened_at = at
-                state.end_user_id = ev.get("end_user_id", "")
-                state.channel = ev.get("channel", "")
-            state.skill = ev.get("skill", "") or state.skill
+                state.end_user_id = ev.end_user_id
+                state.channel = ev.channel
+            state.skill = ev.skill or state.skill
             state.active = True
         elif kind == "closed":
             state.active = False  # the assignee is kept
         elif kind == "assigned":
             if state.current is not None and state.current.ended_at is None:
                 state.current.ended_at = at  # one assignee at a time: the latest wins
-            segment = Segment(ev["agent"], at)
+            assert ev.agent is not None  # required of an assignment
+            segment = Segment(ev.agent, at)
             state.segments.append(segment)
             state.current = segment
         elif kind == "unassigned":
             for seg in reversed(state.segments):
-                if seg.agent["id"] == ev["agent_id"] and seg.ended_at is None:
+                if seg.agent.id == ev.agent_id and seg.ended_at is None:
                     seg.ended_at = at
                     break
-            if state.current is not None and state.current.agent["id"] == ev["agent_id"]:
-                if ev.get("end_reason") == "BACK_TO_QUEUE":
+            if state.current is not None and state.current.agent.id == ev.agent_id:
+                if ev.end_reason == "BACK_TO_QUEUE":
                     state.current = None
         elif kind == "message":
-            state.messages.append((at, ev["author_type"], ev["author_id"]))
+            state.messages.append((at, ev.author_type, ev.author_id))
     return state
-
-
-@dataclass(frozen=True, slots=True)
-class Credit:
-    agent: dict[str, Any]
-    assignment_time: dt.datetime
-    contact_duration: dt.timedelta
 
 
 def credits_for(goal: TrackedGoal, state: ConversationState, at: dt.datetime) -> list[Credit]:
@@ -135,7 +110,7 @@ def credits_for(goal: TrackedGoal, state: ConversationState, at: dt.datetime) ->
     window_start = at - dt.timedelta(days=goal.period_days)
 
     def eligible(seg: Segment) -> bool:
-        return seg.agent.get("group_id") in goal.group_ids
+        return seg.agent.group_id in goal.group_ids
 
     def engaged(agent_id: str) -> bool:
         # The attribution period applies to inactive conversations only.
@@ -147,11 +122,11 @@ def credits_for(goal: TrackedGoal, state: ConversationState, at: dt.datetime) ->
             chosen = [state.segments[0]]
     elif goal.model == "LAST_TOUCH":
         current = state.current
-        if current is not None and current.agent.get("survey_bot"):
+        if current is not None and current.agent.survey_bot:
             # Skip survey bots: the latest assignee before the bot(s) who is not one.
             index = state.segments.index(current)
             current = next(
-                (s for s in reversed(state.segments[:index]) if not s.agent.get("survey_bot")),
+                (s for s in reversed(state.segments[:index]) if not s.agent.survey_bot),
                 None,
             )
         if current is not None:
@@ -159,13 +134,13 @@ def credits_for(goal: TrackedGoal, state: ConversationState, at: dt.datetime) ->
     else:  # ALL_TOUCHES: every agent assigned so far, each once (first eligible assignment)
         seen: set[str] = set()
         for seg in state.segments:
-            if seg.agent["id"] not in seen and eligible(seg):
-                seen.add(seg.agent["id"])
+            if seg.agent.id not in seen and eligible(seg):
+                seen.add(seg.agent.id)
                 chosen.append(seg)
 
     credits = []
     for seg in chosen:
-        agent_id = seg.agent["id"]
+        agent_id = seg.agent.id
         if not eligible(seg) or not engaged(agent_id):
             continue
         first = state.first_assignment(agent_id) or seg.assigned_at
