@@ -357,7 +357,7 @@ async def test_a_slow_subscriber_is_cut_off_without_holding_up_others(
 ):
     tenant = await make_tenant()
     count = 3000
-    async with feed_server(tracker_db, keys, mongo_uri, **limits) as server:
+    async with feed_server(tracker_db.store, keys, mongo_uri, **limits) as server:
         slow = await subs.open(server.address, tenant.admin, agent_id="agent-1")
         fast = await subs.open(server.address, tenant.admin, agent_id="agent-1")
         assert server.feed.subscriber_count == 2
@@ -399,7 +399,7 @@ async def test_stopping_the_server_ends_subscriptions_cleanly(
     mongo_uri, tracker_db, keys, make_tenant, subs
 ):
     tenant = await make_tenant()
-    async with feed_server(tracker_db, keys, mongo_uri) as server:
+    async with feed_server(tracker_db.store, keys, mongo_uri) as server:
         call = await subs.open(server.address, tenant.admin, conversation_id="c1")
         started = time.perf_counter()
         await server.server.stop(grace_s=5.0)
