@@ -7,7 +7,7 @@ Conversation state at a hit time T is rebuilt from the conversation's events wit
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from tracker_svc.domain.model import (
@@ -65,37 +65,49 @@ def build_state(
     """Replay a conversation's events (oldest first) up to and including ``until``."""
     state = ConversationState(conversation_id)
     for ev in events:
-        at = ev.at
-        if at > until:
+        if ev.at > until:
             break
         kind = ev.kind
         if kind == "opened":
-            if state.opened_at is None:
-                state.opened_at = at
-                state.end_user_id = ev.end_user_id
-                state.channel = ev.channel
-            state.skill = ev.skill or state.skill
-            state.active = True
+            _opened(state, ev)
         elif kind == "closed":
             state.active = False  # the assignee is kept
         elif kind == "assigned":
-            if state.current is not None and state.current.ended_at is None:
-                state.current.ended_at = at  # one assignee at a time: the latest wins
-            assert ev.agent is not None  # required of an assignment
-            segment = Segment(ev.agent, at)
-            state.segments.append(segment)
-            state.current = segment
+            _assigned(state, ev)
         elif kind == "unassigned":
-            for seg in reversed(state.segments):
-                if seg.agent.id == ev.agent_id and seg.ended_at is None:
-                    seg.ended_at = at
-                    break
-            if state.current is not None and state.current.agent.id == ev.agent_id:
-                if ev.end_reason == "BACK_TO_QUEUE":
-                    state.current = None
+            _unassigned(state, ev)
         elif kind == "message":
-            state.messages.append((at, ev.author_type, ev.author_id))
+            state.messages.append((ev.at, ev.author_type, ev.author_id))
     return state
+
+
+def _opened(state: ConversationState, ev: StoredEvent) -> None:
+    if state.opened_at is None:
+        state.opened_at = ev.at
+        state.end_user_id = ev.end_user_id
+        state.channel = ev.channel
+    state.skill = ev.skill or state.skill
+    state.active = True
+
+
+def _assigned(state: ConversationState, ev: StoredEvent) -> None:
+    if state.current is not None and state.current.ended_at is None:
+        state.current.ended_at = ev.at  # one assignee at a time: the latest wins
+    assert ev.agent is not None  # required of an assignment
+    segment = Segment(ev.agent, ev.at)
+    state.segments.append(segment)
+    state.current = segment
+
+
+def _unassigned(state: ConversationState, ev: StoredEvent) -> None:
+    for seg in reversed(state.segments):
+        if seg.agent.id == ev.agent_id and seg.ended_at is None:
+            seg.ended_at = ev.at
+            break
+    current = state.current
+    if current is not None and current.agent.id == ev.agent_id:
+        if ev.end_reason == "BACK_TO_QUEUE":
+            state.current = None
 
 
 def credits_for(goal: TrackedGoal, state: ConversationState, at: dt.datetime) -> list[Credit]:
@@ -116,29 +128,8 @@ def credits_for(goal: TrackedGoal, state: ConversationState, at: dt.datetime) ->
         # The attribution period applies to inactive conversations only.
         return state.active or state.sent_message_between(agent_id, window_start, at)
 
-    chosen: list[Segment] = []
-    if goal.model == "FIRST_TOUCH":
-        if state.segments:
-            chosen = [state.segments[0]]
-    elif goal.model == "LAST_TOUCH":
-        current = state.current
-        if current is not None and current.agent.survey_bot:
-            # Skip survey bots: the latest assignee before the bot(s) who is not one.
-            index = state.segments.index(current)
-            current = next(
-                (s for s in reversed(state.segments[:index]) if not s.agent.survey_bot),
-                None,
-            )
-        if current is not None:
-            chosen = [current]
-    else:  # ALL_TOUCHES: every agent assigned so far, each once (first eligible assignment)
-        seen: set[str] = set()
-        for seg in state.segments:
-            if seg.agent.id not in seen and eligible(seg):
-                seen.add(seg.agent.id)
-                chosen.append(seg)
-
-    credits = []
+    chosen = _touched(goal, state, eligible)
+    credits: list[Credit] = []
     for seg in chosen:
         agent_id = seg.agent.id
         if not eligible(seg) or not engaged(agent_id):
@@ -146,3 +137,34 @@ def credits_for(goal: TrackedGoal, state: ConversationState, at: dt.datetime) ->
         first = state.first_assignment(agent_id) or seg.assigned_at
         credits.append(Credit(seg.agent, first, at - first))
     return credits
+
+
+def _touched(
+    goal: TrackedGoal, state: ConversationState, eligible: Callable[[Segment], bool]
+) -> list[Segment]:
+    """The assignments ``goal``'s model looks at (eligibility and engagement are checked
+    by the caller)."""
+    if goal.model == "FIRST_TOUCH":
+        return state.segments[:1]
+    if goal.model == "LAST_TOUCH":
+        current = _last_touch(state)
+        return [current] if current is not None else []
+    # ALL_TOUCHES: every agent assigned so far, each once (first eligible assignment)
+    seen: set[str] = set()
+    chosen: list[Segment] = []
+    for seg in state.segments:
+        if seg.agent.id not in seen and eligible(seg):
+            seen.add(seg.agent.id)
+            chosen.append(seg)
+    return chosen
+
+
+def _last_touch(state: ConversationState) -> Segment | None:
+    current = state.current
+    if current is not None and current.agent.survey_bot:
+        # Skip survey bots: the latest assignee before the bot(s) who is not one.
+        index = state.segments.index(current)
+        current = next(
+            (s for s in reversed(state.segments[:index]) if not s.agent.survey_bot), None
+        )
+    return current
