@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TypeVar, cast
+
 import structlog
 from google.protobuf.duration_pb2 import Duration
 
@@ -13,17 +15,22 @@ from tracker_svc.domain.model import Agent, ConversionRecord, Money, RecordedCre
 
 log = structlog.get_logger(__name__)
 
-_CHANNEL = enum_numbers(tracker_pb2.Channel)
-_GOAL_TYPE = enum_numbers(config_pb2.GoalType)
-_MODEL = enum_numbers(config_pb2.AttributionModel)
-_EVENT_TYPE = enum_numbers(tracker_pb2.TransactionEventType)
-_USER_TYPE = enum_numbers(tracker_pb2.UserType)
+# The generated stubs type enum fields by their enum class; the tables hold its numbers.
+_CHANNEL = cast("dict[str, tracker_pb2.Channel]", enum_numbers(tracker_pb2.Channel))
+_GOAL_TYPE = cast("dict[str, config_pb2.GoalType]", enum_numbers(config_pb2.GoalType))
+_MODEL = cast("dict[str, config_pb2.AttributionModel]",
+              enum_numbers(config_pb2.AttributionModel))
+_EVENT_TYPE = cast("dict[str, tracker_pb2.TransactionEventType]",
+                   enum_numbers(tracker_pb2.TransactionEventType))
+_USER_TYPE = cast("dict[str, tracker_pb2.UserType]", enum_numbers(tracker_pb2.UserType))
+_E = TypeVar("_E", bound=int)
 
 
-def _enum(table: dict[str, int], name: str | None) -> int:
+def _enum(table: dict[str, _E], name: str | None) -> _E:
     # Unknown or missing names read as UNSPECIFIED: history stays readable if an enum
     # value is ever retired.
-    return table.get(name or "", 0)
+    found = table.get(name or "")
+    return found if found is not None else cast(_E, 0)
 
 
 def agent_to_proto(agent: Agent) -> tracker_pb2.Agent:
@@ -86,7 +93,7 @@ def goal_from_proto(goal: config_pb2.Goal) -> KnownGoal:
     model = enum_name(config_pb2.AttributionModel, goal.attribution_model)
     if model is None:
         log.warning("goal_model_unknown", goal_id=goal.id, model=goal.attribution_model)
-    value = None
+    value: Money | None = None
     if goal.HasField("transaction_value"):
         value = Money(goal.transaction_value.currency_code, goal.transaction_value.amount)
     tracked = TrackedGoal(

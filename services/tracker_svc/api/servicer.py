@@ -30,7 +30,8 @@ def feed_message(record: ConversionRecord) -> tracker_pb2.SubscribeConversionsRe
     return tracker_pb2.SubscribeConversionsResponse(conversion=conversion_to_proto(record))
 
 
-class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):
+# The generated gRPC module has no type stubs: its servicer base is untyped.
+class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):  # type: ignore[misc]
     def __init__(
         self, ingest: IngestHandler, feed: Feed, queries: ConversionQueries,
         reports: ReportHandler,

@@ -52,37 +52,38 @@ def agent_from_document(doc: Document) -> Agent:
     )
 
 
-def _kind_fields(event: StoredEvent) -> Document:
-    """The fields of ``event``'s kind, as stored."""
+def _add_kind_fields(doc: Document, event: StoredEvent) -> None:
+    """Add the fields of ``event``'s kind to its document, as stored."""
     kind = event.kind
     if kind == "activity":
         transaction = event.transaction
-        return {"end_user_id": event.end_user_id, "url": event.url, "transaction": None
-                if transaction is None else {
-                    "currency_code": transaction.value.currency_code,
-                    "amount": transaction.value.amount,
-                    "brand_event_id": transaction.brand_event_id,
-                    "event_type": transaction.event_type}}
-    if kind == "opened":
-        return {"end_user_id": event.end_user_id, "channel": event.channel, "skill": event.skill}
-    if kind == "assigned":
+        doc["end_user_id"], doc["url"] = event.end_user_id, event.url
+        doc["transaction"] = None if transaction is None else {
+            "currency_code": transaction.value.currency_code,
+            "amount": transaction.value.amount,
+            "brand_event_id": transaction.brand_event_id,
+            "event_type": transaction.event_type}
+    elif kind == "opened":
+        doc["end_user_id"], doc["channel"], doc["skill"] = (
+            event.end_user_id, event.channel, event.skill)
+    elif kind == "assigned":
         assert event.agent is not None
-        return {"agent": agent_document(event.agent), "start_reason": event.start_reason}
-    if kind == "unassigned":
-        return {"agent_id": event.agent_id, "end_reason": event.end_reason}
-    if kind == "message":
-        return {"author_type": event.author_type, "author_id": event.author_id}
-    if kind == "rated":
-        return {"rating": event.rating}
-    return {}
+        doc["agent"], doc["start_reason"] = agent_document(event.agent), event.start_reason
+    elif kind == "unassigned":
+        doc["agent_id"], doc["end_reason"] = event.agent_id, event.end_reason
+    elif kind == "message":
+        doc["author_type"], doc["author_id"] = event.author_type, event.author_id
+    elif kind == "rated":
+        doc["rating"] = event.rating
 
 
 def event_document(event: StoredEvent) -> Document:
     """The ``events`` document of ``event``."""
-    return {"_id": event.key, "account_id": event.account_id, "event_id": event.event_id,
-            "at": event.at, "received_at": event.received_at,
-            "conversation_id": event.conversation_id, "kind": event.kind,
-            **_kind_fields(event)}
+    doc = {"_id": event.key, "account_id": event.account_id, "event_id": event.event_id,
+           "at": event.at, "received_at": event.received_at,
+           "conversation_id": event.conversation_id, "kind": event.kind}
+    _add_kind_fields(doc, event)
+    return doc
 
 
 def _transaction(doc: Document | None) -> Transaction | None:
