@@ -57,7 +57,8 @@ from goalflow_common.pb.goals.v1 import (
     export_pb2,
     export_pb2_grpc,
 )
-from tracker_svc.store import TrackerStore, conversion_key, rating_key
+from tracker_svc.domain.model import conversion_key, rating_key
+from tracker_svc.store.tracker_store import TrackerStore
 
 INSERT_BATCH = 1000
 WRITERS = 4

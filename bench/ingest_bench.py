@@ -7,7 +7,7 @@ snapshot already holds them). Each service is its own process, so the load gener
 never shares a server's event loop. Then, in one run:
 
 1. ``store_insert_per_s`` — the store's own ceiling: the same number of documents, in the
-   tracker's stored-event shape (``tracker_svc.events.to_document``), written with
+   tracker's stored-event shape (``tracker_svc.api.events.parse_event``), written with
    ``insert_many`` in batches of the same size by the same number of writers into a scratch
    collection of the tracker's database that has the events collection's indexes.
 2. ``ingest_events_per_s`` — every event through ``IngestEvents``: one stream per producer,
@@ -69,10 +69,13 @@ from goalflow_common.auth import KeyStore, Role
 from goalflow_common.db import decode_change_document
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
 from goalflow_common.server import cancel_and_wait
-from tracker_svc.batch_attribution import attribute_batch, goal_hits
-from tracker_svc.events import to_document
-from tracker_svc.goals import GoalTable, KnownGoal, convert_goal
-from tracker_svc.store import TrackerStore
+from tracker_svc.api.convert import goal_from_proto
+from tracker_svc.api.events import parse_event
+from tracker_svc.domain.batch_attribution import attribute_batch, goal_hits
+from tracker_svc.domain.goal_table import GoalTable, KnownGoal
+from tracker_svc.domain.model import StoredEvent
+from tracker_svc.store.documents import event_document
+from tracker_svc.store.tracker_store import TrackerStore
 
 SCRATCH = "bench_store_ceiling"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -91,9 +94,9 @@ def _log(message: str) -> None:
 
 
 def expected_conversions(
-    account_id: str, docs: list[dict[str, Any]], goals: Iterable[KnownGoal]
+    account_id: str, events: list[StoredEvent], goals: Iterable[KnownGoal]
 ) -> dict[str, str]:
-    """Conversion ``_id`` -> hit event id that the tracker must record for ``docs`` (one
+    """Conversion ``_id`` -> hit event id that the tracker must record for ``events`` (one
     account's stored events): the tracker's own attribution core
     (``tracker_svc.batch_attribution``) given every event as one batch with nothing stored,
     so a difference points at ingestion (batching, reads, writes), not at the rules. The
@@ -101,8 +104,8 @@ def expected_conversions(
     to arrive."""
     table = GoalTable()
     table.replace_all(goals)
-    hits = goal_hits(account_id, docs, range(len(docs)), table)
-    result = attribute_batch(hits, docs)
+    hits = goal_hits(account_id, events, range(len(events)), table)
+    result = attribute_batch(hits, events)
     return {c.key: c.hit_event_id for c in result.conversions}
 
 
@@ -329,15 +332,15 @@ async def run(bench: BenchRun, external_db: bool) -> dict[str, str]:
     traffic = datagen.generate(args.seed, args.events, start)
     account = f"bench-{run_id}"
     now = dt.datetime.now(dt.UTC)
-    docs = [to_document(event, account, now) for event in traffic.events]
+    events = [parse_event(event, account, now) for event in traffic.events]
 
     async with bench_databases(bench, external_db, run_id) as (client, names):
-        return await _measure(bench, client, names, account, today, traffic, docs)
+        return await _measure(bench, client, names, account, today, traffic, events)
 
 
 async def _measure(
     bench: BenchRun, client: AsyncMongoClient, names: dict[str, str], account: str,
-    today: dt.date, traffic: datagen.Traffic, docs: list[dict[str, Any]],
+    today: dt.date, traffic: datagen.Traffic, events: list[StoredEvent],
 ) -> dict[str, str]:
     args = bench.args
     keys = KeyStore(client[names["GOALFLOW_AUTH_DB_NAME"]])
@@ -362,14 +365,14 @@ async def _measure(
         except grpc.RpcError as exc:
             raise BenchError(f"CreateGoal {request.name!r}: {exc.code()}: {exc.details()}") \
                 from exc
-        goals.append(convert_goal(reply.goal))
+        goals.append(goal_from_proto(reply.goal))
     _log(f"created {len(goals)} active goals of {datagen.CONDITIONS_PER_GOAL} conditions")
     # Started after the goals exist: its first WatchGoals snapshot holds all of them.
     tracker.start()
     await tracker.wait_serving(tracker_address)
     _log(f"config pid {config.pid}, tracker pid {tracker.pid}, database {bench.uri}")
 
-    expected = expected_conversions(account, docs, goals)
+    expected = expected_conversions(account, events, goals)
     _log(f"offline replay expects {len(expected)} conversions")
 
     pids = {"tracker": tracker.pid, "config": config.pid, "bench": os.getpid()}
@@ -381,7 +384,7 @@ async def _measure(
     # 1. The store's ceiling (copies: insert_many must not see the tracker's own dicts).
     cpu.start()
     store_rate = await store_ceiling(
-        tracker_db, [dict(d) for d in docs], args.batch, args.producers
+        tracker_db, [event_document(e) for e in events], args.batch, args.producers
     )
     cpu.report("store ceiling")
 

@@ -10,14 +10,20 @@ from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2, tracker_pb
 from goalflow_common.protoconv import MAX_ID
 from goalflow_common.request_guard import RequestBudget, text_bytes
 from goalflow_common.server import GoalflowServer, Lifecycle, Registration, build_server
-from tracker_svc.feed import ConversionFeed
-from tracker_svc.goals import GoalCache
-from tracker_svc.ingest import Ingestor
-from tracker_svc.queries import MAX_GOAL_IDS, ConversionQueries
-from tracker_svc.reports import MAX_FILTER_ENTRIES, Reporter
-from tracker_svc.service import TrackerServicer
+from tracker_svc.api.goal_feed import GoalCache
+from tracker_svc.api.ingest import IngestHandler
+from tracker_svc.api.queries import MAX_GOAL_IDS, ConversionQueries
+from tracker_svc.api.reports import MAX_FILTER_ENTRIES, ReportHandler
+from tracker_svc.api.servicer import TrackerServicer, feed_message
+from tracker_svc.domain.conversions import ConversionReads
+from tracker_svc.domain.feed import ConversionFeed
+from tracker_svc.domain.ingest import Ingestor
+from tracker_svc.domain.reports import Reporter
 from tracker_svc.settings import TrackerSettings
-from tracker_svc.store import TrackerStore
+from tracker_svc.store.tracker_store import TrackerStore
+
+# Conversions read per StreamConversions query (a time window holds about this many).
+STREAM_FETCH_SIZE = 5000
 
 
 def request_budgets(settings: TrackerSettings) -> dict[str, RequestBudget]:
@@ -50,7 +56,8 @@ async def create_server(
     client = await connect(
         settings.mongodb_uri, app_name="goalflow-tracker", attempts=settings.mongo_connect_attempts
     )
-    store = TrackerStore(client[settings.tracker_db_name])
+    db = client[settings.tracker_db_name]
+    store = TrackerStore(db)
     await store.ensure_indexes()
     keys = KeyStore(client[settings.auth_db_name], settings.key_cache_ttl_s)
     lifecycle = Lifecycle()
@@ -63,13 +70,17 @@ async def create_server(
         config_pb2_grpc.ConfigServiceStub(config_channel),
         max_backoff_s=settings.goal_resync_max_backoff_s,
     )
-    feed = ConversionFeed(store, lifecycle, max_lag_s=settings.subscriber_max_lag_s,
+    feed = ConversionFeed(store.watch_conversions(), lifecycle, feed_message,
+                          max_lag_s=settings.subscriber_max_lag_s,
                           max_queued=settings.subscriber_max_queued)
+    chunk_size = max(1, settings.stream_chunk_size)
     servicer = TrackerServicer(
-        Ingestor(store, goals, feed, clock, lifecycle, max_batch=settings.max_batch_events),
+        IngestHandler(Ingestor(store, goals, feed, clock), goals, clock, lifecycle,
+                      max_batch=settings.max_batch_events),
         feed,
-        ConversionQueries(store, chunk_size=settings.stream_chunk_size),
-        Reporter(store, clock),
+        ConversionQueries(ConversionReads(store, fetch_size=max(chunk_size, STREAM_FETCH_SIZE)),
+                          chunk_size=chunk_size),
+        ReportHandler(Reporter(store, clock)),
     )
     await goals.start()
     await feed.start()
@@ -95,5 +106,6 @@ async def create_server(
         lifecycle=lifecycle,
         on_stop=[close],
     )
-    server.components.update(goals=goals, feed=feed, store=store)
+    # ``db`` is for tests that read or write the tracker's collections directly.
+    server.components.update(goals=goals, feed=feed, store=store, db=db)
     return server, port

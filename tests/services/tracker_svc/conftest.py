@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import pytest
 from grpc import aio
+from pymongo.asynchronous.database import AsyncDatabase
 
 from config_svc.server import create_server as create_config
 from goalflow_common.client import make_channel
@@ -15,7 +16,8 @@ from goalflow_common.server import GoalflowServer
 from goalflow_dev.embedded_mongo import free_port
 from tracker_svc.server import create_server as create_tracker
 from tracker_svc.settings import TrackerSettings
-from tracker_svc.store import TrackerStore
+from tracker_svc.store.documents import Document, event_from_document
+from tracker_svc.store.tracker_store import TrackerStore
 
 
 @dataclass
@@ -69,7 +71,25 @@ async def stack(mongo_uri, db_prefix, clock, platform_key, config_settings) -> A
             await server.stop(0.5)
 
 
+class TrackerDb:
+    """The tracker's database for tests: its raw collections for direct reads and writes
+    (the store keeps them private), and the store's rating methods over documents."""
+
+    def __init__(self, db: AsyncDatabase) -> None:
+        self.store = TrackerStore(db)
+        self.events = db["events"]
+        self.opens = db["opens"]
+        self.conversions = db["conversions"]
+        self.ratings = db["ratings"]
+
+    async def record_ratings(self, account_id: str, rated: list[Document]) -> None:
+        await self.store.record_ratings(account_id, [event_from_document(d) for d in rated])
+
+    async def latest_ratings(self, account_id: str, conversation_ids: list[str]) -> dict[str, str]:
+        return await self.store.latest_ratings(account_id, conversation_ids)
+
+
 @pytest.fixture
-def tracker_db(mongo, db_prefix) -> TrackerStore:
+def tracker_db(mongo, db_prefix) -> TrackerDb:
     """The tracker's collections in this test's database, for direct reads and writes."""
-    return TrackerStore(mongo[f"{db_prefix}_tracker"])
+    return TrackerDb(mongo[f"{db_prefix}_tracker"])

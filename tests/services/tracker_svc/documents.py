@@ -1,4 +1,4 @@
-"""Stored tracker documents (the shapes in tracker_svc/store.py), for tests that write
+"""Stored tracker documents (the shapes in tracker_svc/store/tracker_store.py), for tests that write
 straight into the tracker's database."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import datetime as dt
 import itertools
 from typing import Any
 
-from tracker_svc.store import conversion_key, event_key
+from tracker_svc.domain.model import conversion_key, event_key
 
 T0 = dt.datetime(2026, 5, 1, 9, 0, tzinfo=dt.UTC)
 SECOND = dt.timedelta(seconds=1)

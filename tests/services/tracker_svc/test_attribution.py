@@ -32,7 +32,7 @@ URL = "https://shop.example/checkout"
 
 
 async def conversions(stack, account_id: str) -> list[dict]:
-    store = stack.tracker_server.components["store"]
+    store = stack.tracker_server.components["db"]
     return await store.conversions.find({"account_id": account_id}).sort("_id", 1).to_list()
 
 
@@ -287,7 +287,7 @@ async def test_replayed_batch_after_lost_ack_changes_nothing(stack, make_tenant,
     [again] = [ack async for ack in stub.IngestEvents(
         iter([tracker_pb2.IngestEventsRequest(batch_id="another", events=batch)]))]
     assert (again.accepted, again.duplicates, again.conversions) == (0, 7, 0)
-    store = stack.tracker_server.components["store"]
+    store = stack.tracker_server.components["db"]
     assert await store.events.count_documents({"account_id": tenant.account_id}) == 7
     assert len(await conversions(stack, tenant.account_id)) == 1
 
@@ -301,7 +301,7 @@ async def test_hit_resent_after_crash_before_attribution_is_recorded(stack, make
     clock.set(T0 + HOUR)
     stub = stack.tracker(tenant.keys[Role.INGEST])
     await ingest(stub, batch)
-    store = stack.tracker_server.components["store"]
+    store = stack.tracker_server.components["db"]
     await store.conversions.delete_many({"account_id": tenant.account_id})
     replay = await ingest(stub, batch)
     assert (replay[0].duplicates, replay[0].conversions) == (7, 1)

@@ -55,7 +55,7 @@ async def test_max_amount_hit_and_plain_event_in_one_batch_are_both_stored(
     assert [(a.accepted, a.rejected) for a in acks] == [(3, []), (2, [])]
     assert acks[1].conversions == 1
 
-    store = stack.tracker_server.components["store"]
+    store = stack.tracker_server.components["db"]
     stored = {doc["event_id"]: doc for doc in await store.events.find(
         {"account_id": tenant.account_id, "event_id": {"$in": [plain.event_id, hit.event_id]}}
     ).to_list()}

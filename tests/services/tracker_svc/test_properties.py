@@ -66,7 +66,7 @@ from tests.services.tracker_svc.builders import (
     visit,
 )
 from tests.services.tracker_svc.documents import T0, conversion_doc
-from tracker_svc.store import event_key
+from tracker_svc.domain.model import event_key
 
 NOW = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)  # the `clock` fixture
 EARLIEST = dt.datetime(2000, 1, 1, tzinfo=dt.UTC)  # README: events before 2000 are refused

@@ -79,7 +79,7 @@ async def test_two_replicas_fed_the_same_batches_record_everything_once(stack, m
             await channel.close()
             await asyncio.gather(reader, return_exceptions=True)
         await second.stop(0.5)
-    store = stack.tracker_server.components["store"]
+    store = stack.tracker_server.components["db"]
     accepted = sum(a.accepted for a in acks_a + acks_b)
     duplicates = sum(a.duplicates for a in acks_a + acks_b)
     assert (accepted, duplicates) == (150, 150)

@@ -1,5 +1,6 @@
 """ListConversions, StreamConversions and CountConversions over real gRPC, on conversion
-and rating documents written straight into the tracker's database (store.py's schema)."""
+and rating documents written straight into the tracker's database (the schema in
+store/tracker_store.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from goalflow_common.auth import Principal, Role, set_principal
 from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2
 from tests.services.tracker_svc.documents import SECOND, T0, conversion_doc, rated_doc
-from tracker_svc.queries import ConversionQueries
-from tracker_svc.store import TrackerStore, conversion_key
+from tracker_svc.api.queries import ConversionQueries
+from tracker_svc.domain.conversions import ConversionReads
+from tracker_svc.domain.model import conversion_key
+from tracker_svc.store.tracker_store import TrackerStore
 
 
 def ts(when: dt.datetime) -> Timestamp:
@@ -305,8 +308,8 @@ async def test_stream_keyset_crosses_fetches_of_equal_times(mongo, db_prefix, ma
         conversion_doc(tenant.account_id, "goal", f"c{k:03d}", T0 + (k // 25) * SECOND)
         for k in range(300)
     ]
-    await store.conversions.insert_many(docs[::-1])
-    queries = ConversionQueries(store, chunk_size=7, fetch_size=20)
+    await mongo[f"{db_prefix}_tracker"]["conversions"].insert_many(docs[::-1])
+    queries = ConversionQueries(ConversionReads(store, fetch_size=20), chunk_size=7)
     request = tracker_pb2.StreamConversionsRequest(
         goal_id="goal", start_time=ts(T0), end_time=ts(T0 + dt.timedelta(days=1))
     )

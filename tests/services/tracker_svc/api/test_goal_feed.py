@@ -20,8 +20,10 @@ from goalflow_common.clock import ManualClock
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, config_pb2_grpc
 from goalflow_common.server import GoalflowServer
 from tests.services.config_svc.helpers import date, goal_request, url_condition
-from tracker_svc import goals as goals_module
-from tracker_svc.goals import GoalCache, convert_goal
+from tracker_svc.api.convert import goal_from_proto as convert_goal
+from tracker_svc.api.goal_feed import GoalCache
+from tracker_svc.domain import goal_table as goals_module
+from tracker_svc.domain.model import Money
 
 SHOP = "https://shop.example"
 IS = config_pb2.CONDITION_OPERATOR_IS
@@ -157,7 +159,7 @@ async def test_syncs_on_start_with_every_field_converted(host, make_tenant, cloc
         14,
     )
     assert got.group_ids == frozenset({"sales", "vip"})
-    assert got.value == {"currency_code": "USD", "amount": "149.99"}
+    assert got.value == Money("USD", "149.99")
     assert got.active and got.revision == sold.revision
     assert got.tracking_start == dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
     assert got.tracking_end == dt.datetime(2026, 6, 11, tzinfo=dt.UTC)  # end of June 10

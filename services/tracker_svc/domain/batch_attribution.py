@@ -23,8 +23,9 @@ on the first: ``users_to_resolve(hits)`` -> stored opens -> ``resolve`` ->
 ``hit_conversations`` -> stored events -> ``attribute``. ``attribute_batch`` is the same in
 one call for a caller that already holds everything (the ingest benchmark's oracle, tests).
 
-Events are the stored documents of ``store.py`` (``_id``, ``kind``, ``at``, ...); a stored
-"opens" record has the fields of its "opened" event, so either serves as an opening.
+Inputs and outputs are the typed model (``domain.model``): ``StoredEvent`` for events,
+``Opening`` for the stored "opens" records (a batch's "opened" events serve as openings
+too), ``Conversion`` for the result.
 """
 
 from __future__ import annotations
@@ -34,23 +35,25 @@ import datetime as dt
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol, TypeVar
 
-from tracker_svc.attribution import (
+from tracker_svc.domain.attribution import ConversationState, build_state, credits_for
+from tracker_svc.domain.model import (
+    STATE_KINDS,
     UNSUPPORTED_CHANNELS,
-    ConversationState,
+    Conversion,
     Credit,
+    Money,
+    Opening,
+    StoredEvent,
     TrackedGoal,
-    build_state,
-    credits_for,
+    conversion_key,
 )
-from tracker_svc.store import STATE_KINDS, conversion_key
-
-Doc = dict[str, Any]  # a stored document (store.py); stays a dict at the store boundary
 
 
 class GoalLookup(Protocol):
-    """The goal table as attribution sees it (``goals.GoalTable``, ``goals.GoalCache``)."""
+    """The goal table as attribution sees it (``goal_table.GoalTable``,
+    ``api.goal_feed.GoalCache``)."""
 
     def matching(self, account_id: str, url: str) -> list[TrackedGoal]:
         """The account's active goals with a condition matching ``url``, ordered by id."""
@@ -63,30 +66,9 @@ class GoalHit:
     batch request (for the ack); ``conversation_id`` is None until resolved."""
 
     goal: TrackedGoal
-    event: Doc
+    event: StoredEvent
     index: int
     conversation_id: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class Conversion:
-    """What a hit converted (docs/rules.md §4 "A conversion records"); ``store`` turns it
-    into the stored document. Goal fields are the goal's as known at the hit."""
-
-    key: str  # conversion_key(account, goal, conversation): one per goal and conversation
-    goal: TrackedGoal
-    conversation_id: str
-    end_user_id: str
-    channel: str
-    skill: str
-    conversation_open_time: dt.datetime | None
-    conversion_time: dt.datetime
-    url: str
-    hit_event_id: str
-    event_type: str | None  # the transaction's, as sent (None: no transaction)
-    brand_event_id: str
-    value: dict[str, str] | None  # {currency_code, amount}: the event's, else the goal's
-    credits: tuple[Credit, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,52 +81,54 @@ class BatchAttribution:
 
 
 def goal_hits(
-    account_id: str, events: Sequence[Doc], positions: Sequence[int], goals: GoalLookup
+    account_id: str, events: Sequence[StoredEvent], positions: Sequence[int], goals: GoalLookup
 ) -> list[GoalHit]:
     """The hits among a batch's ``events`` (``positions``: their indexes in the request):
     one per activity and goal matching its URL and tracked at its time."""
     return [
-        GoalHit(goal, doc, index, doc["conversation_id"])
-        for doc, index in zip(events, positions, strict=True)
-        if doc["kind"] == "activity"
-        for goal in goals.matching(account_id, doc["url"])
-        if goal.tracked_at(doc["at"])
+        GoalHit(goal, event, index, event.conversation_id)
+        for event, index in zip(events, positions, strict=True)
+        if event.kind == "activity"
+        for goal in goals.matching(account_id, event.url)
+        if goal.tracked_at(event.at)
     ]
 
 
-def unsupported_openings(events: Sequence[Doc], positions: Sequence[int]) -> list[int]:
+def unsupported_openings(events: Sequence[StoredEvent], positions: Sequence[int]) -> list[int]:
     """Indexes of the batch's openings on a channel that never converts (stored all the
     same; the ack names them)."""
     return [
         index
-        for doc, index in zip(events, positions, strict=True)
-        if doc["kind"] == "opened" and doc["channel"] in UNSUPPORTED_CHANNELS
+        for event, index in zip(events, positions, strict=True)
+        if event.kind == "opened" and event.channel in UNSUPPORTED_CHANNELS
     ]
 
 
 def users_to_resolve(hits: Iterable[GoalHit]) -> set[str]:
     """End users whose openings ``resolve`` needs: those of hits naming no conversation."""
-    return {h.event["end_user_id"] for h in hits if h.conversation_id is None}
+    return {h.event.end_user_id for h in hits if h.conversation_id is None}
 
 
-def resolve(hits: Sequence[GoalHit], batch: Sequence[Doc], opens: Sequence[Doc]) -> list[GoalHit]:
+def resolve(
+    hits: Sequence[GoalHit], batch: Sequence[StoredEvent], opens: Sequence[Opening]
+) -> list[GoalHit]:
     """``hits`` with their conversations: each unresolved hit takes its end user's latest
     opening at or before it, from the stored ``opens`` and the ``batch``'s own; a hit with
     none is dropped (no conversation, no conversion)."""
     users = users_to_resolve(hits)
     if not users:
         return [h for h in hits if h.conversation_id is not None]
-    fresh = [d for d in batch if d["kind"] == "opened" and d["end_user_id"] in users]
-    by_user: dict[str, list[Doc]] = defaultdict(list)
+    fresh = [Opening.of(e) for e in batch if e.kind == "opened" and e.end_user_id in users]
+    by_user: dict[str, list[Opening]] = defaultdict(list)
     for record in merge(opens, fresh):
-        by_user[record["end_user_id"]].append(record)
+        by_user[record.end_user_id].append(record)
     resolved = []
     for hit in hits:
         if hit.conversation_id is None:
-            at = hit.event["at"]
+            at = hit.event.at
             found = next(
-                (o["conversation_id"] for o in reversed(by_user[hit.event["end_user_id"]])
-                 if o["at"] <= at),
+                (o.conversation_id for o in reversed(by_user[hit.event.end_user_id])
+                 if o.at <= at),
                 None,
             )
             if found is None:
@@ -160,26 +144,26 @@ def hit_conversations(hits: Iterable[GoalHit]) -> set[str]:
 
 
 def attribute(
-    hits: Sequence[GoalHit], batch: Sequence[Doc], events: Sequence[Doc]
+    hits: Sequence[GoalHit], batch: Sequence[StoredEvent], events: Sequence[StoredEvent]
 ) -> BatchAttribution:
     """The conversions of resolved ``hits``, from the hit conversations' stored ``events``
     merged with the ``batch``'s own (unresolved hits are skipped)."""
     wanted = hit_conversations(hits)
-    in_batch = [d for d in batch if d["kind"] in STATE_KINDS and d["conversation_id"] in wanted]
-    history: dict[str, list[Doc]] = defaultdict(list)
+    in_batch = [e for e in batch if e.kind in STATE_KINDS and e.conversation_id in wanted]
+    history: dict[str | None, list[StoredEvent]] = defaultdict(list)
     for event in merge(events, in_batch):
-        history[event["conversation_id"]].append(event)
+        history[event.conversation_id].append(event)
 
     conversions: dict[str, Conversion] = {}
     unsupported: set[int] = set()
     states: dict[tuple[str, dt.datetime], ConversationState] = {}
     # Same-instant hits go in event id order, as stored events do (D21), so which of two
     # simultaneous hits converts does not depend on batch order.
-    for hit in sorted(hits, key=lambda h: (h.event["at"], h.event["_id"])):
+    for hit in sorted(hits, key=lambda h: (h.event.at, h.event.key)):
         conversation_id = hit.conversation_id
         if conversation_id is None:
             continue
-        at = hit.event["at"]
+        at = hit.event.at
         state = states.get((conversation_id, at))
         if state is None:
             state = build_state(conversation_id, history[conversation_id], at)
@@ -198,10 +182,10 @@ def attribute(
 
 def attribute_batch(
     hits: Sequence[GoalHit],
-    batch: Sequence[Doc],
+    batch: Sequence[StoredEvent],
     *,
-    opens: Sequence[Doc] = (),
-    events: Sequence[Doc] = (),
+    opens: Sequence[Opening] = (),
+    events: Sequence[StoredEvent] = (),
 ) -> BatchAttribution:
     """``resolve`` then ``attribute``, for a caller holding the stored ``opens`` of the
     hits' end users and the stored ``events`` of their conversations (or none: a batch that
@@ -209,13 +193,16 @@ def attribute_batch(
     return attribute(resolve(hits, batch, opens), batch, events)
 
 
-def merge(stored: Iterable[Doc], fresh: Iterable[Doc]) -> list[Doc]:
+_Record = TypeVar("_Record", StoredEvent, Opening)
+
+
+def merge(stored: Iterable[_Record], fresh: Iterable[_Record]) -> list[_Record]:
     """Stored and in-batch records, each once (a resent event is both: the stored one
-    wins), oldest first, same instant by ``_id`` (D21)."""
-    by_id = {doc["_id"]: doc for doc in stored}
-    for doc in fresh:
-        by_id.setdefault(doc["_id"], doc)
-    return sorted(by_id.values(), key=lambda d: (d["at"], d["_id"]))
+    wins), oldest first, same instant by key (D21)."""
+    by_key = {record.key: record for record in stored}
+    for record in fresh:
+        by_key.setdefault(record.key, record)
+    return sorted(by_key.values(), key=lambda r: (r.at, r.key))
 
 
 def _conversion(
@@ -223,11 +210,8 @@ def _conversion(
     credits: list[Credit],
 ) -> Conversion:
     goal, event = hit.goal, hit.event
-    transaction = event.get("transaction")
-    if transaction is not None:
-        value = {"currency_code": transaction["currency_code"], "amount": transaction["amount"]}
-    else:
-        value = goal.value
+    transaction = event.transaction
+    value: Money | None = transaction.value if transaction is not None else goal.value
     return Conversion(
         key=key,
         goal=goal,
@@ -236,11 +220,11 @@ def _conversion(
         channel=state.channel,
         skill=state.skill,
         conversation_open_time=state.opened_at,
-        conversion_time=event["at"],
-        url=event["url"],
-        hit_event_id=event["event_id"],
-        event_type=transaction["event_type"] if transaction else None,
-        brand_event_id=transaction["brand_event_id"] if transaction else "",
+        conversion_time=event.at,
+        url=event.url,
+        hit_event_id=event.event_id,
+        event_type=transaction.event_type if transaction else None,
+        brand_event_id=transaction.brand_event_id if transaction else "",
         value=value,
         credits=tuple(credits),
     )

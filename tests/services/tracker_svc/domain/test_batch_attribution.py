@@ -1,7 +1,9 @@
 """docs/rules.md §4 (and §7 D12, D21) in memory: every row of the attribution rules run
-against the pure batch core (``tracker_svc.batch_attribution``), no gRPC, no database.
+against the pure batch core (``tracker_svc.domain.batch_attribution``), no gRPC, no
+database.
 
-Each case is a batch of stored-event documents and the goals; it runs twice: with the
+Each case is a batch of stored-event documents (read into the typed model as the store
+reads them) and the goals; it runs twice: with the
 whole history in the batch, and with everything but the hits already stored (passed as
 the stored opens and events), which must agree. ``test_attribution.py`` is the end-to-end
 version of the same cases; the expected outcomes here are the same.
@@ -16,16 +18,24 @@ from typing import Any
 
 import pytest
 
-from tracker_svc.attribution import TrackedGoal
-from tracker_svc.batch_attribution import (
+from tracker_svc.domain.batch_attribution import (
     BatchAttribution,
     attribute_batch,
     goal_hits,
     unsupported_openings,
 )
-from tracker_svc.goals import GoalTable, KnownGoal
-from tracker_svc.matching import Condition
-from tracker_svc.store import STATE_KINDS, conversion_document, conversion_key, open_record
+from tracker_svc.domain.goal_table import GoalTable, KnownGoal
+from tracker_svc.domain.matching import Condition
+from tracker_svc.domain.model import (
+    STATE_KINDS,
+    ConversionRecord,
+    Money,
+    Opening,
+    StoredEvent,
+    TrackedGoal,
+    conversion_key,
+)
+from tracker_svc.store.documents import conversion_document, event_from_document
 
 ACCOUNT = "acct"
 T0 = dt.datetime(2026, 6, 1, 12, 0, tzinfo=dt.UTC)
@@ -33,13 +43,17 @@ MS, MIN, HOUR, DAY = (dt.timedelta(milliseconds=1), dt.timedelta(minutes=1),
                       dt.timedelta(hours=1), dt.timedelta(days=1))
 URL = "https://shop.example/checkout"
 FIRST, LAST, ALL = "FIRST_TOUCH", "LAST_TOUCH", "ALL_TOUCHES"
-GOAL_VALUE = {"currency_code": "EUR", "amount": "25.00"}
+GOAL_VALUE = Money("EUR", "25.00")
 
 Doc = dict[str, Any]
 _ids = itertools.count(1)
 
 
-# -- stored-event documents (the shapes of tracker_svc/store.py) ---------------------------
+# -- stored-event documents (the shapes of tracker_svc/store/tracker_store.py) -------------
+
+
+def typed(events: list[Doc]) -> list[StoredEvent]:
+    return [event_from_document(e) for e in events]
 
 
 def _event(kind: str, at: dt.datetime, conv: str | None, event_id: str | None, **fields: Any
@@ -117,22 +131,22 @@ def run(goals: list[TrackedGoal], events: list[Doc], layout: str) -> BatchAttrib
     table = GoalTable()
     table.replace_all(KnownGoal(g, (Condition("CONTAINS", "/checkout"),)) for g in goals)
     if layout == "batch":
-        batch, stored = events, []
+        batch, stored = typed(events), []
     else:
-        batch = [e for e in events if e["kind"] == "activity"]
-        stored = [e for e in events if e["kind"] != "activity"]
+        batch = typed([e for e in events if e["kind"] == "activity"])
+        stored = typed([e for e in events if e["kind"] != "activity"])
     hits = goal_hits(ACCOUNT, batch, range(len(batch)), table)
     return attribute_batch(
         hits, batch,
-        opens=[open_record(e) for e in stored if e["kind"] == "opened"],
-        events=[e for e in stored if e["kind"] in STATE_KINDS],
+        opens=[Opening.of(e) for e in stored if e.kind == "opened"],
+        events=[e for e in stored if e.kind in STATE_KINDS],
     )
 
 
 def outcome(result: BatchAttribution) -> list[tuple[str, str, list[str], str | None]]:
     """(goal id, conversation, credited agent ids, value amount) per conversion."""
-    return [(c.goal.id, c.conversation_id, [k.agent["id"] for k in c.credits],
-             c.value["amount"] if c.value else None) for c in result.conversions]
+    return [(c.goal.id, c.conversation_id, [k.agent.id for k in c.credits],
+             c.value.amount if c.value else None) for c in result.conversions]
 
 
 @dataclass(frozen=True)
@@ -435,7 +449,8 @@ def test_conversion_records_every_field() -> None:
     events = [*two_agents(close_at=None), opened("c1", T0 + 3 * MIN, skill="vip"),
               visit(T0 + HOUR, amount="99.90", event_id="hit-1")]
     [conversion] = run([goal(ALL)], events, "batch").conversions
-    doc = conversion_document(conversion, batch_id="b7", recorded_at=T0 + 2 * HOUR)
+    doc = conversion_document(
+        ConversionRecord.of(conversion, batch_id="b7", recorded_at=T0 + 2 * HOUR))
     a, b = doc.pop("credits")
     assert doc == {
         "_id": conversion_key(ACCOUNT, ALL, "c1"), "account_id": ACCOUNT, "goal_id": ALL,
@@ -467,18 +482,18 @@ def test_all_touches_credits_each_agent_once_from_their_first_assignment() -> No
     events = [opened("c1", T0), assigned("c1", T0 + MIN, "A"), assigned("c1", T0 + 2 * MIN, "B"),
               assigned("c1", T0 + 3 * MIN, "A"), visit(T0 + DAY)]
     [conversion] = run([goal(ALL)], events, "batch").conversions
-    assert [(k.agent["id"], k.assignment_time, k.contact_duration)
+    assert [(k.agent.id, k.assignment_time, k.contact_duration)
             for k in conversion.credits] == [("A", T0 + MIN, DAY - MIN),
                                              ("B", T0 + 2 * MIN, DAY - 2 * MIN)]
 
 
 def test_a_resent_event_stored_and_in_the_batch_counts_once() -> None:
     """A replayed batch: its events are both stored and in the batch (merged, each once)."""
-    events = [*two_agents(close_at=None), visit(T0 + HOUR)]
+    events = typed([*two_agents(close_at=None), visit(T0 + HOUR)])
     hits = goal_hits(ACCOUNT, events, range(len(events)), _table([goal(ALL)]))
-    stored = [e for e in events if e["kind"] in STATE_KINDS]
+    stored = [e for e in events if e.kind in STATE_KINDS]
     result = attribute_batch(hits, events, events=stored,
-                             opens=[open_record(e) for e in stored if e["kind"] == "opened"])
+                             opens=[Opening.of(e) for e in stored if e.kind == "opened"])
     assert outcome(result) == [(ALL, "c1", ["A", "B"], "25.00")]
 
 
@@ -493,8 +508,8 @@ def test_another_batchs_conversion_has_the_same_key() -> None:
 
 
 def test_hits_take_their_batch_indexes_and_unsupported_openings_are_named() -> None:
-    events = [opened("c1", T0, channel="UNITY_SDK"), opened("c2", T0, user="u2"),
-              assigned("c2", T0 + MIN, "A"), visit(T0 + HOUR), visit(T0 + HOUR, user="u2")]
+    events = typed([opened("c1", T0, channel="UNITY_SDK"), opened("c2", T0, user="u2"),
+                    assigned("c2", T0 + MIN, "A"), visit(T0 + HOUR), visit(T0 + HOUR, user="u2")])
     positions = [0, 2, 3, 5, 6]  # rejected events at 1 and 4 are not in ``events``
     hits = goal_hits(ACCOUNT, events, positions, _table([goal(LAST)]))
     assert [h.index for h in hits] == [5, 6]
@@ -507,7 +522,7 @@ def test_hits_take_their_batch_indexes_and_unsupported_openings_are_named() -> N
 def test_a_goal_of_another_account_never_matches() -> None:
     other = TrackedGoal("g", "other", "G", None, ALL, 7, frozenset({"sales"}), None, True,
                         T0 - DAY, None)
-    events = [*two_agents(close_at=None), visit(T0 + HOUR)]
+    events = typed([*two_agents(close_at=None), visit(T0 + HOUR)])
     assert goal_hits(ACCOUNT, events, range(len(events)), _table([other])) == []
 
 

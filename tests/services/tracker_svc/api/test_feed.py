@@ -31,11 +31,11 @@ from tests.services.tracker_svc.builders import (
     visit,
 )
 from tests.services.tracker_svc.documents import T0, conversion_doc
-from tracker_svc.feed import ConversionFeed
+from tracker_svc.api.servicer import TrackerServicer, feed_message
+from tracker_svc.domain.feed import ConversionFeed
 from tracker_svc.server import create_server as create_tracker
-from tracker_svc.service import TrackerServicer
 from tracker_svc.settings import TrackerSettings
-from tracker_svc.store import TrackerStore
+from tracker_svc.store.tracker_store import TrackerStore
 
 MAX_LATENCY_S = 1.0  # docs/rules.md: a workspace sees each new conversion as it happens
 SECOND = dt.timedelta(seconds=1)
@@ -317,7 +317,8 @@ class FeedServer:
 
     def __init__(self, store: TrackerStore, keys: KeyStore, mongo_uri: str, **feed_options):
         self.lifecycle = Lifecycle()
-        self.feed = ConversionFeed(store, self.lifecycle, **feed_options)
+        self.feed = ConversionFeed(store.watch_conversions(), self.lifecycle, feed_message,
+                                   **feed_options)
         settings = TrackerSettings(mongodb_uri=mongo_uri, grpc_port=0, shutdown_grace_s=1.0)
         servicer = TrackerServicer(None, self.feed, None, None)  # type: ignore[arg-type]
         self.server, port = build_server(
@@ -356,7 +357,7 @@ async def test_a_slow_subscriber_is_cut_off_without_holding_up_others(
 ):
     tenant = await make_tenant()
     count = 3000
-    async with feed_server(tracker_db, keys, mongo_uri, **limits) as server:
+    async with feed_server(tracker_db.store, keys, mongo_uri, **limits) as server:
         slow = await subs.open(server.address, tenant.admin, agent_id="agent-1")
         fast = await subs.open(server.address, tenant.admin, agent_id="agent-1")
         assert server.feed.subscriber_count == 2
@@ -398,7 +399,7 @@ async def test_stopping_the_server_ends_subscriptions_cleanly(
     mongo_uri, tracker_db, keys, make_tenant, subs
 ):
     tenant = await make_tenant()
-    async with feed_server(tracker_db, keys, mongo_uri) as server:
+    async with feed_server(tracker_db.store, keys, mongo_uri) as server:
         call = await subs.open(server.address, tenant.admin, conversation_id="c1")
         started = time.perf_counter()
         await server.server.stop(grace_s=5.0)
@@ -420,9 +421,10 @@ async def test_the_feed_survives_a_database_restart(tmp_path: Path, subs):
         await keys.create_account("acct-restart")
         key = await keys.create_key("acct-restart", Role.AGENT)
         store = TrackerStore(client["tracker"])
+        conversions = client["tracker"]["conversions"]  # written straight into the database
         async with feed_server(store, keys, database.uri, max_backoff_s=0.5) as server:
             call = await subs.open(server.address, key, conversation_id="conv-1")
-            await store.conversions.insert_one(conversion_doc("acct-restart", "g1", "conv-1", T0))
+            await conversions.insert_one(conversion_doc("acct-restart", "g1", "conv-1", T0))
             assert (await receive(call)).goal_id == "g1"
 
             await database.astop()
@@ -430,7 +432,7 @@ async def test_the_feed_survives_a_database_restart(tmp_path: Path, subs):
             await database.astart()
             for attempt in range(50):  # the test's own client reconnects too
                 try:
-                    await store.conversions.insert_one(
+                    await conversions.insert_one(
                         conversion_doc("acct-restart", "g2", "conv-1", T0 + SECOND)
                     )
                     break

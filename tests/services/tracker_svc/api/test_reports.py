@@ -1,7 +1,7 @@
 """GetReport over real gRPC, on conversions and events written into the tracker database.
 
-The documents follow services/tracker_svc/store.py's schema; they are real data in the real
-database (the ingest path is tested on its own)."""
+The documents follow the schema in services/tracker_svc/store/tracker_store.py; they are
+real data in the real database (the ingest path is tested on its own)."""
 
 from __future__ import annotations
 

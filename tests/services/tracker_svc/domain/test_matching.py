@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tracker_svc.matching import Condition, UrlMatcher, normalize_for_is
+from tracker_svc.domain.matching import Condition, UrlMatcher, normalize_for_is
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""The live conversion feed behind SubscribeConversions.
+"""The live conversion feed behind SubscribeConversions (``api.servicer`` turns a
+subscription into the gRPC stream; the store's ``watch_conversions`` is the change stream).
 
 Conversions this process records are published straight to its subscribers (no database
 round trip on the way). One change stream per tracker process follows inserts into
@@ -30,25 +31,32 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Generic, Protocol, TypeVar
 
-import grpc
 import structlog
-from grpc import aio
-from pymongo.errors import OperationFailure, PyMongoError
 
-from goalflow_common.auth import current_principal
-from goalflow_common.client import SUBSCRIBED_KEY
-from goalflow_common.db import decode_change_document
-from goalflow_common.errors import InvalidArgument
-from goalflow_common.pb.goals.v1 import tracker_pb2
-from goalflow_common.protoconv import MAX_ID
 from goalflow_common.server import Lifecycle, cancel_and_wait
-from tracker_svc.convert import conversion_to_proto
-from tracker_svc.store import TrackerStore
+from tracker_svc.domain.model import ConversionRecord
+from tracker_svc.store.protocols import ConversionWatch, WatchLost
 
 log = structlog.get_logger(__name__)
+
+M = TypeVar("M")
+SubscriberKey = tuple[str, str, str]  # (kind, account_id, id); kind "conversation" | "agent"
+
+
+class Publisher(Protocol):
+    """What ingest tells the feed (``ConversionFeed``)."""
+
+    def inserting(self, ids: list[str]) -> contextlib.AbstractContextManager[None]: ...
+
+    def publish(self, records: list[ConversionRecord]) -> None: ...
+
+
+class SubscriberDropped(Exception):
+    """The subscriber fell behind (in time or in count) and was dropped."""
+
 
 # Ids of conversions this process inserted that one path (publish or change stream) has
 # dispatched and the other has not seen yet. An entry normally lives for the change stream's
@@ -57,22 +65,22 @@ log = structlog.get_logger(__name__)
 # than this many local conversions between an id's two sightings: at the ~2,000 conversions
 # a second one tracker records, a change stream 10 s behind. ~175 bytes an entry: 3.5 MB.
 SEEN_ONCE_IDS = 20_000
-_STOP = object()  # end the stream cleanly (shutdown)
-_OVERFLOW = object()  # end the stream with RESOURCE_EXHAUSTED (subscriber too slow)
+_STOP = "stop"  # end the stream cleanly (shutdown)
+_OVERFLOW = "overflow"  # the subscriber fell behind: SubscriberDropped
 
 
-class _Subscriber:
+class Subscriber(Generic[M]):
     """One subscription's undelivered conversions, each with the time it was queued."""
 
     __slots__ = ("end", "key", "pending", "wakeup")
 
-    def __init__(self, key: tuple[str, str, str]) -> None:
-        self.key = key  # (kind, account_id, id)
-        self.pending: collections.deque[tuple[float, Any]] = collections.deque()
+    def __init__(self, key: SubscriberKey) -> None:
+        self.key = key
+        self.pending: collections.deque[tuple[float, M]] = collections.deque()
         self.wakeup = asyncio.Event()
-        self.end: object | None = None  # _STOP or _OVERFLOW, read after what is pending
+        self.end: str | None = None  # _STOP or _OVERFLOW, read after what is pending
 
-    def put(self, message: Any, now: float) -> None:
+    def put(self, message: M, now: float) -> None:
         self.pending.append((now, message))
         self.wakeup.set()
 
@@ -80,7 +88,7 @@ class _Subscriber:
         """How long the oldest undelivered conversion has waited (0 if none)."""
         return now - self.pending[0][0] if self.pending else 0.0
 
-    def finish(self, marker: object, *, drop_pending: bool) -> None:
+    def finish(self, marker: str, *, drop_pending: bool) -> None:
         """Make ``marker`` the last thing read: after what is pending, unless that is
         dropped."""
         if drop_pending:
@@ -88,28 +96,37 @@ class _Subscriber:
         self.end = marker
         self.wakeup.set()
 
-    async def get(self) -> Any:
+    async def get(self) -> M | None:
+        """The next message; None when the feed stopped (shutdown). Raises
+        ``SubscriberDropped`` when this subscriber fell behind."""
         while not self.pending:
+            if self.end == _OVERFLOW:
+                raise SubscriberDropped
             if self.end is not None:
-                return self.end
+                return None
             self.wakeup.clear()
             await self.wakeup.wait()
         return self.pending.popleft()[1]
 
 
-class ConversionFeed:
+class ConversionFeed(Generic[M]):
+    """Dispatches conversions to the subscribers they concern, as messages ``render`` builds
+    (once per conversion, shared by its subscribers)."""
+
     def __init__(
         self,
-        store: TrackerStore,
+        changes: ConversionWatch,
         lifecycle: Lifecycle,
+        render: Callable[[ConversionRecord], M],
         *,
         max_lag_s: float = 10.0,
         max_queued: int = 20_000,
         max_backoff_s: float = 5.0,
         idle_poll_s: float = 0.02,
     ) -> None:
-        self._store = store
+        self._changes = changes
         self._lifecycle = lifecycle
+        self._render = render
         self._max_lag = max_lag_s
         self._max_queued = max_queued
         self._max_backoff = max_backoff_s
@@ -118,9 +135,7 @@ class ConversionFeed:
         self._inserting: collections.Counter[str] = collections.Counter()
         self._seen_once: collections.OrderedDict[str, None] = collections.OrderedDict()
         # (kind, account_id, id) -> subscribers; kind is "conversation" or "agent".
-        self._subscribers: dict[tuple[str, str, str], set[_Subscriber]] = {}
-        self._stream: Any = None
-        self._resume_token: Any = None
+        self._subscribers: dict[SubscriberKey, set[Subscriber[M]]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._closed = False
 
@@ -128,11 +143,19 @@ class ConversionFeed:
     def subscriber_count(self) -> int:
         return sum(len(subs) for subs in self._subscribers.values())
 
+    @property
+    def max_lag_s(self) -> float:
+        return self._max_lag
+
+    @property
+    def max_queued(self) -> int:
+        return self._max_queued
+
     async def start(self) -> None:
         """Open the change stream now, so every conversion inserted from here on is seen."""
         try:
-            self._stream = await self._open()
-        except PyMongoError as exc:
+            await self._changes.open()
+        except WatchLost as exc:
             log.warning("conversion_feed_open_failed", error=str(exc))  # _run retries
         self._tasks = [
             asyncio.create_task(self._run(), name="conversion-feed"),
@@ -143,46 +166,27 @@ class ConversionFeed:
     async def stop(self) -> None:
         self._broadcast_stop()
         await cancel_and_wait(*self._tasks)
-        await self._close_stream()
+        await self._changes.close()
 
     # -- subscribers ---------------------------------------------------------------------
 
-    async def subscribe(
-        self, request: tracker_pb2.SubscribeConversionsRequest, context: aio.ServicerContext
-    ) -> AsyncIterator[tracker_pb2.SubscribeConversionsResponse]:
-        account_id = current_principal().require_account()
-        which = request.WhichOneof("target")
-        if which is None:
-            raise InvalidArgument("target", "exactly one of conversation_id or agent_id")
-        target = getattr(request, which)
-        if not 1 <= len(target) <= MAX_ID:
-            raise InvalidArgument(which, f"1 to {MAX_ID} characters")
+    @contextlib.contextmanager
+    def subscription(
+        self, kind: str, account_id: str, target: str
+    ) -> Iterator[Subscriber[M] | None]:
+        """A subscriber to the conversions of ``target`` (a conversation or an agent id, as
+        ``kind`` says) for as long as the block runs; None once the feed is stopping."""
         if self._closed or self._lifecycle.stopping.is_set():
+            yield None
             return
-        kind = "conversation" if which == "conversation_id" else "agent"
-        sub = _Subscriber((kind, account_id, target))
+        sub: Subscriber[M] = Subscriber((kind, account_id, target))
         self._subscribers.setdefault(sub.key, set()).add(sub)
         try:
-            # Initial metadata tells the client the subscription is live: conversions
-            # recorded from now on will reach it.
-            await context.send_initial_metadata(((SUBSCRIBED_KEY, "1"),))
-            while True:
-                item = await sub.get()
-                if item is _STOP:
-                    return
-                if item is _OVERFLOW:
-                    log.warning("conversion_subscriber_overflow", target=which)
-                    await context.abort(
-                        grpc.StatusCode.RESOURCE_EXHAUSTED,
-                        f"subscriber fell more than {self._max_lag:g} s (or "
-                        f"{self._max_queued} conversions) behind; resubscribe and list what "
-                        "was missed with ListConversions",
-                    )
-                yield item
+            yield sub
         finally:
             self._remove(sub)
 
-    def _remove(self, sub: _Subscriber) -> None:
+    def _remove(self, sub: Subscriber[M]) -> None:
         subs = self._subscribers.get(sub.key)
         if subs is not None:
             subs.discard(sub)
@@ -204,13 +208,13 @@ class ConversionFeed:
                 if self._inserting[doc_id] <= 0:
                     del self._inserting[doc_id]
 
-    def publish(self, docs: list[dict[str, Any]]) -> None:
+    def publish(self, records: list[ConversionRecord]) -> None:
         """Deliver conversions just inserted by this process (inside ``inserting``), without
         waiting for the change stream; whichever of the two comes second is skipped."""
-        for doc in docs:
-            if not self._first_sighting(doc["_id"]):
+        for record in records:
+            if not self._first_sighting(record.id):
                 continue
-            self._dispatch(doc)
+            self._dispatch(record)
 
     def _first_sighting(self, doc_id: str) -> bool:
         """Whether a conversion this process inserted is seen for the first time (then
@@ -223,22 +227,20 @@ class ConversionFeed:
             self._seen_once.popitem(last=False)
         return True
 
-    def _dispatch(self, doc: dict[str, Any]) -> None:
-        account_id = doc.get("account_id")
-        targets: set[_Subscriber] = set()
+    def _dispatch(self, record: ConversionRecord) -> None:
+        account_id = record.account_id
+        targets: set[Subscriber[M]] = set()
         targets.update(
-            self._subscribers.get(("conversation", account_id, doc.get("conversation_id")), ())
+            self._subscribers.get(("conversation", account_id, record.conversation_id), ())
         )
-        for agent_id in doc.get("credited_agent_ids") or ():
+        for agent_id in record.credited_agent_ids:
             targets.update(self._subscribers.get(("agent", account_id, agent_id), ()))
         if not targets:
             return
         try:
-            message = tracker_pb2.SubscribeConversionsResponse(
-                conversion=conversion_to_proto(doc)
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            log.error("conversion_feed_bad_document", id=doc.get("_id"), error=str(exc))
+            message = self._render(record)
+        except (TypeError, ValueError) as exc:  # a stored value the message cannot hold
+            log.error("conversion_feed_bad_document", id=record.id, error=str(exc))
             return
         now = time.monotonic()
         for sub in targets:
@@ -247,7 +249,7 @@ class ConversionFeed:
             else:
                 sub.put(message, now)
 
-    def _drop(self, sub: _Subscriber) -> None:
+    def _drop(self, sub: Subscriber[M]) -> None:
         """Stop sending to a subscriber that fell behind, and tell it why."""
         self._remove(sub)
         sub.finish(_OVERFLOW, drop_pending=True)
@@ -278,60 +280,25 @@ class ConversionFeed:
 
     # -- the change stream ---------------------------------------------------------------
 
-    async def _open(self) -> Any:
-        pipeline = [{"$match": {"operationType": "insert"}}]
-        if self._resume_token is not None:
-            try:
-                return await self._store.conversions.watch(
-                    pipeline, resume_after=self._resume_token
-                )
-            except OperationFailure as exc:
-                # The history is gone (pruned, or a new database): start from now.
-                log.warning("conversion_feed_resume_failed", error=str(exc))
-                self._resume_token = None
-        return await self._store.conversions.watch(pipeline)
-
-    async def _close_stream(self) -> None:
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            with contextlib.suppress(PyMongoError):
-                await stream.close()
-
     async def _run(self) -> None:
         backoff = 0.1
         while True:
             try:
-                if self._stream is None:
-                    self._stream = await self._open()
-                    log.info("conversion_feed_reopened")
-                change = await self._stream.try_next()
-                self._resume_token = self._stream.resume_token
-                lost = change is None and not self._stream.alive
-                error = "the server closed the change stream" if lost else ""
-            except PyMongoError as exc:
-                lost, error = True, str(exc)
-            if lost:
-                # A database restart or failover (nx-27017 answers a getMore on a cursor it
-                # no longer knows with an empty, closed one): reopen, resuming after the
-                # last change seen, with capped backoff; subscribers stay connected.
-                log.warning("conversion_feed_failed", error=error, retry_in_s=backoff)
-                await self._close_stream()
+                record = await self._changes.next()
+            except WatchLost as exc:
+                # A database restart or failover: reopen, resuming after the last change
+                # seen, with capped backoff; subscribers stay connected.
+                log.warning("conversion_feed_failed", error=str(exc), retry_in_s=backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             backoff = 0.1
-            if change is None:
+            if record is None:
                 # nx-27017 answers getMore at once instead of waiting for data; pause so
                 # an idle feed does not spin.
                 await asyncio.sleep(self._idle_poll)
                 continue
-            try:
-                doc = decode_change_document(change.get("fullDocument"))
-                if doc:
-                    # Inserted here: ``publish`` may have dispatched it, or will.
-                    mine = doc["_id"] in self._inserting or doc["_id"] in self._seen_once
-                    if not mine or self._first_sighting(doc["_id"]):
-                        self._dispatch(doc)
-            except Exception:  # one bad change must not end the feed for everyone
-                log.exception("conversion_feed_dispatch_failed")
-
+            # Inserted here: ``publish`` may have dispatched it, or will.
+            mine = record.id in self._inserting or record.id in self._seen_once
+            if not mine or self._first_sighting(record.id):
+                self._dispatch(record)

@@ -1,0 +1,102 @@
+"""The TrackerService servicer: a thin layer over the handlers and the domain."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+import structlog
+from grpc import aio
+
+from goalflow_common.auth import current_principal
+from goalflow_common.client import SUBSCRIBED_KEY
+from goalflow_common.errors import InvalidArgument
+from goalflow_common.pb.goals.v1 import tracker_pb2, tracker_pb2_grpc
+from goalflow_common.protoconv import MAX_ID
+from tracker_svc.api.convert import conversion_to_proto
+from tracker_svc.api.ingest import IngestHandler
+from tracker_svc.api.queries import ConversionQueries
+from tracker_svc.api.reports import ReportHandler
+from tracker_svc.domain.feed import ConversionFeed, SubscriberDropped
+from tracker_svc.domain.model import ConversionRecord
+
+log = structlog.get_logger(__name__)
+
+Feed = ConversionFeed[tracker_pb2.SubscribeConversionsResponse]
+
+
+def feed_message(record: ConversionRecord) -> tracker_pb2.SubscribeConversionsResponse:
+    """What a subscriber receives for ``record`` (built once, shared by its subscribers)."""
+    return tracker_pb2.SubscribeConversionsResponse(conversion=conversion_to_proto(record))
+
+
+# The generated gRPC module has no type stubs: its servicer base is untyped.
+class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self, ingest: IngestHandler, feed: Feed, queries: ConversionQueries,
+        reports: ReportHandler,
+    ) -> None:
+        self._ingest = ingest
+        self._feed = feed
+        self._queries = queries
+        self._reports = reports
+
+    async def IngestEvents(
+        self, request_iterator: AsyncIterator[tracker_pb2.IngestEventsRequest],
+        context: aio.ServicerContext,
+    ) -> AsyncIterator[tracker_pb2.IngestEventsResponse]:
+        async for ack in self._ingest.stream(request_iterator):
+            yield ack
+
+    async def SubscribeConversions(
+        self, request: tracker_pb2.SubscribeConversionsRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[tracker_pb2.SubscribeConversionsResponse]:
+        account_id = current_principal().require_account()
+        which = request.WhichOneof("target")
+        if which is None:
+            raise InvalidArgument("target", "exactly one of conversation_id or agent_id")
+        target = getattr(request, which)
+        if not 1 <= len(target) <= MAX_ID:
+            raise InvalidArgument(which, f"1 to {MAX_ID} characters")
+        kind = "conversation" if which == "conversation_id" else "agent"
+        with self._feed.subscription(kind, account_id, target) as sub:
+            if sub is None:
+                return
+            # Initial metadata tells the client the subscription is live: conversions
+            # recorded from now on will reach it.
+            await context.send_initial_metadata(((SUBSCRIBED_KEY, "1"),))
+            while True:
+                try:
+                    item = await sub.get()
+                except SubscriberDropped:
+                    log.warning("conversion_subscriber_overflow", target=which)
+                    await context.abort(
+                        grpc.StatusCode.RESOURCE_EXHAUSTED,
+                        f"subscriber fell more than {self._feed.max_lag_s:g} s (or "
+                        f"{self._feed.max_queued} conversions) behind; resubscribe and list "
+                        "what was missed with ListConversions",
+                    )
+                if item is None:
+                    return
+                yield item
+
+    async def ListConversions(
+        self, request: tracker_pb2.ListConversionsRequest, context: aio.ServicerContext
+    ) -> tracker_pb2.ListConversionsResponse:
+        return await self._queries.list(request)
+
+    async def StreamConversions(
+        self, request: tracker_pb2.StreamConversionsRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[tracker_pb2.StreamConversionsResponse]:
+        async for chunk in self._queries.stream(request):
+            yield chunk
+
+    async def CountConversions(
+        self, request: tracker_pb2.CountConversionsRequest, context: aio.ServicerContext
+    ) -> tracker_pb2.CountConversionsResponse:
+        return await self._queries.count(request)
+
+    async def GetReport(
+        self, request: tracker_pb2.GetReportRequest, context: aio.ServicerContext
+    ) -> tracker_pb2.GetReportResponse:
+        return await self._reports.report(request)

@@ -1,0 +1,3 @@
+"""The tracker's store: every MongoDB query, behind named methods (``tracker_store``); the
+stored documents and their mapping to the model (``documents``); what the domain needs of
+it, as Protocols (``protocols``)."""
