@@ -30,8 +30,7 @@ def feed_message(record: ConversionRecord) -> tracker_pb2.SubscribeConversionsRe
     return tracker_pb2.SubscribeConversionsResponse(conversion=conversion_to_proto(record))
 
 
-# The generated gRPC module has no type stubs: its servicer base is untyped.
-class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):  # type: ignore[misc]
+class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):
     def __init__(
         self, ingest: IngestHandler, feed: Feed, queries: ConversionQueries,
         reports: ReportHandler,
