@@ -156,75 +156,19 @@ async def run_load(args: argparse.Namespace, uri: str, env: dict[str, str], addr
         raise BenchError(f"cannot reach MongoDB at {uri}: {exc}") from exc
     channels: list[aio.Channel] = []
     try:
-        keys = KeyStore(client[env["GOALFLOW_AUTH_DB_NAME"]])
-        suffix = uuid.uuid4().hex[:8]
-        main_account, list_account = f"bench-{suffix}", f"bench-list-{suffix}"
-        for account in (main_account, list_account):
-            await keys.create_account(account)
-        main_key = await keys.create_key(main_account, Role.ADMIN, label="bench")
-        list_key = await keys.create_key(list_account, Role.ADMIN, label="bench")
+        main_key, list_key = await _bench_keys(KeyStore(client[env["GOALFLOW_AUTH_DB_NAME"]]))
         await service.wait_serving(address)
+        # --channels channels per account: the main account's first, then the list one's.
+        for key in (main_key, list_key):
+            channels.extend(make_channel(address, key) for _ in range(args.channels))
+        main_channels, list_channels = channels[: args.channels], channels[args.channels :]
+        main_stubs = [config_pb2_grpc.ConfigServiceStub(c) for c in main_channels]
+        list_stubs = [config_pb2_grpc.ConfigServiceStub(c) for c in list_channels]
 
-        main_stubs, list_stubs = [], []
-        for key, stubs in ((main_key, main_stubs), (list_key, list_stubs)):
-            for _ in range(args.channels):
-                channels.append(make_channel(address, key))
-                stubs.append(config_pb2_grpc.ConfigServiceStub(channels[-1]))
-        timeout = args.timeout
-
-        # Baseline: the health check goes through the same channels and gRPC server but no
-        # interceptor, handler or database, so it is the floor the other phases stand on.
-        health_stubs = [health_pb2_grpc.HealthStub(c) for c in channels[: args.channels]]
-
-        async def health_check(number: int, i: int) -> None:
-            await health_stubs[number % len(health_stubs)].Check(
-                health_pb2.HealthCheckRequest(), timeout=timeout
-            )
-
-        await phase("health", args, health_check)
-
-        # CreateGoal: inactive goals with unique names (activation has its own limit).
-        ids: list[str] = []
-
-        def create(prefix: str) -> Call:
-            async def call(number: int, i: int) -> None:
-                stub = main_stubs[number % len(main_stubs)]
-                reply = await stub.CreateGoal(goal_request(f"{prefix} {i:06d}"), timeout=timeout)
-                ids.append(reply.goal.id)
-
-            return call
-
-        await phase("create", args, create("bench goal"), create("warm-up goal"))
-
-        # GetGoal over every goal created above.
-        async def get(number: int, i: int) -> None:
-            stub = main_stubs[number % len(main_stubs)]
-            await stub.GetGoal(config_pb2.GetGoalRequest(goal_id=ids[i % len(ids)]),
-                               timeout=timeout)
-
-        await phase("get", args, get)
-
-        # ListGoals: the first page (default size) of an account with --list-goals goals.
-        _log(f"list: seeding {args.list_goals} goals")
-        for i in range(min(ACTIVE_IN_LIST_ACCOUNT, args.list_goals)):
-            await list_stubs[0].CreateGoal(goal_request(f"list goal {i:04d}", active=True),
-                                           timeout=timeout)
-
-        async def seed(number: int, i: int) -> None:
-            await list_stubs[number % len(list_stubs)].CreateGoal(
-                goal_request(f"list goal {i + ACTIVE_IN_LIST_ACCOUNT:04d}"), timeout=timeout
-            )
-
-        await run_calls("list seeding", max(0, args.list_goals - ACTIVE_IN_LIST_ACCOUNT),
-                        args.clients, seed)
-
-        async def list_goals(number: int, i: int) -> None:
-            stub = list_stubs[number % len(list_stubs)]
-            reply = await stub.ListGoals(config_pb2.ListGoalsRequest(), timeout=timeout)
-            if len(reply.goals) != min(DEFAULT_PAGE, args.list_goals):
-                raise BenchError(f"ListGoals returned {len(reply.goals)} goals")
-
-        await phase("list", args, list_goals)
+        await health_phase(args, main_channels)
+        ids = await create_phase(args, main_stubs)
+        await get_phase(args, main_stubs, ids)
+        await list_phase(args, list_stubs)
     finally:
         for channel in channels:
             await channel.close()
@@ -233,6 +177,87 @@ async def run_load(args: argparse.Namespace, uri: str, env: dict[str, str], addr
                 with contextlib.suppress(Exception):
                     await client.drop_database(name)
         await client.close()
+
+
+async def _bench_keys(keys: KeyStore) -> tuple[str, str]:
+    """Two fresh accounts with an admin key each: (main account's key, list account's key).
+    The list account holds only the --list-goals goals ListGoals pages through."""
+    suffix = uuid.uuid4().hex[:8]
+    main_account, list_account = f"bench-{suffix}", f"bench-list-{suffix}"
+    for account in (main_account, list_account):
+        await keys.create_account(account)
+    main_key = await keys.create_key(main_account, Role.ADMIN, label="bench")
+    list_key = await keys.create_key(list_account, Role.ADMIN, label="bench")
+    return main_key, list_key
+
+
+Stubs = list[config_pb2_grpc.ConfigServiceStub]
+
+
+async def health_phase(args: argparse.Namespace, channels: list[aio.Channel]) -> None:
+    """Baseline: the health check goes through the same channels and gRPC server but no
+    interceptor, handler or database, so it is the floor the other phases stand on."""
+    health_stubs = [health_pb2_grpc.HealthStub(c) for c in channels]
+
+    async def health_check(number: int, i: int) -> None:
+        await health_stubs[number % len(health_stubs)].Check(
+            health_pb2.HealthCheckRequest(), timeout=args.timeout
+        )
+
+    await phase("health", args, health_check)
+
+
+async def create_phase(args: argparse.Namespace, stubs: Stubs) -> list[str]:
+    """CreateGoal: inactive goals with unique names (activation has its own limit).
+    Returns the ids of every goal created, warm-up ones included."""
+    ids: list[str] = []
+
+    def create(prefix: str) -> Call:
+        async def call(number: int, i: int) -> None:
+            stub = stubs[number % len(stubs)]
+            reply = await stub.CreateGoal(goal_request(f"{prefix} {i:06d}"), timeout=args.timeout)
+            ids.append(reply.goal.id)
+
+        return call
+
+    await phase("create", args, create("bench goal"), create("warm-up goal"))
+    return ids
+
+
+async def get_phase(args: argparse.Namespace, stubs: Stubs, ids: list[str]) -> None:
+    """GetGoal over every goal created by the create phase."""
+
+    async def get(number: int, i: int) -> None:
+        stub = stubs[number % len(stubs)]
+        await stub.GetGoal(config_pb2.GetGoalRequest(goal_id=ids[i % len(ids)]),
+                           timeout=args.timeout)
+
+    await phase("get", args, get)
+
+
+async def list_phase(args: argparse.Namespace, stubs: Stubs) -> None:
+    """ListGoals: the first page (default size) of an account with --list-goals goals."""
+    timeout = args.timeout
+    _log(f"list: seeding {args.list_goals} goals")
+    for i in range(min(ACTIVE_IN_LIST_ACCOUNT, args.list_goals)):
+        await stubs[0].CreateGoal(goal_request(f"list goal {i:04d}", active=True),
+                                  timeout=timeout)
+
+    async def seed(number: int, i: int) -> None:
+        await stubs[number % len(stubs)].CreateGoal(
+            goal_request(f"list goal {i + ACTIVE_IN_LIST_ACCOUNT:04d}"), timeout=timeout
+        )
+
+    await run_calls("list seeding", max(0, args.list_goals - ACTIVE_IN_LIST_ACCOUNT),
+                    args.clients, seed)
+
+    async def list_goals(number: int, i: int) -> None:
+        stub = stubs[number % len(stubs)]
+        reply = await stub.ListGoals(config_pb2.ListGoalsRequest(), timeout=timeout)
+        if len(reply.goals) != min(DEFAULT_PAGE, args.list_goals):
+            raise BenchError(f"ListGoals returned {len(reply.goals)} goals")
+
+    await phase("list", args, list_goals)
 
 
 # -- entry point ---------------------------------------------------------------------------

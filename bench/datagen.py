@@ -414,11 +414,7 @@ class TrafficGenerator:
     def session(self, number: int, arrival_ms: int) -> Session:
         """One end user's visit arriving at ``arrival_ms``; about 30 events on average."""
         rng = self.rng
-        if self._users and rng.random() < 0.1:
-            user = rng.choice(self._users)  # a returning visitor
-        else:
-            user = f"user-{self.seed}-{len(self._users):07d}"
-            self._users.append(user)
+        user = self._visitor()
         channel = rng.choices(self._channels, self._channel_weights)[0]
         session = Session(f"conv-{self.seed}-{number:07d}", user, channel)
         w = _Writer(self, session, arrival_ms)
@@ -428,95 +424,159 @@ class TrafficGenerator:
             w.page_view(in_conversation=False, hit_chance=0.03)
             w.wait(10, 90)
         skill = rng.choices(list(SKILL_WEIGHTS), list(SKILL_WEIGHTS.values()))[0]
+        self._open(w, skill)
+
+        bot_only = channel == tracker_pb2.CHANNEL_THIRD_PARTY_BOT
+        agent = self._first_assignment(w, skill, bot_only=bot_only)
+        if agent is not None:  # None: abandoned in the queue, already closed
+            self._dialogue(w, agent, rng.randrange(2, 9), hit_chance)
+            if not bot_only:
+                agent = self._change_hands(w, agent, skill, hit_chance)
+            if rng.random() < 0.92:
+                self._close(w, agent, skill, bot_only=bot_only, hit_chance=hit_chance)
+        return self._after(w, session, hit_chance)
+
+    def _visitor(self) -> str:
+        """The end user: sometimes a returning visitor, else a new one."""
+        rng = self.rng
+        if self._users and rng.random() < 0.1:
+            return rng.choice(self._users)
+        user = f"user-{self.seed}-{len(self._users):07d}"
+        self._users.append(user)
+        return user
+
+    @staticmethod
+    def _open(w: _Writer, skill: str) -> None:
+        """The end user opens (or reopens) the conversation and writes first."""
         w.opened(skill)
         w.wait(1, 5)
         w.user_says()
 
-        bot_only = channel == tracker_pb2.CHANNEL_THIRD_PARTY_BOT
-        agent: Participant | None = None
-        if bot_only or rng.random() < 0.25:  # a triage bot answers first
-            bot = rng.choice(self.staff.bots)
-            w.assigned(bot, tracker_pb2.SEGMENT_START_REASON_TAKEN_FROM_QUEUE)
-            for _ in range(rng.randrange(1, 4)):
-                w.wait(1, 4)
-                w.message(tracker_pb2.AUTHOR_TYPE_BOT, bot.id)
-                w.wait(5, 40)
-                w.user_says()
-            if bot_only:
-                agent = bot
-            else:
-                w.unassigned(bot, tracker_pb2.SEGMENT_END_REASON_SKILL_TRANSFER)
-                w.wait(5, 120)
-                agent = self._agent(skill)
-                w.assigned(agent, tracker_pb2.SEGMENT_START_REASON_SKILL_TRANSFER)
-        elif rng.random() < 0.04:
-            w.wait(60, 600)  # abandoned in the queue: closed with no agent
+    def _first_assignment(self, w: _Writer, skill: str, *, bot_only: bool) -> Participant | None:
+        """Who answers first: a triage bot (always on the third-party bot channel), else an
+        agent taking it from the queue. None if the end user gives up in the queue, which
+        closes the conversation with no agent."""
+        rng = self.rng
+        if bot_only or rng.random() < 0.25:
+            return self._triage(w, skill, bot_only=bot_only)
+        if rng.random() < 0.04:
+            w.wait(60, 600)
             w.closed()
-            return self._after(w, session, hit_chance)
+            return None
+        w.wait(10, 240)  # queue time
+        agent = self._agent(skill)
+        w.assigned(agent, tracker_pb2.SEGMENT_START_REASON_TAKEN_FROM_QUEUE)
+        return agent
+
+    def _triage(self, w: _Writer, skill: str, *, bot_only: bool) -> Participant:
+        """A triage bot talks with the end user; on a bot-only channel it keeps the
+        conversation, else it hands it to an agent of the skill. Returns who has it."""
+        rng = self.rng
+        bot = rng.choice(self.staff.bots)
+        w.assigned(bot, tracker_pb2.SEGMENT_START_REASON_TAKEN_FROM_QUEUE)
+        for _ in range(rng.randrange(1, 4)):
+            w.wait(1, 4)
+            w.message(tracker_pb2.AUTHOR_TYPE_BOT, bot.id)
+            w.wait(5, 40)
+            w.user_says()
+        if bot_only:
+            return bot
+        w.unassigned(bot, tracker_pb2.SEGMENT_END_REASON_SKILL_TRANSFER)
+        w.wait(5, 120)
+        agent = self._agent(skill)
+        w.assigned(agent, tracker_pb2.SEGMENT_START_REASON_SKILL_TRANSFER)
+        return agent
+
+    def _change_hands(
+        self, w: _Writer, agent: Participant, skill: str, hit_chance: float
+    ) -> Participant:
+        """Sometimes a human agent passes the conversation on: a transfer (15 %) or back
+        to the queue (5 %). Returns who has it afterwards."""
+        roll = self.rng.random()
+        if roll < 0.15:
+            return self._transfer(w, agent, skill, hit_chance)
+        if roll < 0.20:
+            return self._back_to_queue(w, agent, skill, hit_chance)
+        return agent
+
+    def _transfer(
+        self, w: _Writer, agent: Participant, skill: str, hit_chance: float
+    ) -> Participant:
+        """Transfer to another agent, of the same skill or (a skill transfer) maybe another."""
+        rng = self.rng
+        end_reason, start_reason = rng.choice((
+            (tracker_pb2.SEGMENT_END_REASON_AGENT_TRANSFER,
+             tracker_pb2.SEGMENT_START_REASON_AGENT_TRANSFER),
+            (tracker_pb2.SEGMENT_END_REASON_SKILL_TRANSFER,
+             tracker_pb2.SEGMENT_START_REASON_SKILL_TRANSFER),
+        ))
+        w.unassigned(agent, end_reason)
+        w.wait(2, 60)
+        target = skill if end_reason == tracker_pb2.SEGMENT_END_REASON_AGENT_TRANSFER \
+            else rng.choice(list(SKILL_GROUPS))
+        agent = self._agent(target, besides=agent)
+        w.assigned(agent, start_reason)
+        self._dialogue(w, agent, rng.randrange(1, 5), hit_chance)
+        return agent
+
+    def _back_to_queue(
+        self, w: _Writer, agent: Participant, skill: str, hit_chance: float
+    ) -> Participant:
+        """Back to the queue, then another agent of the skill takes it."""
+        rng = self.rng
+        w.unassigned(agent, tracker_pb2.SEGMENT_END_REASON_BACK_TO_QUEUE)
+        w.wait(30, 300)
+        if rng.random() < 0.3:
+            w.page_view(in_conversation=True, hit_chance=hit_chance)  # nobody assigned
+            w.wait(5, 60)
+        agent = self._agent(skill, besides=agent)
+        w.assigned(agent, tracker_pb2.SEGMENT_START_REASON_TAKEN_FROM_QUEUE)
+        self._dialogue(w, agent, rng.randrange(1, 4), hit_chance)
+        return agent
+
+    def _close(
+        self, w: _Writer, agent: Participant, skill: str, *, bot_only: bool, hit_chance: float
+    ) -> None:
+        """Close the conversation (sometimes after the survey bot), maybe a rating, and
+        sometimes a reopen."""
+        rng = self.rng
+        if not bot_only and rng.random() < 0.2:
+            agent = self._survey(w, agent)
+        w.wait(5, 120)
+        w.closed()
+        if rng.random() < 0.35:
+            w.wait(5, 300)
+            w.rated()
+        if rng.random() < 0.07:
+            self._reopen(w, agent, skill, hit_chance)
+
+    def _survey(self, w: _Writer, agent: Participant) -> Participant:
+        """The agent hands over to the survey bot, which asks and gets an answer."""
+        w.unassigned(agent, tracker_pb2.SEGMENT_END_REASON_AGENT_TRANSFER)
+        w.wait(1, 5)
+        survey = self.staff.survey_bot
+        w.assigned(survey, tracker_pb2.SEGMENT_START_REASON_AGENT_TRANSFER)
+        w.wait(1, 3)
+        w.message(tracker_pb2.AUTHOR_TYPE_BOT, survey.id)
+        w.wait(5, 60)
+        w.user_says()
+        return survey
+
+    def _reopen(self, w: _Writer, agent: Participant, skill: str, hit_chance: float) -> None:
+        """The end user writes again later: the last human agent sometimes resumes, else
+        someone takes it from the queue; another dialogue, closed again."""
+        rng = self.rng
+        w.wait(600, 7200)
+        self._open(w, skill)
+        w.wait(20, 300)
+        if agent.user_type == tracker_pb2.USER_TYPE_HUMAN and rng.random() < 0.5:
+            w.assigned(agent, tracker_pb2.SEGMENT_START_REASON_RESUME)
         else:
-            w.wait(10, 240)  # queue time
             agent = self._agent(skill)
             w.assigned(agent, tracker_pb2.SEGMENT_START_REASON_TAKEN_FROM_QUEUE)
-
-        self._dialogue(w, agent, rng.randrange(2, 9), hit_chance)
-        if not bot_only:
-            roll = rng.random()
-            if roll < 0.15:  # transfer to another agent, maybe of another skill
-                reason = rng.choice((
-                    (tracker_pb2.SEGMENT_END_REASON_AGENT_TRANSFER,
-                     tracker_pb2.SEGMENT_START_REASON_AGENT_TRANSFER),
-                    (tracker_pb2.SEGMENT_END_REASON_SKILL_TRANSFER,
-                     tracker_pb2.SEGMENT_START_REASON_SKILL_TRANSFER),
-                ))
-                w.unassigned(agent, reason[0])
-                w.wait(2, 60)
-                target = skill if reason[0] == tracker_pb2.SEGMENT_END_REASON_AGENT_TRANSFER \
-                    else rng.choice(list(SKILL_GROUPS))
-                agent = self._agent(target, besides=agent)
-                w.assigned(agent, reason[1])
-                self._dialogue(w, agent, rng.randrange(1, 5), hit_chance)
-            elif roll < 0.20:  # back to the queue, then someone else takes it
-                w.unassigned(agent, tracker_pb2.SEGMENT_END_REASON_BACK_TO_QUEUE)
-                w.wait(30, 300)
-                if rng.random() < 0.3:
-                    w.page_view(in_conversation=True, hit_chance=hit_chance)  # nobody assigned
-                    w.wait(5, 60)
-                agent = self._agent(skill, besides=agent)
-                w.assigned(agent, tracker_pb2.SEGMENT_START_REASON_TAKEN_FROM_QUEUE)
-                self._dialogue(w, agent, rng.randrange(1, 4), hit_chance)
-
-        if rng.random() < 0.92:
-            if not bot_only and rng.random() < 0.2:  # the survey bot closes the loop
-                w.unassigned(agent, tracker_pb2.SEGMENT_END_REASON_AGENT_TRANSFER)
-                w.wait(1, 5)
-                survey = self.staff.survey_bot
-                w.assigned(survey, tracker_pb2.SEGMENT_START_REASON_AGENT_TRANSFER)
-                w.wait(1, 3)
-                w.message(tracker_pb2.AUTHOR_TYPE_BOT, survey.id)
-                w.wait(5, 60)
-                w.user_says()
-                agent = survey
-            w.wait(5, 120)
-            w.closed()
-            if rng.random() < 0.35:
-                w.wait(5, 300)
-                w.rated()
-            if rng.random() < 0.07:  # the end user writes again: reopened
-                w.wait(600, 7200)
-                w.opened(skill)
-                w.wait(1, 5)
-                w.user_says()
-                w.wait(20, 300)
-                if agent is not None and agent.user_type == tracker_pb2.USER_TYPE_HUMAN \
-                        and rng.random() < 0.5:
-                    w.assigned(agent, tracker_pb2.SEGMENT_START_REASON_RESUME)
-                else:
-                    agent = self._agent(skill)
-                    w.assigned(agent, tracker_pb2.SEGMENT_START_REASON_TAKEN_FROM_QUEUE)
-                self._dialogue(w, agent, rng.randrange(1, 4), hit_chance)
-                w.wait(5, 120)
-                w.closed()
-        return self._after(w, session, hit_chance)
+        self._dialogue(w, agent, rng.randrange(1, 4), hit_chance)
+        w.wait(5, 120)
+        w.closed()
 
     def _after(self, w: _Writer, session: Session, hit_chance: float) -> Session:
         """Page views after the chat: minutes to hours later, inside or outside periods."""

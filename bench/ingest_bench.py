@@ -153,6 +153,26 @@ class IngestResult:
         return self.sent_events / (self.last_ack - self.first_send)
 
 
+def check_ack(
+    name: str, request: tracker_pb2.IngestEventsRequest, ack: tracker_pb2.IngestEventsResponse
+) -> None:
+    """The acknowledgement is for ``request`` and accounts for its whole batch (accepted +
+    duplicates), with nothing rejected; else BenchError."""
+    if ack.batch_id != request.batch_id:
+        raise BenchError(f"{name}: ack for {ack.batch_id}, expected {request.batch_id}")
+    if ack.rejected:
+        first = ack.rejected[0]
+        raise BenchError(
+            f"{name}: {len(ack.rejected)} events rejected in {ack.batch_id}, first "
+            f"#{first.index} {first.event_id}: {first.field}: {first.reason}"
+        )
+    if ack.accepted + ack.duplicates != len(request.events):
+        raise BenchError(
+            f"{name}: {ack.batch_id} acknowledged {ack.accepted} accepted + "
+            f"{ack.duplicates} duplicates of {len(request.events)} sent"
+        )
+
+
 async def produce(
     stub: tracker_pb2_grpc.TrackerServiceStub, name: str,
     requests: list[tracker_pb2.IngestEventsRequest], window: int, result: IngestResult,
@@ -167,19 +187,7 @@ async def produce(
         if ack is aio.EOF:
             raise BenchError(f"{name}: stream ended before acknowledging {request.batch_id}")
         result.last_ack = max(result.last_ack, time.perf_counter())
-        if ack.batch_id != request.batch_id:
-            raise BenchError(f"{name}: ack for {ack.batch_id}, expected {request.batch_id}")
-        if ack.rejected:
-            first = ack.rejected[0]
-            raise BenchError(
-                f"{name}: {len(ack.rejected)} events rejected in {ack.batch_id}, first "
-                f"#{first.index} {first.event_id}: {first.field}: {first.reason}"
-            )
-        if ack.accepted + ack.duplicates != len(request.events):
-            raise BenchError(
-                f"{name}: {ack.batch_id} acknowledged {ack.accepted} accepted + "
-                f"{ack.duplicates} duplicates of {len(request.events)} sent"
-            )
+        check_ack(name, request, ack)
         result.accepted += ack.accepted
         result.duplicates += ack.duplicates
         result.conversions += ack.conversions
@@ -338,6 +346,64 @@ async def run(bench: BenchRun, external_db: bool) -> dict[str, str]:
         return await _measure(bench, client, names, account, today, traffic, events)
 
 
+async def create_goals(
+    stub: config_pb2_grpc.ConfigServiceStub, today: dt.date
+) -> list[KnownGoal]:
+    """The catalog's active goals (:func:`bench.datagen.goal_requests`), created through
+    the config service; returned in the tracker's form, for the offline replay."""
+    goals = []
+    for request in datagen.goal_requests(today):
+        try:
+            reply = await stub.CreateGoal(request, timeout=30)
+        except grpc.RpcError as exc:
+            raise BenchError(f"CreateGoal {request.name!r}: {exc.code()}: {exc.details()}") \
+                from exc
+        goals.append(goal_from_proto(reply.goal))
+    return goals
+
+
+async def start_latency_probe(
+    args: argparse.Namespace, agent_stubs: list[tracker_pb2_grpc.TrackerServiceStub],
+    tracker_db: Any, expected: dict[str, str],
+) -> tuple[set[str], LatencyProbe]:
+    """Start receiving conversions as they are recorded: (hit event ids of the conversions
+    due to the probe, the probe). SubscribeConversions on a sample of --subscribers
+    converting conversations when the tracker serves it (or --latency-source says so),
+    else a change stream on the conversions collection, which sees every conversion."""
+    use_subscribe = args.latency_source == "subscribe" or (
+        args.latency_source == "auto" and await subscribe_supported(agent_stubs[0])
+    )
+    if use_subscribe:
+        converting = sorted({key.split(":", 2)[2] for key in expected})
+        sample = set(random.Random(args.seed).sample(
+            converting, min(args.subscribers, len(converting))
+        ))
+        watched = {e for k, e in expected.items() if k.split(":", 2)[2] in sample}
+        probe = await start_subscribers(agent_stubs, sorted(sample), watched)
+        _log(f"{len(sample)} SubscribeConversions subscribers, {len(watched)} conversions due")
+    else:
+        watched = set(expected.values())
+        probe = await start_change_stream(tracker_db, watched)
+        _log("latency from a change stream on the conversions collection (fallback)")
+    return watched, probe
+
+
+def check_outcome(
+    result: IngestResult, generated: int, expected: int, latencies: list[float]
+) -> None:
+    """Every generated event was sent, the tracker recorded as many conversions as the
+    offline replay expects, and at least one reached the latency probe; else BenchError."""
+    if result.sent_events != generated:
+        raise BenchError(f"sent {result.sent_events} of {generated} events")
+    if result.conversions != expected:
+        raise BenchError(
+            f"the tracker recorded {result.conversions} conversions, the offline replay of "
+            f"the same events expects {expected}"
+        )
+    if not latencies:
+        raise BenchError("no conversion reached the latency watchers")
+
+
 async def _measure(
     bench: BenchRun, client: AsyncMongoClient, names: dict[str, str], account: str,
     today: dt.date, traffic: datagen.Traffic, events: list[StoredEvent],
@@ -358,14 +424,7 @@ async def _measure(
     config.start()
     await config.wait_serving(config_address)
     config_stub = config_pb2_grpc.ConfigServiceStub(bench.channel(config_address, admin_key))
-    goals = []
-    for request in datagen.goal_requests(today):
-        try:
-            reply = await config_stub.CreateGoal(request, timeout=30)
-        except grpc.RpcError as exc:
-            raise BenchError(f"CreateGoal {request.name!r}: {exc.code()}: {exc.details()}") \
-                from exc
-        goals.append(goal_from_proto(reply.goal))
+    goals = await create_goals(config_stub, today)
     _log(f"created {len(goals)} active goals of {datagen.CONDITIONS_PER_GOAL} conditions")
     # Started after the goals exist: its first WatchGoals snapshot holds all of them.
     tracker.start()
@@ -399,21 +458,7 @@ async def _measure(
         tracker_pb2_grpc.TrackerServiceStub(bench.channel(tracker_address, agent_key))
         for _ in range(4)
     ]
-    use_subscribe = args.latency_source == "subscribe" or (
-        args.latency_source == "auto" and await subscribe_supported(agent_stubs[0])
-    )
-    if use_subscribe:
-        converting = sorted({key.split(":", 2)[2] for key in expected})
-        sample = set(random.Random(args.seed).sample(
-            converting, min(args.subscribers, len(converting))
-        ))
-        watched = {e for k, e in expected.items() if k.split(":", 2)[2] in sample}
-        probe = await start_subscribers(agent_stubs, sorted(sample), watched)
-        _log(f"{len(sample)} SubscribeConversions subscribers, {len(watched)} conversions due")
-    else:
-        watched = set(expected.values())
-        probe = await start_change_stream(tracker_db, watched)
-        _log("latency from a change stream on the conversions collection (fallback)")
+    watched, probe = await start_latency_probe(args, agent_stubs, tracker_db, expected)
     if probe.errors:
         raise BenchError(f"subscribers failed: {probe.errors[:3]}")
 
@@ -448,15 +493,7 @@ async def _measure(
     received = len(watched & probe.received.keys())
     _log(f"latency samples: {received} of {len(watched)} conversions due to the watchers")
     latencies = probe.latencies_ms(result.sent_at)
-    if result.sent_events != len(traffic.events):
-        raise BenchError(f"sent {result.sent_events} of {len(traffic.events)} events")
-    if result.conversions != len(expected):
-        raise BenchError(
-            f"the tracker recorded {result.conversions} conversions, the offline replay of "
-            f"the same events expects {len(expected)}"
-        )
-    if not latencies:
-        raise BenchError("no conversion reached the latency watchers")
+    check_outcome(result, len(traffic.events), len(expected), latencies)
     ingest_rate = result.events_per_s
     return {
         "ingest_events_per_s": f"{ingest_rate:.0f}",

@@ -289,10 +289,7 @@ class EventProducer:
         call = self._stub.IngestEvents(requests)
         reading: asyncio.Future[object] | None = None
         try:
-            for batch in unacked:
-                summary.resent_batches += batch.sent
-                batch.sent = True
-                requests.put(batch.request)
+            self._resend(unacked, requests, summary)
             if source.exhausted:
                 requests.end()
             while unacked or not source.exhausted:
@@ -304,34 +301,48 @@ class EventProducer:
                 await asyncio.wait([w for w in (taking, reading) if w is not None],
                                    return_when=asyncio.FIRST_COMPLETED)
                 if taking is not None and taking.done():
-                    batch = source.taken()
-                    if batch is None:
-                        requests.end()  # grpc half-closes the stream once all is written
-                    else:
-                        unacked.append(batch)
-                        batch.sent = True
-                        requests.put(batch.request)
+                    self._send_taken(source.taken(), unacked, requests)
                 if reading is not None and reading.done():
                     ack, reading = reading.result(), None
                     if ack is aio.EOF:  # the server ended the stream early (graceful shutdown)
                         await self._ended(call)
                     self._acknowledged(ack, unacked.popleft(), summary, on_ack, on_rejected)
         except aio.AioRpcError as exc:
-            if exc.code() in RETRYABLE:
-                raise _StreamBroke(exc.code(), exc.details() or "",
-                                   exc.trailing_metadata()) from exc
-            raise ProducerError(f"{exc.code().name}: {exc.details()}", exc.code()) from exc
+            raise self._stream_failure(exc) from exc
         finally:
             # grpc's task that consumes ``requests`` must end however the call ended: a
             # call that already failed is not cancelled again, and its task would wait for
             # a request forever (then "Task was destroyed but it is pending!" at exit).
             call.cancel()
             requests.end()
-            if reading is not None:
-                reading.cancel()
-                await asyncio.wait([reading])
-                if not reading.cancelled():
-                    reading.exception()  # the error that ended this stream is raised already
+            await _abandon_read(reading)
+
+    @staticmethod
+    def _resend(unacked: deque[_Batch], requests: _Requests, summary: IngestSummary) -> None:
+        """Queue every unacknowledged batch on a new stream; those sent before count as
+        resent."""
+        for batch in unacked:
+            summary.resent_batches += batch.sent
+            batch.sent = True
+            requests.put(batch.request)
+
+    @staticmethod
+    def _send_taken(batch: _Batch | None, unacked: deque[_Batch], requests: _Requests) -> None:
+        """Queue the batch just taken from the source, or end the requests if it ran dry."""
+        if batch is None:
+            requests.end()  # grpc half-closes the stream once all is written
+            return
+        unacked.append(batch)
+        batch.sent = True
+        requests.put(batch.request)
+
+    @staticmethod
+    def _stream_failure(exc: aio.AioRpcError) -> Exception:
+        """What a failed stream raises: a retryable status breaks it (reconnect and resend),
+        any other stops the send."""
+        if exc.code() in RETRYABLE:
+            return _StreamBroke(exc.code(), exc.details() or "", exc.trailing_metadata())
+        return ProducerError(f"{exc.code().name}: {exc.details()}", exc.code())
 
     def _acknowledged(
         self, ack: tracker_pb2.IngestEventsResponse, batch: _Batch, summary: IngestSummary,
@@ -388,6 +399,16 @@ class EventProducer:
             Rejection(batch.offset + r.index, r.event_id, r.field, r.reason)
             for r in ack.rejected
         )
+
+
+async def _abandon_read(reading: asyncio.Future[object] | None) -> None:
+    """Cancel a pending read of an ended stream and wait until it is done."""
+    if reading is None:
+        return
+    reading.cancel()
+    await asyncio.wait([reading])
+    if not reading.cancelled():
+        reading.exception()  # the error that ended this stream is raised already
 
 
 async def _chunks(events: Events, size: int) -> AsyncIterator[list[tracker_pb2.Event]]:

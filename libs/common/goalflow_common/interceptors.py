@@ -104,42 +104,55 @@ class ContextInterceptor(aio.ServerInterceptor):
             return handler  # health checks are neither logged nor wrapped
         given = _metadata(details).get(REQUEST_ID_KEY, "")
         request_id = given if _REQUEST_ID_RE.match(given) else uuid.uuid4().hex
+        return _rewrap(handler, _logged(method, request_id))
 
-        def wrap(behavior: Behavior, streaming: bool) -> Behavior:
-            if streaming:
 
-                async def stream_behavior(
-                    request: Any, context: aio.ServicerContext
-                ) -> AsyncIterator[Any]:
-                    start = _begin(context)
-                    try:
-                        async for item in _iterate(behavior(request, context)):
-                            yield item
-                    except Exception as exc:
-                        await _fail(context, method, exc, start)
-                    else:
-                        _end(context, method, start)
+def _logged(method: str, request_id: str) -> Callable[[Behavior, bool], Behavior]:
+    """A behaviour wrapper that binds ``request_id`` and ``method`` into structlog's context
+    and the trailers, logs the call's end and maps its failure (:func:`_fail`)."""
 
-                return stream_behavior
+    def wrap(behavior: Behavior, streaming: bool) -> Behavior:
+        if streaming:
+            return _logged_stream(behavior, method, request_id)
+        return _logged_unary(behavior, method, request_id)
 
-            async def unary_behavior(request: Any, context: aio.ServicerContext) -> Any:
-                start = _begin(context)
-                try:
-                    response = await behavior(request, context)
-                except Exception as exc:
-                    await _fail(context, method, exc, start)
-                else:
-                    _end(context, method, start)
-                    return response
+    return wrap
 
-            return unary_behavior
 
-        def _begin(context: aio.ServicerContext) -> float:
-            structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
-            context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
-            return time.perf_counter()
+def _logged_stream(behavior: Behavior, method: str, request_id: str) -> Behavior:
+    async def stream_behavior(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        start = _begin(context, method, request_id)
+        try:
+            async for item in _iterate(behavior(request, context)):
+                yield item
+        except Exception as exc:
+            await _fail(context, method, exc, start)
+        else:
+            _end(context, method, start)
 
-        return _rewrap(handler, wrap)
+    return stream_behavior
+
+
+def _logged_unary(behavior: Behavior, method: str, request_id: str) -> Behavior:
+    async def unary_behavior(request: Any, context: aio.ServicerContext) -> Any:
+        start = _begin(context, method, request_id)
+        try:
+            response = await behavior(request, context)
+        except Exception as exc:
+            await _fail(context, method, exc, start)
+        else:
+            _end(context, method, start)
+            return response
+
+    return unary_behavior
+
+
+def _begin(context: aio.ServicerContext, method: str, request_id: str) -> float:
+    """Bind the call's request id and method for logging, echo the id in the trailers;
+    returns the start time."""
+    structlog.contextvars.bind_contextvars(request_id=request_id, method=method)
+    context.set_trailing_metadata(((REQUEST_ID_KEY, request_id),))
+    return time.perf_counter()
 
 
 def _end(context: aio.ServicerContext, method: str, start: float) -> None:
@@ -209,39 +222,10 @@ class AuthInterceptor(aio.ServerInterceptor):
             principal = await self._authenticate(details, roles)
         except Exception as exc:  # raised again by the handler, to be mapped and logged there
             return _rewrap(handler, _failing(exc), deserializer=_unread)
-        request_streaming = handler.request_streaming
-
-        def admit(request: Any) -> Any:
-            # Set here rather than in intercept_service so that it does not depend on gRPC
-            # running the behaviour in the interceptor's context (it does, in grpcio 1.85).
-            set_principal(principal)
-            structlog.contextvars.bind_contextvars(
-                account_id=principal.account_id, key_id=principal.key_id
-            )
-            if request_streaming:
-                return _admitted(request)
-            if isinstance(request, Refusal):
-                raise request.error
-            return request
-
-        def wrap(behavior: Behavior, streaming: bool) -> Behavior:
-            if streaming:
-
-                async def stream_behavior(
-                    request: Any, context: aio.ServicerContext
-                ) -> AsyncIterator[Any]:
-                    async for item in _iterate(behavior(admit(request), context)):
-                        yield item
-
-                return stream_behavior
-
-            async def unary_behavior(request: Any, context: aio.ServicerContext) -> Any:
-                return await behavior(admit(request), context)
-
-            return unary_behavior
-
         reader = self._guard.deserializer(details.method, handler.request_deserializer)
-        return _rewrap(handler, wrap, deserializer=reader)
+        return _rewrap(
+            handler, _admitting(principal, handler.request_streaming), deserializer=reader
+        )
 
     async def _authenticate(
         self, details: grpc.HandlerCallDetails, roles: frozenset[Role]
@@ -258,6 +242,44 @@ class AuthInterceptor(aio.ServerInterceptor):
 def _unread(raw: bytes) -> None:
     """The deserializer of a refused call: its bytes are never parsed."""
     return None
+
+
+def _admitting(
+    principal: Principal, request_streaming: bool
+) -> Callable[[Behavior, bool], Behavior]:
+    """A behaviour wrapper that makes ``principal`` the caller and hands the behaviour its
+    request(s), raising the error of a request the guard refused."""
+
+    def admit(request: Any) -> Any:
+        # Set here rather than in intercept_service so that it does not depend on gRPC
+        # running the behaviour in the interceptor's context (it does, in grpcio 1.85).
+        set_principal(principal)
+        structlog.contextvars.bind_contextvars(
+            account_id=principal.account_id, key_id=principal.key_id
+        )
+        if request_streaming:
+            return _admitted(request)
+        if isinstance(request, Refusal):
+            raise request.error
+        return request
+
+    def wrap(behavior: Behavior, streaming: bool) -> Behavior:
+        if streaming:
+
+            async def stream_behavior(
+                request: Any, context: aio.ServicerContext
+            ) -> AsyncIterator[Any]:
+                async for item in _iterate(behavior(admit(request), context)):
+                    yield item
+
+            return stream_behavior
+
+        async def unary_behavior(request: Any, context: aio.ServicerContext) -> Any:
+            return await behavior(admit(request), context)
+
+        return unary_behavior
+
+    return wrap
 
 
 def _failing(error: Exception) -> Callable[[Behavior, bool], Behavior]:

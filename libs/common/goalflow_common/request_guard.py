@@ -89,9 +89,11 @@ class _Plan:
 
     type_name: str
     max_fields: int = 0
-    # number -> (name, entry ceiling or None, documented limit, child plan, name in errors)
-    fields: dict[int, tuple[str, int | None, int, _Plan | None, str | None]] = field(
-        default_factory=dict)
+    fields: dict[int, _FieldPlan] = field(default_factory=dict)
+
+
+# (name, entry ceiling or None, documented limit, child plan, name in errors)
+_FieldPlan = tuple[str, int | None, int, _Plan | None, str | None]
 
 
 def _plan(message: Descriptor, budget: RequestBudget, depth: int = 0) -> _Plan | None:
@@ -144,26 +146,37 @@ def _walk(data: bytes, pos: int, end: int, plan: _Plan, path: str) -> None:
         number, wire_type = key >> 3, key & 7
         entry = plan.fields.get(number)
         if entry is not None and entry[1] is not None:
-            name, ceiling, documented, _, alias = entry
-            counts[number] = count = counts.get(number, 0) + 1
-            if ceiling is not None and count > ceiling:
-                raise InvalidArgument(alias or f"{path}{name}", f"at most {documented} entries "
-                                      f"(this request has more than {ceiling})")
-        if wire_type == 0:
-            _, pos = _varint(data, pos, end)
-        elif wire_type == 1:
-            pos += 8
-        elif wire_type == 5:
-            pos += 4
-        elif wire_type == 2:
+            _count_entry(counts, number, entry, path)
+        if wire_type == 2:
             length, pos = _varint(data, pos, end)
             start, pos = pos, pos + length
             if pos <= end and entry is not None and entry[3] is not None:
                 _walk(data, start, pos, entry[3], f"{path}{entry[0]}.")
-        else:  # groups (3, 4) are not proto3; 6 and 7 do not exist
-            raise _Malformed
+        else:
+            pos = _skip_scalar(data, pos, end, wire_type)
         if pos > end:
             raise _Malformed
+
+
+def _count_entry(counts: dict[int, int], number: int, entry: _FieldPlan, path: str) -> None:
+    """Count one more entry of the capped list ``number``; InvalidArgument past its
+    ceiling."""
+    name, ceiling, documented, _, alias = entry
+    counts[number] = count = counts.get(number, 0) + 1
+    if ceiling is not None and count > ceiling:
+        raise InvalidArgument(alias or f"{path}{name}", f"at most {documented} entries "
+                              f"(this request has more than {ceiling})")
+
+
+def _skip_scalar(data: bytes, pos: int, end: int, wire_type: int) -> int:
+    """The position after a varint or fixed-width value of ``wire_type``."""
+    if wire_type == 0:
+        return _varint(data, pos, end)[1]
+    if wire_type == 1:
+        return pos + 8
+    if wire_type == 5:
+        return pos + 4
+    raise _Malformed  # groups (3, 4) are not proto3; 6 and 7 do not exist
 
 
 class RequestGuard:

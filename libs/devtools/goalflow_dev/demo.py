@@ -198,40 +198,96 @@ def prepare_replay(
 
     Whole days keep every event's time of day, so a report by hour looks like the
     recording's."""
+    chosen = None if conversations is None else _first_conversations(source, conversations)
+    kept = _keep(source, chosen)
+    shift_days = (now - dt.timedelta(minutes=1) - kept.last).days
+    shift = dt.timedelta(days=shift_days)
+    pages = _GoalPages(goals)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with target.open("w", encoding="utf-8") as out:
+        for line in kept.lines:
+            record = json.loads(line)
+            stamp = record["occurredAt"]
+            record["occurredAt"] = (_day_of(stamp) + shift).isoformat() + stamp[10:]
+            pages.see(record)
+            out.write(json.dumps(record, separators=(",", ":")) + "\n")
+    return Replay(
+        path=target,
+        events=len(kept.lines),
+        conversations=len(kept.opened_ids),
+        shift_days=shift_days,
+        first_day=(kept.first + shift).date(),
+        last_day=(kept.last + shift).date(),
+        recorded_first_day=kept.first.date(),
+        followed_agent=pages.agent(),
+    )
+
+
+@dataclass(frozen=True)
+class _Slice:
+    """The first conversations of a recording: their ids, their end users, and when the
+    last of their conversation events happened (None: the recording opens none)."""
+
+    conversation_ids: set[str]
+    users: set[str]
+    until: dt.datetime | None
+
+    def holds(self, body: dict[str, Any]) -> bool:
+        """The event belongs to a kept conversation, or is a page view of a kept end user
+        outside a conversation."""
+        conversation = body.get("conversationId", "")
+        if conversation:
+            return conversation in self.conversation_ids
+        return body.get("endUserId", "") in self.users
+
+
+def _first_conversations(source: Path, conversations: int) -> _Slice:
+    """First pass: which conversations, and so which end users, are kept, and when the
+    last of their conversation events happened (a day after the last one opened, no
+    conversation of the data set is still going)."""
     conversation_ids: set[str] = set()
     users: set[str] = set()
     until: dt.datetime | None = None
-    if conversations is not None:
-        # First pass: which conversations, and so which end users, are kept, and when the
-        # last of their conversation events happened (a day after the last one opened, no
-        # conversation of the data set is still going).
-        last_opened: dt.datetime | None = None
-        for _, record in _read_records(source):
-            _, body = _kind(record)
-            conversation = body.get("conversationId", "")
-            when = _instant(record["occurredAt"])
-            if last_opened is not None and when > last_opened + DAY:
-                break
-            if "conversationOpened" in record and len(conversation_ids) < conversations:
-                conversation_ids.add(conversation)
-                users.add(body["endUserId"])
-                if len(conversation_ids) == conversations:
-                    last_opened = when
-            if conversation in conversation_ids:
-                until = when if until is None else max(until, when)
+    last_opened: dt.datetime | None = None
+    for _, record in _read_records(source):
+        _, body = _kind(record)
+        conversation = body.get("conversationId", "")
+        when = _instant(record["occurredAt"])
+        if last_opened is not None and when > last_opened + DAY:
+            break
+        if "conversationOpened" in record and len(conversation_ids) < conversations:
+            conversation_ids.add(conversation)
+            users.add(body["endUserId"])
+            if len(conversation_ids) == conversations:
+                last_opened = when
+        if conversation in conversation_ids:
+            until = when if until is None else max(until, when)
+    return _Slice(conversation_ids, users, until)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """The lines of the events replayed, the conversations they open, and the times of
+    the first and the last."""
+
+    lines: list[str]
+    opened_ids: set[str]
+    first: dt.datetime
+    last: dt.datetime
+
+
+def _keep(source: Path, chosen: _Slice | None) -> _Kept:
+    """Second pass: the events of ``chosen`` (every event when None), in file order."""
     kept: list[str] = []
     first = last = None
     opened_ids: set[str] = set()
     for line, record in _read_records(source):
         kind, body = _kind(record)
         when = _instant(record["occurredAt"])
-        if conversations is not None:
-            if until is None or when > until:
+        if chosen is not None:
+            if chosen.until is None or when > chosen.until:
                 break  # nothing of the slice is later
-            conversation = body.get("conversationId", "")
-            if conversation and conversation not in conversation_ids:
-                continue
-            if not conversation and body.get("endUserId", "") not in users:
+            if not chosen.holds(body):
                 continue
         if kind == "conversationOpened":
             opened_ids.add(body["conversationId"])
@@ -240,27 +296,7 @@ def prepare_replay(
         kept.append(line)
     if first is None or last is None:
         raise DemoError(f"{source} holds no events")
-    shift_days = (now - dt.timedelta(minutes=1) - last).days
-    shift = dt.timedelta(days=shift_days)
-    pages = _GoalPages(goals)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with target.open("w", encoding="utf-8") as out:
-        for line in kept:
-            record = json.loads(line)
-            stamp = record["occurredAt"]
-            record["occurredAt"] = (_day_of(stamp) + shift).isoformat() + stamp[10:]
-            pages.see(record)
-            out.write(json.dumps(record, separators=(",", ":")) + "\n")
-    return Replay(
-        path=target,
-        events=len(kept),
-        conversations=len(opened_ids),
-        shift_days=shift_days,
-        first_day=(first + shift).date(),
-        last_day=(last + shift).date(),
-        recorded_first_day=first.date(),
-        followed_agent=pages.agent(),
-    )
+    return _Kept(kept, opened_ids, first, last)
 
 
 def load_goals(path: Path) -> list[dict[str, Any]]:

@@ -23,7 +23,7 @@ from goalflow_client.cli.output import note, stderr_console
 from goalflow_client.cli.session import Session, with_session
 
 if TYPE_CHECKING:
-    from goalflow_client.producer import Rejection
+    from goalflow_client.producer import IngestSummary, Rejection
 
 KEPT_REJECTIONS = 20  # listed by line; the rest are counted
 
@@ -84,6 +84,27 @@ async def send(session: Session, file: Path, batch_size: int, progress: bool) ->
     any was rejected. Interrupted, it says how many events were acknowledged: sending the
     file again is safe (events already stored count as duplicates).
     """
+    summary, source, rejected = await _stream(session, file, batch_size, progress)
+    _report_problems(summary, source, rejected)
+    click.echo(f"accepted {summary.accepted}, duplicates {summary.duplicates}, "
+               f"rejected {len(summary.rejected)}, conversions {summary.conversions}")
+    failures = []
+    if source.bad_line_count:
+        failures.append(f"{source.bad_line_count} lines of {file} are not events (not sent)")
+    if summary.rejected:
+        failures.append(f"{len(summary.rejected)} of {summary.events} events rejected")
+    if failures:
+        # A broken file is refused input (3), even though its good lines went out.
+        raise CliError("; ".join(failures),
+                       EXIT_REFUSED if source.bad_line_count else EXIT_FAILED)
+
+
+async def _stream(
+    session: Session, file: Path, batch_size: int, progress: bool
+) -> tuple[IngestSummary, EventFile, list[tuple[int, Rejection]]]:
+    """Send the file through an EventProducer, with the progress bar if asked. Returns the
+    summary, the file as read (its bad lines) and the first KEPT_REJECTIONS rejections
+    with their line numbers. A failure to send or read, or Ctrl-C, is a CliError."""
     from goalflow_client.producer import EventProducer, ProducerError
 
     address = session.options.tracker_address
@@ -118,6 +139,14 @@ async def send(session: Session, file: Path, batch_size: int, progress: bool) ->
             ) from None
         finally:
             await producer.close()
+    return summary, source, rejected
+
+
+def _report_problems(
+    summary: IngestSummary, source: EventFile, rejected: list[tuple[int, Rejection]]
+) -> None:
+    """Notes on stderr: rejected events by line, lines not sent, events stored without
+    attribution, reconnects."""
     for line, rejection in rejected:
         note(f"rejected line {line} (event {rejection.event_id or '-'}): "
              f"{rejection.field}: {rejection.reason}")
@@ -132,17 +161,6 @@ async def send(session: Session, file: Path, batch_size: int, progress: bool) ->
              "(third-party bot or Unity SDK channel)")
     if summary.reconnects:
         note(f"reconnected {summary.reconnects} times; {summary.resent_batches} batches resent")
-    click.echo(f"accepted {summary.accepted}, duplicates {summary.duplicates}, "
-               f"rejected {len(summary.rejected)}, conversions {summary.conversions}")
-    failures = []
-    if source.bad_line_count:
-        failures.append(f"{source.bad_line_count} lines of {file} are not events (not sent)")
-    if summary.rejected:
-        failures.append(f"{len(summary.rejected)} of {summary.events} events rejected")
-    if failures:
-        # A broken file is refused input (3), even though its good lines went out.
-        raise CliError("; ".join(failures),
-                       EXIT_REFUSED if source.bad_line_count else EXIT_FAILED)
 
 
 def _one_line(exc: Exception) -> str:
