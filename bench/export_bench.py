@@ -57,7 +57,15 @@ from goalflow_common.pb.goals.v1 import (
     export_pb2,
     export_pb2_grpc,
 )
-from tracker_svc.domain.model import conversion_key, rating_key
+from tracker_svc.domain.model import (
+    Agent,
+    ConversionRecord,
+    Money,
+    RecordedCredit,
+    conversion_key,
+    rating_key,
+)
+from tracker_svc.store.documents import conversion_document
 from tracker_svc.store.tracker_store import TrackerStore
 
 INSERT_BATCH = 1000
@@ -105,7 +113,8 @@ def conversion_docs(
     account: str, goal_id: str, goal_name: str, count: int, credits: int,
     first: dt.datetime, span: dt.timedelta, now: dt.datetime,
 ):
-    """``count`` conversion documents in the tracker's stored shape, evenly over ``span``
+    """``count`` conversion documents in the tracker's stored shape (the store's own
+    ``conversion_document``), evenly over ``span``
     from ``first`` (whole milliseconds, as BSON keeps them), each with ``credits`` credits."""
     step = span / count
     for n in range(count):
@@ -113,38 +122,28 @@ def conversion_docs(
         at = at.replace(microsecond=at.microsecond // 1000 * 1000)
         conversation = f"conv-{n:08d}"
         agents = [
-            {
-                "id": f"agent-{(n + k) % 60:02d}", "name": f"Agent {(n + k) % 60:02d}",
-                "email": f"agent{(n + k) % 60:02d}@example.com",
-                "group_id": GROUPS[(n + k) % len(GROUPS)], "skill": "sales",
-                "user_type": "HUMAN", "survey_bot": False,
-            }
+            Agent(
+                id=f"agent-{(n + k) % 60:02d}", name=f"Agent {(n + k) % 60:02d}",
+                email=f"agent{(n + k) % 60:02d}@example.com",
+                group_id=GROUPS[(n + k) % len(GROUPS)], skill="sales", user_type="HUMAN",
+            )
             for k in range(credits)
         ]
-        yield {
-            "_id": conversion_key(account, goal_id, conversation),
-            "account_id": account, "goal_id": goal_id, "goal_name": goal_name,
-            "goal_type": "SELL_PRODUCT_OR_SERVICE", "attribution_model": "ALL_TOUCHES",
-            "conversation_id": conversation, "end_user_id": f"user-{n:08d}",
-            "channel": "WEB_WIDGET", "skill": "sales",
-            "conversion_time": at,
-            "conversation_open_time": at - dt.timedelta(minutes=20),
-            "event_type": "PURCHASE", "brand_event_id": f"order-{n:08d}",
-            "url": f"https://shop.example.com/checkout/confirm?order={n}",
-            "hit_event_id": f"ev-{n:08d}",
-            "transaction_value": {"currency_code": "USD", "amount": "49.90"},
-            "credits": [
-                {
-                    "agent": agent,
-                    "assignment_time": at - dt.timedelta(minutes=15 - k),
-                    "contact_duration_ms": (15 - k) * 60_000,
-                }
+        yield conversion_document(ConversionRecord(
+            id=conversion_key(account, goal_id, conversation), account_id=account,
+            goal_id=goal_id, goal_name=goal_name, goal_type="SELL_PRODUCT_OR_SERVICE",
+            attribution_model="ALL_TOUCHES", conversation_id=conversation,
+            end_user_id=f"user-{n:08d}", channel="WEB_WIDGET", skill="sales",
+            conversion_time=at, conversation_open_time=at - dt.timedelta(minutes=20),
+            event_type="PURCHASE", brand_event_id=f"order-{n:08d}",
+            url=f"https://shop.example.com/checkout/confirm?order={n}",
+            hit_event_id=f"ev-{n:08d}", transaction_value=Money("USD", "49.90"),
+            credits=tuple(
+                RecordedCredit(agent, at - dt.timedelta(minutes=15 - k), (15 - k) * 60_000)
                 for k, agent in enumerate(agents)
-            ],
-            "credited_agent_ids": [a["id"] for a in agents],
-            "credited_group_ids": sorted({a["group_id"] for a in agents}),
-            "recorded_at": now,
-        }
+            ),
+            recorded_at=now,
+        ))
 
 
 def rating_docs(account: str, count: int, first: dt.datetime, span: dt.timedelta):
