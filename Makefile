@@ -11,10 +11,14 @@ BUF := node_modules/.bin/buf
 
 venv: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml
+# Three distributions, editable, in one resolve: the runtime with the dev tools, and the client
+# and developer tooling that stay out of the production image (each names `goalflow`, found
+# here rather than on an index).
+DISTS := pyproject.toml libs/client/pyproject.toml libs/devtools/pyproject.toml
+$(INSTALLED): $(DISTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e libs/client -e libs/devtools
 	touch $@
 
 protos: $(GENERATED)
