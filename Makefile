@@ -38,7 +38,8 @@ lint-protos: $(BUF)
 	$(BUF) lint
 
 # The production image installs exactly these pins (the Dockerfile): the runtime dependencies
-# of pyproject.toml and everything they pull in, and grpcio-tools at the same grpcio for the
+# of pyproject.toml and everything they pull in, and grpcio-tools resolved against those pins
+# (the same grpcio and protobuf; the tool itself of that grpcio's release, not newer) for the
 # image's code generation. Run after changing a runtime dependency, commit the result;
 # tests/test_compose.py fails while the lock and pyproject.toml disagree.
 LOCK_FLAGS := --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \

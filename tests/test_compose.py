@@ -17,6 +17,7 @@ import ipaddress
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -673,11 +674,17 @@ def test_dockerfile_builds_a_slim_non_root_image_without_dev_dependencies():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package as the image installs it (not the source tree): a wheel of this checkout."""
-    folder = tmp_path_factory.mktemp("wheel")
+    """The package as the image installs it (not the source tree): a wheel built from a copy of
+    what the Dockerfile copies for it, the generated protobuf code included. A copy, because
+    setuptools reuses a build/ folder left in the checkout by an earlier layout."""
+    source, folder = tmp_path_factory.mktemp("context"), tmp_path_factory.mktemp("wheel")
+    shutil.copy2(ROOT / "pyproject.toml", source)
+    junk = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for tree in ("libs/common", "services"):
+        shutil.copytree(ROOT / tree, source / tree, ignore=junk)
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(folder), str(ROOT)],
+         "--wheel-dir", str(folder), str(source)],
         capture_output=True, text=True, timeout=120,
     )
     assert built.returncode == 0, built.stderr[-2000:]
