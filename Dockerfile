@@ -8,14 +8,16 @@ COPY pyproject.toml ./
 COPY requirements ./requirements
 COPY protos ./protos
 COPY scripts ./scripts
-COPY libs ./libs
+COPY libs/common ./libs/common
 COPY services ./services
 # Only the runtime, at the versions requirements/runtime.txt pins (`make lock`): nothing is
 # resolved at build time and no dev tool (the CLI's click and rich, nx-27017, aiosmtpd, test
-# tools) ships. grpcio-tools, pinned at the same grpcio and protobuf (requirements/protos.txt),
+# tools) ships. The package is the root `goalflow` distribution, goalflow_common and the three
+# services; libs/client and libs/devtools are distributions of their own, not copied here.
+# grpcio-tools, pinned against the runtime's grpcio and protobuf (requirements/protos.txt),
 # generates the protobuf code and is removed again. The package itself goes in with --no-deps
-# once its generated code exists, and every service entry point and goalflow-keys is imported
-# so that a broken image fails here, not at start.
+# once its generated code exists, and every console script it has (the three services and
+# goalflow-keys) is imported so that a broken image fails here, not at start.
 RUN python -m venv /opt/goalflow \
  && /opt/goalflow/bin/pip install --requirement requirements/runtime.txt \
     --requirement requirements/protos.txt \
@@ -23,7 +25,7 @@ RUN python -m venv /opt/goalflow \
  && /opt/goalflow/bin/pip install --no-deps . \
  && /opt/goalflow/bin/pip uninstall --yes grpcio-tools \
  && /opt/goalflow/bin/python -c "from importlib.metadata import distribution; \
-[ep.load() for ep in distribution('goalflow').entry_points if ep.name != 'goalflow']; \
+[ep.load() for ep in distribution('goalflow').entry_points]; \
 import goalflow_common.healthcheck, goalflow_common.pb.goals.v1.export_pb2_grpc"
 
 FROM python:3.11-slim

@@ -11,10 +11,14 @@ BUF := node_modules/.bin/buf
 
 venv: $(INSTALLED)
 
-$(INSTALLED): pyproject.toml
+# Three distributions, editable, in one resolve: the runtime with the dev tools, and the client
+# and developer tooling that stay out of the production image (each names `goalflow`, found
+# here rather than on an index).
+DISTS := pyproject.toml libs/client/pyproject.toml libs/devtools/pyproject.toml
+$(INSTALLED): $(DISTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e libs/client -e libs/devtools
 	touch $@
 
 protos: $(GENERATED)
@@ -34,7 +38,8 @@ lint-protos: $(BUF)
 	$(BUF) lint
 
 # The production image installs exactly these pins (the Dockerfile): the runtime dependencies
-# of pyproject.toml and everything they pull in, and grpcio-tools at the same grpcio for the
+# of pyproject.toml and everything they pull in, and grpcio-tools resolved against those pins
+# (the same grpcio and protobuf; the tool itself of that grpcio's release, not newer) for the
 # image's code generation. Run after changing a runtime dependency, commit the result;
 # tests/test_compose.py fails while the lock and pyproject.toml disagree.
 LOCK_FLAGS := --quiet --strip-extras --allow-unsafe --no-emit-index-url --no-emit-find-links \

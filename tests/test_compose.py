@@ -14,8 +14,10 @@ import functools
 import importlib
 import importlib.util
 import ipaddress
+import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -30,6 +32,7 @@ from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
+from packaging.version import Version
 from pydantic import AliasChoices, AliasPath, SecretStr, TypeAdapter, ValidationError
 from pymongo.uri_parser import parse_uri
 
@@ -56,6 +59,10 @@ DEV_ONLY = frozenset({
     "nx-27017", "aiosmtpd", "click", "rich", "pyyaml", "pytest", "pytest-asyncio",
     "pytest-timeout", "hypothesis", "ruff", "mypy", "trustme", "grpcio-tools", "pip-tools",
 })
+# The distributions beside the image's: people's and developers' tools (`make` installs them).
+TOOL_DISTRIBUTIONS = (ROOT / "libs" / "client", ROOT / "libs" / "devtools")
+# The top-level packages of the image's distribution: the runtime library and the services.
+IMAGE_PACKAGES = frozenset({"goalflow_common", "config_svc", "tracker_svc", "export_svc"})
 # Top-level modules of DEV_ONLY packages and of the packages built on them.
 DEV_ONLY_MODULES = (
     "nx_27017", "aiosmtpd", "click", "rich", "yaml", "pytest", "hypothesis", "trustme",
@@ -667,11 +674,17 @@ def test_dockerfile_builds_a_slim_non_root_image_without_dev_dependencies():
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The package as the image installs it (not the source tree): a wheel of this checkout."""
-    folder = tmp_path_factory.mktemp("wheel")
+    """The package as the image installs it (not the source tree): a wheel built from a copy of
+    what the Dockerfile copies for it, the generated protobuf code included. A copy, because
+    setuptools reuses a build/ folder left in the checkout by an earlier layout."""
+    source, folder = tmp_path_factory.mktemp("context"), tmp_path_factory.mktemp("wheel")
+    shutil.copy2(ROOT / "pyproject.toml", source)
+    junk = shutil.ignore_patterns("__pycache__", "*.egg-info")
+    for tree in ("libs/common", "services"):
+        shutil.copytree(ROOT / tree, source / tree, ignore=junk)
     built = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-         "--wheel-dir", str(folder), str(ROOT)],
+         "--wheel-dir", str(folder), str(source)],
         capture_output=True, text=True, timeout=120,
     )
     assert built.returncode == 0, built.stderr[-2000:]
@@ -706,27 +719,85 @@ def read_lock(path: Path) -> dict[str, str]:
 
 
 def dev_only_names() -> set[str]:
-    """DEV_ONLY and every package an extra adds (the extras are for people, not services)."""
+    """DEV_ONLY, every package an extra adds, the client and devtools distributions and all
+    they depend on (for people, not services)."""
     extras = pyproject()["project"]["optional-dependencies"]
-    named = {canonicalize_name(Requirement(r).name) for reqs in extras.values() for r in reqs}
+    requirements = [r for reqs in extras.values() for r in reqs]
+    tools = [tomllib.loads((path / "pyproject.toml").read_text())["project"]
+             for path in TOOL_DISTRIBUTIONS]
+    requirements += [r for tool in tools for r in tool["dependencies"]]
+    named = {canonicalize_name(Requirement(r).name) for r in requirements}
+    named |= {canonicalize_name(tool["name"]) for tool in tools}
     return {canonicalize_name(n) for n in DEV_ONLY} | named - {"goalflow"}
 
 
-def test_the_package_ships_every_subpackage(wheel):
-    """A wheel built from this checkout holds every package directory under libs/ and
-    services/, generated protobuf code included."""
+def wheel_console_scripts(wheel: Path) -> dict[str, str]:
+    """Name -> object reference of the wheel's console scripts (what the image puts on PATH)."""
+    with zipfile.ZipFile(wheel) as archive:
+        [name] = [n for n in archive.namelist() if n.endswith(".dist-info/entry_points.txt")]
+        text = archive.read(name).decode()
+    scripts: dict[str, str] = {}
+    section = ""
+    for line in (line.strip() for line in text.splitlines()):
+        if line.startswith("["):
+            section = line.strip("[]")
+        elif line and section == "console_scripts":
+            script, _, target = line.partition("=")
+            scripts[script.strip()] = target.strip()
+    return scripts
+
+
+def test_the_image_package_is_the_runtime_library_and_the_services_only(wheel):
+    """A wheel built from this checkout (what the image installs) holds every package under
+    libs/common and services/, generated protobuf code included, and nothing else: no
+    goalflow_client, no goalflow_dev, no other top-level module."""
+    names = zipfile.ZipFile(wheel).namelist()
     shipped = {
-        name.rsplit("/", 1)[0].replace("/", ".")
-        for name in zipfile.ZipFile(wheel).namelist() if name.endswith("/__init__.py")
+        name.rsplit("/", 1)[0].replace("/", ".") for name in names if name.endswith("/__init__.py")
     }
-    roots = [path for path in (ROOT / "libs").iterdir() if path.is_dir()] + [ROOT / "services"]
     needed = {
         ".".join(init.parent.relative_to(root).parts)
-        for root in roots
+        for root in (ROOT / "libs" / "common", ROOT / "services")
         for init in root.rglob("__init__.py") if "__pycache__" not in init.parts
     }
     missing = sorted(needed - shipped)
     assert not missing, f"a wheel (the Docker image) would not contain {missing}"
+    assert "goalflow_common.pb.goals.v1" in shipped, "the generated protobuf code is missing"
+    tops = {name.split("/", 1)[0] for name in names if ".dist-info/" not in name}
+    assert tops == IMAGE_PACKAGES, f"the image's package holds {sorted(tops - IMAGE_PACKAGES)}"
+
+
+def test_the_image_has_no_goalflow_cli_script(wheel):
+    """The image's console scripts are the three services and the operator's goalflow-keys;
+    the ``goalflow`` CLI belongs to goalflow-client (libs/client), which the image lacks."""
+    assert set(wheel_console_scripts(wheel)) == {
+        "goalflow-config", "goalflow-tracker", "goalflow-export", "goalflow-keys",
+    }
+    client = tomllib.loads((ROOT / "libs" / "client" / "pyproject.toml").read_text())
+    assert "goalflow" in client["project"]["scripts"]
+
+
+def test_the_image_build_copies_neither_client_nor_devtools():
+    """The Docker build context and the files the build copies hold the runtime only; every
+    source the Dockerfile copies is let through by .dockerignore (an allow-list)."""
+    [build, *_] = dockerfile_stages()
+    sources = [
+        src.rstrip("/") for ins in build if ins.keyword == "COPY"
+        for src in shlex.split(ins.args)[:-1] if not src.startswith("--")
+    ]
+    assert "libs/common" in sources, f"Dockerfile: copies {sources}, not libs/common"
+    leaked = [src for src in sources if src in ("libs", "libs/client", "libs/devtools", ".")]
+    assert not leaked, f"Dockerfile: copies {leaked} (client and dev tools are not the image)"
+    allowed = [
+        line[1:].rstrip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.startswith("!")
+    ]
+    assert not {"libs", "libs/client", "libs/devtools"} & set(allowed), (
+        f".dockerignore lets {allowed} into the build context"
+    )
+    blocked = [src for src in sources if not any(
+        src == entry or src.startswith(entry + "/") for entry in allowed)]
+    assert not blocked, f".dockerignore keeps {blocked} out of the build context COPY needs"
 
 
 def test_the_production_dependencies_hold_no_dev_only_package(wheel):
@@ -755,7 +826,9 @@ def test_the_runtime_lock_pins_every_runtime_requirement_within_its_range(wheel)
 
 def test_the_code_generator_is_pinned_at_the_runtime_grpcio_and_protobuf():
     """Generated code must match the grpcio and protobuf that ship: the build's grpcio-tools
-    comes from a lock compiled against the runtime one."""
+    comes from a lock compiled against the runtime one, so the build installs the runtime's
+    grpcio and protobuf. grpcio-tools itself is of the runtime grpcio's release line and not
+    newer (its generated code refuses a grpcio older than the generator at import)."""
     runtime, protos = read_lock(RUNTIME_LOCK), read_lock(PROTOS_LOCK)
     assert "grpcio-tools" in protos, f"{PROTOS_LOCK.name} does not pin grpcio-tools"
     for name in set(runtime) & set(protos):
@@ -763,6 +836,10 @@ def test_the_code_generator_is_pinned_at_the_runtime_grpcio_and_protobuf():
             f"{name}: {PROTOS_LOCK.name} pins {protos[name]}, {RUNTIME_LOCK.name} {runtime[name]}"
         )
     assert {"grpcio", "protobuf"} <= set(runtime) & set(protos)
+    tools, grpcio = Version(protos["grpcio-tools"]), Version(runtime["grpcio"])
+    assert tools.release[:2] == grpcio.release[:2] and tools <= grpcio, (
+        f"grpcio-tools {tools} does not generate code for grpcio {grpcio} (run `make lock`)"
+    )
 
 
 def test_the_image_installs_the_locked_runtime_and_the_package_without_its_dependencies():
@@ -792,14 +869,20 @@ def test_the_image_installs_the_locked_runtime_and_the_package_without_its_depen
     assert not stray, f"Dockerfile: installs packages the lock does not pin: {stray}"
 
 
-def test_the_runtime_imports_no_dev_only_package():
-    """The production image has no client or dev tooling: every module of the runtime library
-    and of the services, and every console script but the ``goalflow`` CLI, imports without
-    them (a subprocess where importing one fails, as in the image)."""
+def test_the_image_package_and_every_console_script_import_without_dev_tools(
+    wheel, tmp_path
+):
+    """What the image installs, and only that: the wheel unpacked first on sys.path, every
+    module of it and every console script it declares imports in a subprocess where importing
+    any client or dev-only package fails, as in the image, and each comes from the wheel."""
+    with zipfile.ZipFile(wheel) as archive:
+        archive.extractall(tmp_path)
     script = f"""
 import importlib, importlib.metadata, pkgutil, sys
+from pathlib import Path
 
 BLOCKED = {DEV_ONLY_MODULES!r}
+WHEEL = Path(sys.argv[1])
 
 class Blocked:
     def find_spec(self, name, path=None, target=None):
@@ -807,16 +890,18 @@ class Blocked:
             raise ModuleNotFoundError(f"{{name}} is not in the production image", name=name)
 
 sys.meta_path.insert(0, Blocked())
-for top in ("goalflow_common", "config_svc", "tracker_svc", "export_svc"):
+for top in {sorted(IMAGE_PACKAGES)!r}:
     package = importlib.import_module(top)
     for info in pkgutil.walk_packages(package.__path__, top + "."):
-        importlib.import_module(info.name)
-for ep in importlib.metadata.distribution("goalflow").entry_points:
-    if ep.group == "console_scripts" and ep.name != "goalflow":
-        ep.load()
+        module = importlib.import_module(info.name)
+        assert WHEEL in Path(module.__file__).parents, f"{{info.name}} from {{module.__file__}}"
+for name, target in {wheel_console_scripts(wheel)!r}.items():
+    importlib.metadata.EntryPoint(name, target, "console_scripts").load()
 """
-    ran = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         timeout=120, cwd=ROOT)
+    ran = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)], capture_output=True, text=True,
+        timeout=120, cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
     assert ran.returncode == 0, ran.stderr[-3000:]
 
 

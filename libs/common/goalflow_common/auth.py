@@ -164,9 +164,11 @@ class KeyStore:
         )
         return f"gf_{key_id}_{secret}"
 
-    async def revoke_key(self, key_id: str) -> None:
-        await self._keys.update_one({"_id": key_id}, {"$set": {"revoked": True}})
+    async def revoke_key(self, key_id: str) -> bool:
+        """Revoke ``key_id``; False if no such key exists (revoking twice is still True)."""
+        result = await self._keys.update_one({"_id": key_id}, {"$set": {"revoked": True}})
         self._cache.pop(key_id, None)
+        return result.matched_count == 1
 
     async def authenticate(self, key: str) -> Principal:
         """The principal of a presented key, or Unauthenticated."""

@@ -44,9 +44,7 @@ def _note(text: str) -> None:
     print(text, file=sys.stderr, flush=True)  # noqa: T201
 
 
-async def _create_account(
-    store: KeyStore, client: Client, db: str, args: argparse.Namespace
-) -> None:
+async def _create_account(store: KeyStore, args: argparse.Namespace) -> None:
     try:
         account = await store.create_account(args.id, name=args.name, time_zone=args.time_zone)
     except ZoneInfoNotFoundError as err:
@@ -57,7 +55,7 @@ async def _create_account(
     _out(f"account {account.id} ({account.time_zone})")
 
 
-async def _create_key(store: KeyStore, client: Client, db: str, args: argparse.Namespace) -> None:
+async def _create_key(store: KeyStore, args: argparse.Namespace) -> None:
     role = Role(args.role)
     account = None if args.platform else args.account
     if account is None and role is not Role.SERVICE:
@@ -69,19 +67,17 @@ async def _create_key(store: KeyStore, client: Client, db: str, args: argparse.N
     _out(key)
 
 
-async def _revoke(store: KeyStore, client: Client, db: str, args: argparse.Namespace) -> None:
+async def _revoke(store: KeyStore, args: argparse.Namespace) -> None:
     # A full key is accepted too, so a leaked key can be pasted as it is.
     match = KEY_RE.match(args.key_id)
     key_id = match.group(1) if match else args.key_id
-    # KeyStore.revoke_key does not say whether the key existed; look first so a typo is
-    # reported rather than silently "revoked".
-    if await client[db]["api_keys"].find_one({"_id": key_id}, {"_id": 1}) is None:
+    # A typo is reported rather than silently "revoked".
+    if not await store.revoke_key(key_id):
         raise CliError(f"no key with id {key_id!r}")
-    await store.revoke_key(key_id)
     _out(f"key {key_id} revoked (services stop accepting it within their key cache TTL)")
 
 
-Command = Callable[[KeyStore, Client, str, argparse.Namespace], Awaitable[None]]
+Command = Callable[[KeyStore, argparse.Namespace], Awaitable[None]]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -120,7 +116,7 @@ async def _run(args: argparse.Namespace, uri: str, db: str) -> None:
     )
     try:
         command: Command = args.run
-        await command(KeyStore(client[db], cache_ttl_s=0), client, db, args)
+        await command(KeyStore(client[db], cache_ttl_s=0), args)
     finally:
         await client.close()
 

@@ -2,6 +2,7 @@
 
 ``devstack`` (``make run``) and ``demo`` (``make demo``) run the whole system on one
 machine; ``embedded_mongo`` (nx-27017 as a subprocess), ``smtp_sink``, ``processes`` and
-``parent_death`` are the parts they, the tests and the benchmarks share. Needs the
-``devtools`` extra (nx-27017, aiosmtpd, and the ``client`` extra: the demo runs the CLI).
+``parent_death`` are the parts they, the tests and the benchmarks share. Its own
+distribution, goalflow-devtools (libs/devtools/pyproject.toml: nx-27017, aiosmtpd, and
+goalflow-client, since the demo runs the CLI), which the image's Dockerfile never copies.
 """

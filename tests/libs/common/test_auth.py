@@ -153,6 +153,15 @@ async def test_revoked_key_is_refused(keys, account):
     assert (await keys.authenticate(other)).role is Role.AGENT  # only that key
 
 
+async def test_revoke_key_says_whether_the_key_exists(keys, auth_db, account):
+    """goalflow-keys reports a typo from this answer instead of reading api_keys itself."""
+    key_id = _split(await keys.create_key(account, Role.AGENT))[0]
+    assert await keys.revoke_key("0123456789abcdef") is False
+    assert await auth_db["api_keys"].count_documents({"_id": "0123456789abcdef"}) == 0
+    assert await keys.revoke_key(key_id) is True
+    assert await keys.revoke_key(key_id) is True  # still exists, still revoked
+
+
 async def test_secrets_are_compared_with_compare_digest(keys, auth_db, account, monkeypatch):
     """Both the database path and the cache path go through the constant-time comparison,
     and its verdict is what decides."""
