@@ -38,8 +38,10 @@ from typing import Any, Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from goalflow_common.errors import InvalidArgument
-from goalflow_common.limits import EPOCH, FIRST_DAY, LAST_DAY
-from goalflow_common.limits import MAX_ID as MAX_ID  # re-exported for the API layers
+from goalflow_common.limits import EPOCH as EPOCH
+from goalflow_common.limits import FIRST_DAY as FIRST_DAY
+from goalflow_common.limits import LAST_DAY as LAST_DAY
+from goalflow_common.limits import MAX_ID as MAX_ID
 from goalflow_common.pb.goals.v1 import common_pb2
 
 _NOT_A_TOKEN = "not a token from a previous response"
