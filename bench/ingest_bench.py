@@ -67,8 +67,8 @@ from bench.harness import (
 )
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.db import decode_change_document
+from goalflow_common.lifecycle import cancel_and_wait
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
-from goalflow_common.server import cancel_and_wait
 from tracker_svc.api.convert import goal_from_proto
 from tracker_svc.api.events import parse_event
 from tracker_svc.domain.batch_attribution import attribute_batch, goal_hits

@@ -17,13 +17,14 @@ from goalflow_common.auth import KeyStore
 from goalflow_common.client import make_channel
 from goalflow_common.clock import Clock, SystemClock
 from goalflow_common.db import connect
+from goalflow_common.lifecycle import Lifecycle
 from goalflow_common.pb.goals.v1 import (
     config_pb2_grpc,
     export_pb2,
     export_pb2_grpc,
     tracker_pb2_grpc,
 )
-from goalflow_common.server import GoalflowServer, Lifecycle, Registration, build_server
+from goalflow_common.server import GoalflowServer, Registration, build_server
 
 
 async def create_server(

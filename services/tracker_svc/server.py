@@ -6,10 +6,11 @@ from goalflow_common.auth import KeyStore
 from goalflow_common.client import make_channel
 from goalflow_common.clock import Clock, SystemClock
 from goalflow_common.db import connect
+from goalflow_common.lifecycle import Lifecycle
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
 from goalflow_common.protoconv import MAX_ID
 from goalflow_common.request_guard import RequestBudget, text_bytes
-from goalflow_common.server import GoalflowServer, Lifecycle, Registration, build_server
+from goalflow_common.server import GoalflowServer, Registration, build_server
 from tracker_svc.api.goal_feed import GoalCache
 from tracker_svc.api.ingest import IngestHandler
 from tracker_svc.api.queries import MAX_GOAL_IDS, ConversionQueries

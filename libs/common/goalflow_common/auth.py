@@ -22,9 +22,12 @@ import secrets
 import time
 import zoneinfo
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from goalflow_common.db import Client, Database
 from goalflow_common.errors import NotFound, PermissionDenied, Unauthenticated
+
+if TYPE_CHECKING:  # only annotations: Account and Principal stay usable without PyMongo
+    from goalflow_common.db import Client, Database
 
 KEY_RE = re.compile(r"^gf_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$")
 ACCOUNT_ID_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")

@@ -1,14 +1,24 @@
-"""Domain errors. Services raise these; one interceptor maps them to gRPC status codes."""
+"""Domain errors. Services raise these; one interceptor maps them to gRPC status codes.
+
+Each kind names its status code as a string (the name of a ``grpc.StatusCode`` member), so
+domain code can raise them without loading gRPC; ``interceptors.py`` turns the name into
+the code.
+"""
 
 from __future__ import annotations
 
-import grpc
+from typing import Literal
+
+CodeName = Literal[
+    "UNKNOWN", "INVALID_ARGUMENT", "FAILED_PRECONDITION", "NOT_FOUND", "ALREADY_EXISTS",
+    "ABORTED", "UNAUTHENTICATED", "PERMISSION_DENIED", "UNAVAILABLE", "RESOURCE_EXHAUSTED",
+]
 
 
 class DomainError(Exception):
-    """An error meant for the caller: a status code and a message that is safe to show."""
+    """An error meant for the caller: a status code name and a message that is safe to show."""
 
-    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+    code: CodeName = "UNKNOWN"
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -18,7 +28,7 @@ class DomainError(Exception):
 class InvalidArgument(DomainError):
     """A field broke a rule. The message starts with the field's path."""
 
-    code = grpc.StatusCode.INVALID_ARGUMENT
+    code: CodeName = "INVALID_ARGUMENT"
 
     def __init__(self, field: str, rule: str) -> None:
         super().__init__(f"{field}: {rule}")
@@ -27,7 +37,7 @@ class InvalidArgument(DomainError):
 
 
 class FailedPrecondition(DomainError):
-    code = grpc.StatusCode.FAILED_PRECONDITION
+    code: CodeName = "FAILED_PRECONDITION"
 
     def __init__(self, message: str, field: str = "") -> None:
         super().__init__(f"{field}: {message}" if field else message)
@@ -35,11 +45,11 @@ class FailedPrecondition(DomainError):
 
 
 class NotFound(DomainError):
-    code = grpc.StatusCode.NOT_FOUND
+    code: CodeName = "NOT_FOUND"
 
 
 class AlreadyExists(DomainError):
-    code = grpc.StatusCode.ALREADY_EXISTS
+    code: CodeName = "ALREADY_EXISTS"
 
     def __init__(self, field: str, rule: str) -> None:
         super().__init__(f"{field}: {rule}")
@@ -49,24 +59,24 @@ class AlreadyExists(DomainError):
 class Aborted(DomainError):
     """A concurrent change won; the caller may retry."""
 
-    code = grpc.StatusCode.ABORTED
+    code: CodeName = "ABORTED"
 
 
 class Unauthenticated(DomainError):
-    code = grpc.StatusCode.UNAUTHENTICATED
+    code: CodeName = "UNAUTHENTICATED"
 
 
 class PermissionDenied(DomainError):
-    code = grpc.StatusCode.PERMISSION_DENIED
+    code: CodeName = "PERMISSION_DENIED"
 
 
 class Unavailable(DomainError):
     """A dependency is down for now; the caller should retry with backoff."""
 
-    code = grpc.StatusCode.UNAVAILABLE
+    code: CodeName = "UNAVAILABLE"
 
 
 class ResourceExhausted(DomainError):
     """A request is larger than the method accepts; resending it cannot succeed."""
 
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    code: CodeName = "RESOURCE_EXHAUSTED"

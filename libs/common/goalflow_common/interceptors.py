@@ -165,12 +165,12 @@ async def _fail(
 ) -> None:
     """Log ``exc`` and end the call with its status (``context.abort`` raises)."""
     if isinstance(exc, DomainError):
-        log.info("rpc", code=exc.code.name, duration_ms=_ms(start), error=exc.message)
+        log.info("rpc", code=exc.code, duration_ms=_ms(start), error=exc.message)
         # Details travel in a header, and clients refuse headers over 8 KB (the caller would
         # see RESOURCE_EXHAUSTED instead of the error): cap what an error may echo.
         message = exc.message if len(exc.message) <= MAX_DETAILS else (
             exc.message[:MAX_DETAILS - 1] + "…")
-        await context.abort(exc.code, message)
+        await context.abort(grpc.StatusCode[exc.code], message)
     if isinstance(exc, aio.AbortError):
         log.info("rpc", code=_code_name(context.code()), duration_ms=_ms(start))
         raise exc

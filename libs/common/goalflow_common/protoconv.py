@@ -3,9 +3,8 @@ timestamps and dates, enum names, and the limits the services share.
 
 Contract:
 
-- **Limits.** ``MAX_ID`` (128 characters) bounds every id a caller sends. ``FIRST_DAY`` and
-  ``LAST_DAY`` (0001-01-02 and 9999-12-30) bound a calendar date whose day before and day
-  after must both exist as midnights in every UTC offset; ``EPOCH`` is 1970-01-01 UTC.
+- **Limits.** ``MAX_ID``, ``FIRST_DAY``, ``LAST_DAY`` and ``EPOCH`` come from
+  ``goalflow_common.limits`` (see there), re-exported here.
 - **Timestamps.** :func:`timestamp` maps an aware datetime, or a naive one read as UTC (what
   PyMongo returns), to a ``Timestamp``; :func:`to_datetime` maps back to an aware UTC
   datetime and raises ``ValueError``/``OverflowError`` for a value outside years 1-9999.
@@ -39,11 +38,11 @@ from typing import Any, Protocol
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from goalflow_common.errors import InvalidArgument
+from goalflow_common.limits import EPOCH as EPOCH
+from goalflow_common.limits import FIRST_DAY as FIRST_DAY
+from goalflow_common.limits import LAST_DAY as LAST_DAY
+from goalflow_common.limits import MAX_ID as MAX_ID
 from goalflow_common.pb.goals.v1 import common_pb2
-
-MAX_ID = 128
-FIRST_DAY, LAST_DAY = dt.date(1, 1, 2), dt.date(9999, 12, 30)
-EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 _NOT_A_TOKEN = "not a token from a previous response"
 _FOREIGN_TOKEN = "was issued for a different set of filters"

@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 
 from goalflow_common.auth import KeyStore
 from goalflow_common.interceptors import AuthInterceptor, ContextInterceptor
+from goalflow_common.lifecycle import Lifecycle
 from goalflow_common.logs import configure_logging
 from goalflow_common.request_guard import RequestBudget, RequestGuard
 from goalflow_common.settings import ServiceSettings
@@ -107,45 +108,6 @@ def _add_reflection_v1(server: aio.Server, servicer: Any) -> None:
     server.add_generic_rpc_handlers(
         (grpc.method_handlers_generic_handler(REFLECTION_V1, {"ServerReflectionInfo": handler}),)
     )
-
-
-async def cancel_and_wait(*tasks: asyncio.Future[Any], retry_s: float = 0.1) -> None:
-    """Cancel ``tasks`` and return once every one has finished.
-
-    One ``cancel()`` is not always enough: PyMongo's async network layer can swallow a
-    cancellation that races with a socket operation finishing (Python 3.11's
-    ``asyncio.wait_for`` does that), and the task carries on; a change-stream reader then
-    loops on getMore for good. So the cancellation is repeated every ``retry_s`` until the
-    task is done. Exceptions of the tasks are consumed, not raised.
-    """
-    pending = {task for task in tasks if not task.done()}
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=retry_s)
-    for task in tasks:
-        if not task.cancelled():
-            task.exception()  # mark it retrieved: no "exception was never retrieved"
-
-
-@dataclass
-class Lifecycle:
-    """Shared shutdown signal: long-lived streams end when ``stopping`` is set."""
-
-    stopping: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def wait_or(self, awaitable: Awaitable[Any]) -> tuple[bool, Any]:
-        """Await ``awaitable`` unless shutdown starts first: (stopped, result)."""
-        task = asyncio.ensure_future(awaitable)
-        stop = asyncio.ensure_future(self.stopping.wait())
-        try:
-            done, _ = await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stop.cancel()
-        if task in done:
-            return False, task.result()
-        await cancel_and_wait(task)
-        return True, None
 
 
 class HealthServicer(health.aio.HealthServicer):

@@ -17,9 +17,9 @@ from config_svc.store.protocols import GoalStore
 from goalflow_common.auth import KeyStore, current_principal
 from goalflow_common.clock import Clock, today_in
 from goalflow_common.errors import InvalidArgument
+from goalflow_common.lifecycle import Lifecycle
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc
 from goalflow_common.protoconv import decode_page_token, encode_page_token, timestamp
-from goalflow_common.server import Lifecycle
 
 log = structlog.get_logger(__name__)
 

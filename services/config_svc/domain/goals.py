@@ -27,7 +27,7 @@ from goalflow_common.errors import (
     InvalidArgument,
     NotFound,
 )
-from goalflow_common.protoconv import MAX_ID
+from goalflow_common.limits import MAX_ID
 
 CONFLICT_RETRIES = 5
 # Back-off when the goal's slot is held by an activation or deactivation still mid-way.

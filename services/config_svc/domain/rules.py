@@ -13,8 +13,8 @@ from collections.abc import Sequence
 
 from config_svc.domain.model import GoalStatus, Money, Schedule, name_key
 from goalflow_common.errors import InvalidArgument
+from goalflow_common.limits import LAST_DAY, MAX_ID
 from goalflow_common.money import check_money, normalize_amount
-from goalflow_common.protoconv import LAST_DAY, MAX_ID
 
 __all__ = [
     "ENDING_WINDOW_DAYS", "MAX_ACTIVE_GOALS", "MAX_CONDITIONS", "MAX_CONDITION_VALUE",

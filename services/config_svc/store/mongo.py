@@ -52,7 +52,7 @@ from config_svc.domain.model import (
 )
 from config_svc.store.protocols import DuplicateName
 from goalflow_common.db import change_events, decode_change_document, eq
-from goalflow_common.server import cancel_and_wait
+from goalflow_common.lifecycle import cancel_and_wait
 
 TOMBSTONE_TTL_S = 7 * 24 * 3600
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import unicodedata
 
-from goalflow_common.pb.goals.v1 import tracker_pb2
+from export_svc.domain.sources import ExportConversion
 
 HEADERS = [
     "Timestamp",
@@ -41,7 +41,7 @@ UNOFFERED = "Unoffered"
 # return first is how attackers slip past naive checks, so those count too.
 FORMULA_PREFIXES = frozenset("=+-@\t\r\uff1d\uff0b\uff0d\uff20")
 
-_NANOS = 1_000_000_000
+_SECOND = dt.timedelta(seconds=1)
 
 
 def _skipped_before_formula(ch: str) -> bool:
@@ -66,48 +66,44 @@ def neutralize(cell: str) -> str:
     return cell
 
 
-def format_timestamp(seconds: int, nanos: int) -> str:
-    """A protobuf Timestamp as ISO-8601 UTC (see the module docstring for the format)."""
-    moment = dt.datetime(1970, 1, 1, tzinfo=dt.UTC) + dt.timedelta(seconds=seconds)
+def format_timestamp(moment: dt.datetime) -> str:
+    """An aware UTC datetime as ISO-8601 UTC (see the module docstring for the format)."""
     text = moment.strftime("%Y-%m-%dT%H:%M:%S")
-    millis = nanos // 1_000_000
+    millis = moment.microsecond // 1000
     return f"{text}.{millis:03d}Z" if millis else f"{text}Z"
 
 
-def whole_seconds(seconds: int, nanos: int) -> int:
-    """A protobuf Duration floored to whole seconds."""
-    return (seconds * _NANOS + nanos) // _NANOS
+def whole_seconds(duration: dt.timedelta) -> int:
+    """``duration`` floored to whole seconds."""
+    return duration // _SECOND
 
 
-def format_value(conversion: tracker_pb2.Conversion) -> str:
-    if not conversion.HasField("transaction_value") or not conversion.transaction_value.amount:
-        return ""
+def format_value(conversion: ExportConversion) -> str:
     value = conversion.transaction_value
+    if value is None:
+        return ""
     return f"{value.amount} {value.currency_code}".strip()
 
 
-def rows_for(conversion: tracker_pb2.Conversion) -> list[list[str]]:
+def rows_for(conversion: ExportConversion) -> list[list[str]]:
     """The CSV rows of one conversion, one per credit, every cell neutralised. A conversion
     without credits gives no row."""
-    timestamp = format_timestamp(
-        conversion.conversion_time.seconds, conversion.conversion_time.nanos
-    )
+    timestamp = format_timestamp(conversion.conversion_time)
     value = format_value(conversion)
     rating = conversion.satisfaction_rating or UNOFFERED
     rows = []
     for credit in conversion.credits:
-        duration = credit.contact_duration_to_goal
         row = [
             timestamp,
             conversion.goal_id,
             conversion.goal_name,
-            credit.agent.id,
-            credit.agent.name,
-            credit.agent.email,
+            credit.agent_id,
+            credit.agent_name,
+            credit.agent_email,
             conversion.conversation_id,
             value,
             rating,
-            str(whole_seconds(duration.seconds, duration.nanos)),
+            str(whole_seconds(credit.contact_duration)),
         ]
         rows.append([neutralize(cell) for cell in row])
     return rows

@@ -32,7 +32,7 @@ from export_svc.domain.sources import Accounts, ConversionSource, ConversionsRef
 from export_svc.domain.zipstream import ZipStats, zip_csv
 from export_svc.store.protocols import FileStore
 from goalflow_common.clock import Clock, start_of_day
-from goalflow_common.server import Lifecycle, cancel_and_wait
+from goalflow_common.lifecycle import Lifecycle, cancel_and_wait
 
 log = structlog.get_logger(__name__)
 

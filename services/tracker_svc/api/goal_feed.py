@@ -17,8 +17,8 @@ import random
 import grpc
 import structlog
 
+from goalflow_common.lifecycle import cancel_and_wait
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc
-from goalflow_common.server import cancel_and_wait
 from tracker_svc.api.convert import goal_from_proto
 from tracker_svc.domain.goal_table import GoalTable, KnownGoal
 from tracker_svc.domain.model import TrackedGoal

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 from goalflow_common.auth import current_principal
 from goalflow_common.clock import Clock
 from goalflow_common.errors import Unavailable
+from goalflow_common.lifecycle import Lifecycle
 from goalflow_common.pb.goals.v1 import tracker_pb2
-from goalflow_common.server import Lifecycle
 from tracker_svc.api.events import Rejected, parse_event
 from tracker_svc.domain.goal_table import GoalSource
 from tracker_svc.domain.ingest import Ingestor

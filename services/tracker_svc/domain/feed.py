@@ -36,7 +36,7 @@ from typing import Generic, Protocol, TypeVar
 
 import structlog
 
-from goalflow_common.server import Lifecycle, cancel_and_wait
+from goalflow_common.lifecycle import Lifecycle, cancel_and_wait
 from tracker_svc.domain.model import ConversionRecord
 from tracker_svc.store.protocols import ConversionWatch, WatchLost
 

@@ -24,14 +24,9 @@ from config_svc.settings import ConfigSettings
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
 from goalflow_common.errors import NotFound
+from goalflow_common.lifecycle import Lifecycle, cancel_and_wait
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc
-from goalflow_common.server import (
-    GoalflowServer,
-    Lifecycle,
-    Registration,
-    build_server,
-    cancel_and_wait,
-)
+from goalflow_common.server import GoalflowServer, Registration, build_server
 from goalflow_dev.embedded_mongo import free_port
 
 CONFIG = config_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name

@@ -17,6 +17,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import given
 from hypothesis import strategies as st
 
+from export_svc.adapters.tracker import export_conversion
 from export_svc.domain.csv_rows import HEADERS, neutralize, rows_for
 from export_svc.domain.zipstream import zip_csv
 from goalflow_common.pb.goals.v1 import common_pb2, tracker_pb2
@@ -76,11 +77,12 @@ def conversions(text: st.SearchStrategy[str]) -> st.SearchStrategy[tuple]:
         text, text, text, st.integers(0, 10**6),
     )
     return st.builds(
-        lambda goal_id, goal_name, ticket, rating, amount, credits: tracker_pb2.Conversion(
-            id="cv", goal_id=goal_id, goal_name=goal_name, conversation_id=ticket,
-            satisfaction_rating=rating, conversion_time=Timestamp(seconds=1_780_000_000),
-            transaction_value=common_pb2.Money(currency_code="USD", amount=amount),
-            credits=credits),
+        lambda goal_id, goal_name, ticket, rating, amount, credits: export_conversion(
+            tracker_pb2.Conversion(
+                id="cv", goal_id=goal_id, goal_name=goal_name, conversation_id=ticket,
+                satisfaction_rating=rating, conversion_time=Timestamp(seconds=1_780_000_000),
+                transaction_value=common_pb2.Money(currency_code="USD", amount=amount),
+                credits=credits)),
         text, text, text, text,
         st.sampled_from(["0", "1.50", "999999999999999999.999999"]),
         st.lists(credit, min_size=1, max_size=3),

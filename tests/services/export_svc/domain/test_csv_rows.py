@@ -8,7 +8,9 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from export_svc.adapters.tracker import export_conversion
 from export_svc.domain.csv_rows import HEADERS, format_timestamp, neutralize, rows_for
+from export_svc.domain.sources import ExportConversion
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, tracker_pb2
 
 
@@ -25,7 +27,9 @@ def _credit(agent_id: str, name: str, email: str, seconds: int, nanos: int = 0):
     )
 
 
-def _conversion(**fields) -> tracker_pb2.Conversion:
+def _conversion(**fields) -> ExportConversion:
+    """A tracker message as the export reads it (through the adapter, so these tables pin
+    the cells from the message the tracker sends to the CSV)."""
     base = dict(
         id="cv-1",
         account_id="acct",
@@ -35,7 +39,7 @@ def _conversion(**fields) -> tracker_pb2.Conversion:
         conversion_time=_ts(dt.datetime(2026, 5, 3, 9, 15, 30, tzinfo=dt.UTC)),
     )
     base.update(fields)
-    return tracker_pb2.Conversion(**base)
+    return export_conversion(tracker_pb2.Conversion(**base))
 
 
 def test_headers_are_the_spec_columns_in_order():
@@ -114,8 +118,7 @@ def test_contact_duration_is_floored_to_whole_seconds(seconds, nanos, expected):
     ],
 )
 def test_timestamp_is_iso_8601_utc(when, expected):
-    stamp = _ts(when)
-    assert format_timestamp(stamp.seconds, stamp.nanos) == expected
+    assert format_timestamp(_conversion(conversion_time=_ts(when)).conversion_time) == expected
 
 
 @pytest.mark.parametrize(

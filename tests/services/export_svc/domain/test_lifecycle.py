@@ -19,12 +19,11 @@ from export_svc.domain.lifecycle import (
 )
 from export_svc.domain.links import LinkSigner
 from export_svc.domain.model import ExportJob, ExportState
-from export_svc.domain.sources import TrackerOutage
+from export_svc.domain.sources import ExportConversion, ExportCredit, TrackerOutage
 from export_svc.store.protocols import JobStore
 from goalflow_common.auth import Account
 from goalflow_common.clock import ManualClock
-from goalflow_common.pb.goals.v1 import tracker_pb2
-from goalflow_common.server import Lifecycle
+from goalflow_common.lifecycle import Lifecycle
 
 LEASE_S = 30.0  # the lease keeper (every lease_s / 3 real seconds) never runs in a test
 SECRET = b"k" * 32
@@ -88,15 +87,16 @@ class Conversions:
         self.down = down
 
     async def conversions(self, account_id: str, goal_id: str, start: dt.datetime,
-                          end: dt.datetime) -> AsyncGenerator[tracker_pb2.Conversion, None]:
+                          end: dt.datetime) -> AsyncGenerator[ExportConversion, None]:
         if self.down:
             raise TrackerOutage("StreamConversions: UNAVAILABLE")
         for n in range(2):
-            conversion = tracker_pb2.Conversion(id=f"c{n}", account_id=account_id,
-                                                goal_id=goal_id, goal_name="Checkout")
-            conversion.conversion_time.FromDatetime(start)
-            conversion.credits.add().agent.id = f"agent-{n}"
-            yield conversion
+            yield ExportConversion(
+                id=f"c{n}", goal_id=goal_id, goal_name="Checkout", conversation_id="",
+                conversion_time=start.astimezone(dt.UTC), transaction_value=None,
+                satisfaction_rating=None,
+                credits=(ExportCredit(agent_id=f"agent-{n}", agent_name="", agent_email="",
+                                      contact_duration=dt.timedelta()),))
 
 
 class Mailer:

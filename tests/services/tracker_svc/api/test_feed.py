@@ -17,8 +17,9 @@ from grpc import aio
 from pymongo import AsyncMongoClient
 
 from goalflow_common.auth import KeyStore, Role
+from goalflow_common.lifecycle import Lifecycle
 from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2, tracker_pb2_grpc
-from goalflow_common.server import Lifecycle, Registration, build_server
+from goalflow_common.server import Registration, build_server
 from goalflow_dev.embedded_mongo import EmbeddedMongo
 from tests.services.tracker_svc.builders import (
     agent,
