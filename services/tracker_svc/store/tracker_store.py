@@ -105,6 +105,7 @@ from tracker_svc.store.documents import (
     report_conversion_from_document,
 )
 from tracker_svc.store.protocols import WatchLost
+from tracker_svc.store.windows import in_windows
 
 log = structlog.get_logger(__name__)
 
@@ -298,17 +299,21 @@ class TrackerStore:
         docs = await self._conversions.find(query).sort(_NEWEST_FIRST).limit(limit).to_list()
         return [conversion_from_document(d) for d in docs]
 
-    async def conversions_window(
-        self, account_id: str, goal_id: str, start: dt.datetime, end: dt.datetime, limit: int
-    ) -> list[ConversionRecord]:
-        """Up to ``limit`` of a goal's conversions with ``start <= time < end``, oldest first
-        (then by id). nx-27017 compares these datetimes to the second
-        (test_mongo_conformance.py::test_keyset_or_on_millisecond_datetimes_with_eq), so the
-        caller's window edges are whole seconds and it drops rows it already handed out."""
-        query = {"account_id": account_id, "goal_id": goal_id,
-                 "conversion_time": {"$gte": start, "$lt": end}}
-        docs = await self._conversions.find(query).sort(_OLDEST_FIRST).limit(limit).to_list()
-        return [conversion_from_document(d) for d in docs]
+    async def goal_conversions(
+        self, account_id: str, goal_id: str, start: dt.datetime, end: dt.datetime, size: int
+    ) -> AsyncIterator[list[ConversionRecord]]:
+        """A goal's conversions with ``start <= time < end``, each once, oldest first (then
+        by id), in non-empty lists of at most ``size``: one bounded query per list, in time
+        windows (``store.windows`` says why)."""
+
+        async def fetch(lo: dt.datetime, hi: dt.datetime, limit: int) -> list[ConversionRecord]:
+            query = {"account_id": eq(account_id), "goal_id": eq(goal_id),
+                     "conversion_time": {"$gte": lo, "$lt": hi}}
+            docs = await self._conversions.find(query).sort(_OLDEST_FIRST).limit(limit).to_list()
+            return [conversion_from_document(d) for d in docs]
+
+        async for rows in in_windows(fetch, start, end, size):
+            yield rows
 
     async def count_by_goal(self, account_id: str, since: dt.datetime) -> dict[str, int]:
         """The account's conversions at or after ``since``, counted per goal (goals with

@@ -655,7 +655,7 @@ async def test_lt_on_strings_that_look_like_dates(db):
 async def test_lt_on_digit_strings(db):
     """The export list key's form: digits, then the id."""
     coll = db["strings"]
-    keys = ["00001780308000000000|a", "00001780311600000000|b", "00001780390800000000|c"]
+    keys = ["20260601100000000000|a", "20260601110000000000|b", "20260602090000000000|c"]
     await coll.insert_many([{"_id": k, "k": k} for k in keys])
     found = [d["k"] async for d in coll.find({"k": {"$lt": keys[2]}}).sort("k", -1)]
     assert found == keys[1::-1]
