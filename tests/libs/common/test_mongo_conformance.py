@@ -306,7 +306,7 @@ async def _page_newest_first(coll, account_filter: dict) -> list[str]:
 
 
 async def test_keyset_or_on_millisecond_datetimes_with_in(db):
-    # ListConversions' page query (tracker_svc/queries.py): ties at one millisecond and
+    # ListConversions' page query (TrackerStore.conversions_page): ties at one millisecond and
     # neighbours a millisecond away in the same second.
     coll, expected = await _times_around_one_millisecond(db)
     assert await _page_newest_first(coll, {"$in": ["x"]}) == [d["_id"] for d in expected]
