@@ -15,7 +15,7 @@ never shares a server's event loop. Then, in one run:
    batches unacknowledged; from the first send to the last acknowledgement. Every
    acknowledgement must account for its whole batch (accepted + duplicates) with nothing
    rejected, and the conversions they report must equal the ones an offline replay of the
-   same events through ``tracker_svc.attribution`` expects.
+   same events through ``tracker_svc.domain.attribution`` expects.
 3. ``conversion_latency_p50_ms`` / ``_p99_ms`` — during the ingest, agent-workspace
    subscribers (``SubscribeConversions`` by conversation, agent key) follow a sample of the
    conversations that convert; latency is the receive time minus the send time of the
@@ -66,7 +66,7 @@ from bench.harness import (
     stop_profilers,
 )
 from goalflow_common.auth import KeyStore, Role
-from goalflow_common.db import decode_change_document
+from goalflow_common.db import change_events, decode_change_document
 from goalflow_common.lifecycle import cancel_and_wait
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
 from tracker_svc.api.convert import goal_from_proto
@@ -79,7 +79,7 @@ from tracker_svc.store.tracker_store import TrackerStore
 
 SCRATCH = "bench_store_ceiling"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-POLL_S = 0.01  # change-stream fallback: nx-27017 answers getMore at once, so we pace it
+POLL_S = 0.01  # change-stream fallback: the pause between empty polls (db.next_change)
 
 
 def _log(message: str) -> None:
@@ -98,7 +98,7 @@ def expected_conversions(
 ) -> dict[str, str]:
     """Conversion ``_id`` -> hit event id that the tracker must record for ``events`` (one
     account's stored events): the tracker's own attribution core
-    (``tracker_svc.batch_attribution``) given every event as one batch with nothing stored,
+    (``tracker_svc.domain.batch_attribution``) given every event as one batch with nothing stored,
     so a difference points at ingestion (batching, reads, writes), not at the rules. The
     generated traffic is in time order, so the first hit to convert is also the first
     to arrive."""
@@ -301,11 +301,7 @@ async def start_change_stream(db: Any, due: set[str]) -> LatencyProbe:
 
     async def follow() -> None:
         try:
-            while True:
-                change = await stream.try_next()
-                if change is None:
-                    await asyncio.sleep(POLL_S)
-                    continue
+            async for change in change_events(stream, POLL_S):
                 doc = decode_change_document(change.get("fullDocument")) or {}
                 if "hit_event_id" in doc:
                     probe.record(doc["hit_event_id"])

@@ -14,16 +14,16 @@ Collections of the config database (private to this module):
 
 nx-27017 workarounds, each checked by tests/libs/common/test_mongo_conformance.py:
 
-- Indexed equalities are written ``{"$eq": v}`` (``goalflow_common.db.eq``): nx-27017 runs a
-  bare value as a scan of the whole collection
-  (``test_eq_operator_and_in_give_the_same_answers_as_bare_equality``).
+- Equalities on a caller's value are written ``{"$eq": v}`` (``goalflow_common.db.eq``):
+  the same answers (``test_eq_operator_and_in_give_the_same_answers_as_bare_equality``),
+  but nx-27017 serves them from an index instead of a scan (a speed gap only, see ``eq``).
 - Every goal write replaces the whole document conditionally on its revision
   (``test_replace_one_conditional_on_revision``): nx-27017 stores a datetime given to
   ``$set`` as a string (``test_set_datetime_on_existing_document``).
-- Change streams: nx-27017 answers a ``getMore`` at once rather than waiting, and sends the
-  full document's dates as extended JSON; ``goalflow_common.db.change_events`` and
-  ``decode_change_document`` cover both
-  (``test_change_stream_full_document_keeps_datetimes``).
+- Change streams: nx-27017 answers a ``getMore`` at once rather than waiting
+  (``test_change_stream_get_more_waits_for_data``), and sends the full document's dates as
+  extended JSON (``test_change_stream_full_document_keeps_datetimes``);
+  ``goalflow_common.db.change_events`` and ``decode_change_document`` cover both.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class MongoGoalStore:
     # -- goals -------------------------------------------------------------------------
 
     async def get(self, account_id: str, goal_id: str) -> Goal | None:
-        doc = await self._goals.find_one({"_id": goal_id, "account_id": account_id})
+        doc = await self._goals.find_one({"_id": eq(goal_id), "account_id": eq(account_id)})
         return None if doc is None else _goal_from_doc(doc)
 
     async def insert(self, goal: Goal) -> None:
@@ -89,7 +89,8 @@ class MongoGoalStore:
     async def replace(self, goal: Goal, expected_revision: int) -> bool:
         try:
             result = await self._goals.replace_one(
-                {"_id": goal.id, "account_id": goal.account_id, "revision": expected_revision},
+                {"_id": eq(goal.id), "account_id": eq(goal.account_id),
+                 "revision": eq(expected_revision)},
                 _goal_to_doc(goal),
             )
         except DuplicateKeyError as exc:
@@ -97,13 +98,14 @@ class MongoGoalStore:
         return result.matched_count == 1
 
     async def remove(self, account_id: str, goal_id: str) -> Goal | None:
-        doc = await self._goals.find_one_and_delete({"_id": goal_id, "account_id": account_id})
+        doc = await self._goals.find_one_and_delete(
+            {"_id": eq(goal_id), "account_id": eq(account_id)})
         return None if doc is None else _goal_from_doc(doc)
 
     async def add_tombstone(self, goal: Goal, revision: int) -> None:
         # Real time, not the service's clock: the TTL index expires tombstones by it.
         await self._tombstones.replace_one(
-            {"_id": goal.id},
+            {"_id": eq(goal.id)},
             {"_id": goal.id, "account_id": goal.account_id, "revision": revision,
              "deleted_at": dt.datetime.now(dt.UTC)},
             upsert=True,
@@ -165,7 +167,7 @@ class MongoGoalStore:
         return [_slot_from_doc(doc) async for doc in cursor]
 
     async def slot_of(self, goal_id: str) -> Slot | None:
-        doc = await self._slots.find_one({"goal_id": goal_id})
+        doc = await self._slots.find_one({"goal_id": eq(goal_id)})
         return None if doc is None else _slot_from_doc(doc)
 
     async def insert_slot(self, slot: Slot) -> bool:
@@ -179,11 +181,11 @@ class MongoGoalStore:
         return True
 
     async def release_slot(self, goal_id: str, token: str) -> bool:
-        result = await self._slots.delete_one({"goal_id": goal_id, "token": token})
+        result = await self._slots.delete_one({"goal_id": eq(goal_id), "token": eq(token)})
         return result.deleted_count == 1
 
     async def release_slots(self, goal_id: str) -> None:
-        await self._slots.delete_many({"goal_id": goal_id})
+        await self._slots.delete_many({"goal_id": eq(goal_id)})
 
 
 class _ChangeFeed:

@@ -1,9 +1,10 @@
 """Stored export files (the ``FileStore`` protocol): the zip in the export database, one
 document per chunk, in the ``export_files`` and ``export_chunks`` collections.
 
-Not GridFS. This is the store's nx-27017 workaround (no test in
-tests/libs/common/test_mongo_conformance.py covers GridFS; tests/services/export_svc/store/
-test_files.py checks this layout on both servers): against nx-27017 PyMongo's
+Not GridFS. This is the store's nx-27017 workaround
+(tests/libs/common/test_mongo_conformance.py::test_gridfs_round_trip_with_dates shows the
+gaps; tests/services/export_svc/store/test_files.py checks this layout on both servers):
+against nx-27017 PyMongo's
 ``AsyncGridFSBucket`` stores ``uploadDate`` as a string, refuses a datetime inside
 ``metadata`` ("Object of type datetime is not JSON serializable") and mangles the compound
 ``(files_id, n)`` index into a field ``files_id_n``, so neither a TTL on the file nor an

@@ -14,12 +14,14 @@ nx-27017 workarounds, all here:
   ``test_unique_single_field_index``. Never store ``request_key=None``.
 - ``list_key`` (newest-first paging on one string key) is digits then the id: nx-27017
   matches nothing for ``$lt`` on a string that starts like an ISO date ("2026-06-01T..."),
-  as if it compared it as a date (no conformance test yet: ``test_list_pages_newest_first``
-  in tests/services/export_svc/store/test_jobs.py catches it).
-- Date range queries are re-checked in Python (``_due``): the server compares dates
-  coarsely, see ``test_tz_aware_datetime_round_trip_millisecond_precision``.
-- Equality on values that come from callers goes through ``eq`` (``$eq``), see
-  ``test_eq_operator_and_in_give_the_same_answers_as_bare_equality``.
+  as if it compared it as a date (``test_lt_on_strings_that_look_like_dates``; the form
+  used, ``test_lt_on_digit_strings``).
+- Date range queries (``due_queued``, ``expired_leases``) are re-checked in Python: the
+  server compares dates to the second unless the query holds a ``$in``, see
+  ``test_keyset_or_on_millisecond_datetimes_with_eq``.
+- Equality on values that come from callers goes through ``eq`` (``$eq``): the same answers
+  (``test_eq_operator_and_in_give_the_same_answers_as_bare_equality``), served from an
+  index on nx-27017 (a speed gap, see ``goalflow_common.db.eq``).
 """
 
 from __future__ import annotations
@@ -68,7 +70,7 @@ class MongoJobStore:
         return job
 
     async def get(self, account_id: str, export_id: str) -> ExportJob | None:
-        doc = await self._exports.find_one({"_id": export_id, "account_id": account_id})
+        doc = await self._exports.find_one({"_id": eq(export_id), "account_id": eq(account_id)})
         return None if doc is None else from_doc(doc)
 
     async def get_by_id(self, export_id: str) -> ExportJob | None:
@@ -107,7 +109,7 @@ class MongoJobStore:
         # lease_owner in the filter as well: a stale in-memory job of a previous holder
         # cannot match even if revisions were somehow reused.
         result = await self._exports.replace_one(
-            {"_id": old.id, "revision": old.revision, "lease_owner": old.lease_owner},
+            {"_id": eq(old.id), "revision": eq(old.revision), "lease_owner": eq(old.lease_owner)},
             to_doc(new),
         )
         return result.matched_count == 1

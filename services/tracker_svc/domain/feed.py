@@ -122,7 +122,6 @@ class ConversionFeed(Generic[M]):
         max_lag_s: float = 10.0,
         max_queued: int = 20_000,
         max_backoff_s: float = 5.0,
-        idle_poll_s: float = 0.02,
     ) -> None:
         self._changes = changes
         self._lifecycle = lifecycle
@@ -130,7 +129,6 @@ class ConversionFeed(Generic[M]):
         self._max_lag = max_lag_s
         self._max_queued = max_queued
         self._max_backoff = max_backoff_s
-        self._idle_poll = idle_poll_s
         # Ids this process is inserting right now (count of inserts in flight per id).
         self._inserting: collections.Counter[str] = collections.Counter()
         self._seen_once: collections.OrderedDict[str, None] = collections.OrderedDict()
@@ -293,10 +291,7 @@ class ConversionFeed(Generic[M]):
                 backoff = min(backoff * 2, self._max_backoff)
                 continue
             backoff = 0.1
-            if record is None:
-                # nx-27017 answers getMore at once instead of waiting for data; pause so
-                # an idle feed does not spin.
-                await asyncio.sleep(self._idle_poll)
+            if record is None:  # none yet (``next`` waited a moment for one)
                 continue
             # Inserted here: ``publish`` may have dispatched it, or will.
             mine = record.id in self._inserting or record.id in self._seen_once

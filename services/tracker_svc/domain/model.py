@@ -33,6 +33,15 @@ def rating_key(account_id: str, conversation_id: str) -> str:
     return f"{account_id}:{conversation_id}"
 
 
+RatingOrder = tuple[dt.datetime, str]  # (occurred_at, event id) of a "rated" event
+
+
+def rating_supersedes(new: RatingOrder, held: RatingOrder) -> bool:
+    """Whether a rating replaces the one held for its conversation: the latest counts, by
+    time, then by event id (docs/rules.md D14, D21)."""
+    return new > held
+
+
 def conversion_key(account_id: str, goal_id: str, conversation_id: str) -> str:
     """One conversion per (goal, conversation): the key makes that hold across replicas."""
     return f"{account_id}:{goal_id}:{conversation_id}"

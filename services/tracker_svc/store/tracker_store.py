@@ -81,7 +81,7 @@ from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
-from goalflow_common.db import decode_change_document, eq
+from goalflow_common.db import decode_change_document, eq, next_change
 from tracker_svc.domain.model import (
     STATE_KINDS,
     ConversionFilter,
@@ -92,6 +92,7 @@ from tracker_svc.domain.model import (
     ReportFilter,
     StoredEvent,
     rating_key,
+    rating_supersedes,
 )
 from tracker_svc.store.documents import (
     REPORT_PROJECTION,
@@ -105,6 +106,7 @@ from tracker_svc.store.documents import (
     report_conversion_from_document,
 )
 from tracker_svc.store.protocols import WatchLost
+from tracker_svc.store.windows import in_windows
 
 log = structlog.get_logger(__name__)
 
@@ -156,7 +158,8 @@ class TrackerStore:
         return await _insert_new(self._conversions, [conversion_document(r) for r in records])
 
     async def record_ratings(self, account_id: str, rated: Sequence[StoredEvent]) -> None:
-        """Keep each conversation's latest rating from these "rated" events.
+        """Keep, per conversation, the rating among these "rated" events and the one held
+        that the domain's rule picks (``domain.model.rating_supersedes``).
 
         Idempotent and safe under concurrent writers (other batches, other replicas): each
         conversation's document is replaced only if it still holds the rating that was
@@ -164,7 +167,7 @@ class TrackerStore:
         latest: dict[str | None, StoredEvent] = {}
         for event in rated:
             seen = latest.get(event.conversation_id)
-            if seen is None or (event.at, event.event_id) > (seen.at, seen.event_id):
+            if seen is None or rating_supersedes(_order(event), _order(seen)):
                 latest[event.conversation_id] = event
         await asyncio.gather(*(self._keep_latest(account_id, e) for e in latest.values()))
 
@@ -183,7 +186,7 @@ class TrackerStore:
                     return
                 except DuplicateKeyError:
                     continue  # another writer got there first: compare with theirs
-            if (held["at"], held["event_id"]) >= (event.at, event.event_id):
+            if not rating_supersedes(_order(event), (held["at"], held["event_id"])):
                 return
             done = await self._ratings.replace_one(
                 {"_id": eq(key), "event_id": eq(held["event_id"])}, new
@@ -282,7 +285,8 @@ class TrackerStore:
                               ("credited_agent_ids", which.agent_id)):
             if value:
                 # $in, not equality: nx-27017 does not match an array field's elements on
-                # equality (credited_agent_ids).
+                # equality (credited_agent_ids), bare or $eq
+                # (test_mongo_conformance.py::test_equality_matches_array_elements).
                 query[stored] = {"$in": [value]}
         times: dict[str, dt.datetime] = {}
         if which.start is not None:
@@ -298,17 +302,21 @@ class TrackerStore:
         docs = await self._conversions.find(query).sort(_NEWEST_FIRST).limit(limit).to_list()
         return [conversion_from_document(d) for d in docs]
 
-    async def conversions_window(
-        self, account_id: str, goal_id: str, start: dt.datetime, end: dt.datetime, limit: int
-    ) -> list[ConversionRecord]:
-        """Up to ``limit`` of a goal's conversions with ``start <= time < end``, oldest first
-        (then by id). nx-27017 compares these datetimes to the second
-        (test_mongo_conformance.py::test_keyset_or_on_millisecond_datetimes_with_eq), so the
-        caller's window edges are whole seconds and it drops rows it already handed out."""
-        query = {"account_id": account_id, "goal_id": goal_id,
-                 "conversion_time": {"$gte": start, "$lt": end}}
-        docs = await self._conversions.find(query).sort(_OLDEST_FIRST).limit(limit).to_list()
-        return [conversion_from_document(d) for d in docs]
+    async def goal_conversions(
+        self, account_id: str, goal_id: str, start: dt.datetime, end: dt.datetime, size: int
+    ) -> AsyncIterator[list[ConversionRecord]]:
+        """A goal's conversions with ``start <= time < end``, each once, oldest first (then
+        by id), in non-empty lists of at most ``size``: one bounded query per list, in time
+        windows (``store.windows`` says why)."""
+
+        async def fetch(lo: dt.datetime, hi: dt.datetime, limit: int) -> list[ConversionRecord]:
+            query = {"account_id": eq(account_id), "goal_id": eq(goal_id),
+                     "conversion_time": {"$gte": lo, "$lt": hi}}
+            docs = await self._conversions.find(query).sort(_OLDEST_FIRST).limit(limit).to_list()
+            return [conversion_from_document(d) for d in docs]
+
+        async for rows in in_windows(fetch, start, end, size):
+            yield rows
 
     async def count_by_goal(self, account_id: str, since: dt.datetime) -> dict[str, int]:
         """The account's conversions at or after ``since``, counted per goal (goals with
@@ -323,7 +331,7 @@ class TrackerStore:
         grouped rows (a handful per account) because a $in in that $match makes nx-27017 ten
         times slower."""
         cursor = await self._conversions.aggregate([
-            {"$match": {"$and": [{"account_id": account_id},
+            {"$match": {"$and": [{"account_id": eq(account_id)},
                                  {"conversion_time": {"$gte": since}}]}},
             {"$group": {"_id": "$goal_id", "count": {"$sum": 1}}},
         ])
@@ -333,7 +341,7 @@ class TrackerStore:
         """The conversions a report reads, in the order their conversations opened (then by
         id). The credit filters only narrow the read; the caller re-checks each credit."""
         selector: dict[str, Any] = {
-            "account_id": which.account_id,
+            "account_id": eq(which.account_id),
             "conversation_open_time": {"$gte": which.start, "$lt": which.end},
         }
         for stored, values in (("skill", which.skills), ("goal_id", which.goal_ids),
@@ -346,9 +354,14 @@ class TrackerStore:
         async for doc in cursor:
             yield report_conversion_from_document(doc)
 
-    def watch_conversions(self) -> ConversionChanges:
-        """A follower of conversion inserts (any replica's), opened by its first ``next``."""
-        return ConversionChanges(self._conversions)
+    def watch_conversions(self, idle_s: float = 0.02) -> ConversionChanges:
+        """A follower of conversion inserts (any replica's), opened by its first ``next``;
+        ``next`` waits up to about ``idle_s`` for one (``goalflow_common.db.next_change``)."""
+        return ConversionChanges(self._conversions, idle_s)
+
+
+def _order(rated: StoredEvent) -> tuple[dt.datetime, str]:
+    return rated.at, rated.event_id
 
 
 def _older_than(
@@ -407,8 +420,9 @@ class ConversionChanges:
     """Inserts into ``conversions`` as they happen, from one change stream that resumes
     after the last change seen when it is reopened."""
 
-    def __init__(self, conversions: Collection) -> None:
+    def __init__(self, conversions: Collection, idle_s: float) -> None:
         self._conversions = conversions
+        self._idle_s = idle_s
         self._stream: Any = None
         self._resume_token: Any = None
 
@@ -429,14 +443,15 @@ class ConversionChanges:
         return await self._conversions.watch(pipeline)
 
     async def next(self) -> ConversionRecord | None:
-        """The next inserted conversion, or None if there is none yet (or it could not be
-        read: logged and skipped). Raises ``WatchLost`` when the stream failed; the next
-        call reopens it, resuming after the last change seen."""
+        """The next inserted conversion, or None if none came within about ``idle_s`` (or
+        it could not be read: logged and skipped), so a caller may loop on it. Raises
+        ``WatchLost`` when the stream failed; the next call reopens it, resuming after the
+        last change seen."""
         try:
             if self._stream is None:
                 self._stream = await self._open()
                 log.info("conversion_feed_reopened")
-            change = await self._stream.try_next()
+            change = await next_change(self._stream, self._idle_s)
             self._resume_token = self._stream.resume_token
             alive = self._stream.alive
         except PyMongoError as exc:
@@ -445,7 +460,8 @@ class ConversionChanges:
         if change is None:
             if not alive:
                 # nx-27017 answers a getMore on a cursor it no longer knows (a restart or
-                # failover) with an empty, closed one.
+                # failover) with an empty, closed one
+                # (test_mongo_conformance.py::test_change_stream_survives_a_forgotten_cursor).
                 await self.close()
                 raise WatchLost("the server closed the change stream")
             return None

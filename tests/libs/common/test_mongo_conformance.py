@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 from bson.decimal128 import Decimal128
+from gridfs.asynchronous import AsyncGridFSBucket
 from pymongo import ASCENDING, AsyncMongoClient, InsertOne, ReturnDocument, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError
@@ -305,7 +306,7 @@ async def _page_newest_first(coll, account_filter: dict) -> list[str]:
 
 
 async def test_keyset_or_on_millisecond_datetimes_with_in(db):
-    # ListConversions' page query (tracker_svc/queries.py): ties at one millisecond and
+    # ListConversions' page query (TrackerStore.conversions_page): ties at one millisecond and
     # neighbours a millisecond away in the same second.
     coll, expected = await _times_around_one_millisecond(db)
     assert await _page_newest_first(coll, {"$in": ["x"]}) == [d["_id"] for d in expected]
@@ -617,3 +618,95 @@ async def test_eq_operator_and_in_give_the_same_answers_as_bare_equality(db):
     within = await coll.find({"account_id": {"$eq": "a1"},
                               "conversation_id": {"$in": ["c2"]}}).sort("_id").to_list()
     assert bare == op == within and len(bare) > 0
+
+
+# --- gaps the stores work around --------------------------------------------------------
+
+
+@embedded_gap("equality on an array field does not match the array's elements, bare or $eq; "
+              "$in does (test_in_matches_array_elements, the tracker's credited_agent_ids)")
+async def test_equality_matches_array_elements(db):
+    coll = db["arrays"]
+    await coll.insert_many([{"_id": 1, "ids": ["a", "b"]}, {"_id": 2, "ids": ["c"]},
+                            {"_id": 3, "ids": "b"}])
+    for condition in ("b", {"$eq": "b"}):
+        found = await coll.find({"ids": condition}).sort("_id").to_list()
+        assert [d["_id"] for d in found] == [1, 3]
+
+
+async def test_in_matches_array_elements(db):
+    """The form the tracker's conversion filters use on an array field."""
+    coll = db["arrays"]
+    await coll.insert_many([{"_id": 1, "ids": ["a", "b"]}, {"_id": 2, "ids": ["c"]}])
+    found = await coll.find({"ids": {"$in": ["b"]}}).sort("_id").to_list()
+    assert [d["_id"] for d in found] == [1]
+
+
+@embedded_gap("$lt on a string that starts like an ISO date ('2026-06-01T...') matches "
+              "nothing, as if it compared dates; the export list key starts with digits")
+async def test_lt_on_strings_that_look_like_dates(db):
+    coll = db["strings"]
+    keys = ["2026-06-01T10:00:00Z|a", "2026-06-01T11:00:00Z|b", "2026-06-02T09:00:00Z|c"]
+    await coll.insert_many([{"_id": k, "k": k} for k in keys])
+    found = [d["k"] async for d in coll.find({"k": {"$lt": keys[2]}}).sort("k", -1)]
+    assert found == keys[1::-1]
+
+
+async def test_lt_on_digit_strings(db):
+    """The export list key's form: digits, then the id."""
+    coll = db["strings"]
+    keys = ["20260601100000000000|a", "20260601110000000000|b", "20260602090000000000|c"]
+    await coll.insert_many([{"_id": k, "k": k} for k in keys])
+    found = [d["k"] async for d in coll.find({"k": {"$lt": keys[2]}}).sort("k", -1)]
+    assert found == keys[1::-1]
+
+
+@embedded_gap("getMore on an idle change stream answers at once instead of waiting up to "
+              "maxAwaitTimeMS, so a loop over try_next spins (goalflow_common.db pauses)")
+async def test_change_stream_get_more_waits_for_data(db):
+    coll = db["goals"]
+    stream = await coll.watch(max_await_time_ms=1000)
+    try:
+        assert await stream.try_next() is None  # the first answer may come at once
+        started = asyncio.get_running_loop().time()
+        assert await stream.try_next() is None
+        waited = asyncio.get_running_loop().time() - started
+    finally:
+        await stream.close()
+    assert waited >= 0.5  # MongoDB holds it ~1 s; nx-27017 answers in milliseconds
+
+
+@embedded_gap("a getMore on a change-stream cursor the server no longer knows (a restart, a "
+              "failover, here killCursors) comes back empty and closed; MongoDB answers "
+              "CursorNotFound, which the driver resumes from")
+async def test_change_stream_survives_a_forgotten_cursor(db):
+    coll = db["goals"]
+    stream = await coll.watch()
+    try:
+        await stream.try_next()
+        cursor_id = stream._cursor.cursor_id  # no public accessor; the server's cursor id
+        await db.command("killCursors", coll.name, cursors=[cursor_id])
+        await stream.try_next()
+        assert stream.alive
+        await coll.insert_one({"_id": "after"})
+        event = await asyncio.wait_for(stream.next(), EVENT_TIMEOUT_S)
+    finally:
+        await stream.close()
+    assert event["documentKey"] == {"_id": "after"}
+
+
+@embedded_gap("GridFS: uploadDate is stored as a string, a datetime in metadata is refused "
+              "('not JSON serializable'), and the (files_id, n) chunk index is mangled into "
+              "one field files_id_n; export_svc/store/files.py keeps its own two collections")
+async def test_gridfs_round_trip_with_dates(db):
+    bucket = AsyncGridFSBucket(db, bucket_name="conf", chunk_size_bytes=1024)
+    expire = dt.datetime(2026, 6, 1, 12, 0, 0, 123000, tzinfo=dt.UTC)
+    data = bytes(range(256)) * 10  # three chunks
+    file_id = await bucket.upload_from_stream("x.zip", data, metadata={"expire_at": expire})
+    out = await bucket.open_download_stream(file_id)
+    assert await out.read() == data
+    stored = await db["conf.files"].find_one({"_id": file_id})
+    assert isinstance(stored["uploadDate"], dt.datetime)
+    assert stored["metadata"]["expire_at"] == expire
+    keys = [dict(ix["key"]) async for ix in await db["conf.chunks"].list_indexes()]
+    assert {"files_id": 1, "n": 1} in keys
