@@ -106,13 +106,13 @@ class GoalPatch:
 
     name: str | Unset = UNSET
     description: str | Unset = UNSET
-    start_date: dt.date | None | Unset = UNSET
-    end_date: dt.date | None | Unset = UNSET
+    start_date: dt.date | Unset | None = UNSET
+    end_date: dt.date | Unset | None = UNSET
     agent_group_ids: tuple[str, ...] | Unset = UNSET
     attribution_model: AttributionModel | Unset = UNSET
     attribution_period_days: int | Unset = UNSET
-    transaction_value: Money | None | Unset = UNSET
-    goal_type: GoalType | None | Unset = UNSET
+    transaction_value: Money | Unset | None = UNSET
+    goal_type: GoalType | Unset | None = UNSET
     conditions: tuple[Condition, ...] | Unset = UNSET
     active: bool | Unset = UNSET
 

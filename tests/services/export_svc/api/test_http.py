@@ -23,8 +23,8 @@ import structlog
 
 from export_svc.api import http as export_http
 from export_svc.api.http import create_app, start_http, stop_http
-from export_svc.domain.links import LINK_TTL, LinkSigner
 from export_svc.domain.jobs import JOB_TTL
+from export_svc.domain.links import LINK_TTL, LinkSigner
 from export_svc.domain.model import ExportJob, ExportState
 from export_svc.store.files import MongoFileStore
 from export_svc.store.jobs import MongoJobStore
