@@ -222,8 +222,9 @@ class _ChangeFeed:
                 )
                 if getter not in done:
                     for task in self._readers:
-                        if task.done() and task.exception() is not None:
-                            raise task.exception()  # type: ignore[misc]
+                        failure = task.exception() if task.done() else None
+                        if failure is not None:
+                            raise failure
                     return  # stopping, or a stream ended: end the feed cleanly
                 yield getter.result()
         finally:
