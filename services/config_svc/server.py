@@ -6,7 +6,7 @@ import datetime as dt
 
 import structlog
 
-from config_svc.api.counts import TrackerCounts
+from config_svc.adapters.counts import TrackerCounts
 from config_svc.api.servicer import ConfigServicer
 from config_svc.domain import rules
 from config_svc.settings import ConfigSettings

@@ -11,7 +11,7 @@ from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2, tracker_pb
 from goalflow_common.protoconv import MAX_ID
 from goalflow_common.request_guard import RequestBudget, text_bytes
 from goalflow_common.server import GoalflowServer, Registration, build_server
-from tracker_svc.api.goal_feed import GoalCache
+from tracker_svc.adapters.goal_feed import GoalCache
 from tracker_svc.api.ingest import IngestHandler
 from tracker_svc.api.queries import MAX_GOAL_IDS, ConversionQueries
 from tracker_svc.api.reports import MAX_FILTER_ENTRIES, ReportHandler

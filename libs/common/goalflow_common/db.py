@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,6 +27,12 @@ Document = dict[str, Any]
 Client = AsyncMongoClient[Document]
 Database = AsyncDatabase[Document]
 Collection = AsyncCollection[Document]
+
+
+def aware_utc(when: dt.datetime) -> dt.datetime:
+    """A stored instant as a timezone-aware UTC datetime: a client without ``tz_aware``
+    reads naive UTC ones."""
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 async def connect(uri: str, *, app_name: str, attempts: int = 8) -> Client:

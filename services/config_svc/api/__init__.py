@@ -1,2 +1,1 @@
-"""The gRPC face of the config service: the servicer, the request/reply mapping and the
-tracker-backed conversion counts."""
+"""The gRPC face of the config service: the servicer and the request/reply mapping."""

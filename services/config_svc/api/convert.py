@@ -8,6 +8,7 @@ order the fields are declared, so a request with several problems names the firs
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import functools
 from collections.abc import Iterable
@@ -17,10 +18,10 @@ from config_svc.domain.model import (
     AttributionModel,
     ChangeKind,
     Condition,
-    FieldChanges,
     Goal,
     GoalChange,
     GoalFields,
+    GoalPatch,
     GoalStatus,
     GoalType,
     Money,
@@ -137,38 +138,61 @@ def _period(message: GoalMessage) -> int:
     return rules.clean_period(message.attribution_period_days if present else None)
 
 
-def _field(message: GoalMessage, name: str) -> object:
-    """One writable field of ``message``, validated, as the model holds it."""
+def _with_field(patch: GoalPatch, message: GoalMessage, name: str) -> GoalPatch:
+    """``patch`` also setting one writable field of ``message``, validated."""
+    replace = dataclasses.replace
     match name:
         case "name":
-            return rules.clean_name(message.name)
+            return replace(patch, name=rules.clean_name(message.name))
         case "description":
-            return rules.clean_description(message.description)
+            return replace(patch, description=rules.clean_description(message.description))
         case "start_date" | "end_date":
-            return date_or_none(name, message)
+            return _with_date(patch, name, date_or_none(name, message))
         case "agent_group_ids":
-            return rules.clean_groups(message.agent_group_ids)
+            return replace(patch, agent_group_ids=rules.clean_groups(message.agent_group_ids))
         case "attribution_model":
-            return parse_model(message.attribution_model)
+            return replace(patch, attribution_model=parse_model(message.attribution_model))
         case "attribution_period_days":
-            return _period(message)
+            return replace(patch, attribution_period_days=_period(message))
         case "transaction_value":
-            return parse_money(message)
+            return replace(patch, transaction_value=parse_money(message))
         case "goal_type":
-            return parse_goal_type(message.goal_type)
+            return replace(patch, goal_type=parse_goal_type(message.goal_type))
         case "conditions":
-            return parse_conditions(message.conditions)
+            return replace(patch, conditions=parse_conditions(message.conditions))
     raise AssertionError(f"not a writable goal field: {name}")
 
 
-def field_changes(message: GoalMessage, names: Iterable[str]) -> FieldChanges:
-    """The named writable fields of ``message``, validated one by one."""
-    return {name: _field(message, name) for name in names}
+def _with_date(patch: GoalPatch, name: str, day: dt.date | None) -> GoalPatch:
+    if name == "start_date":
+        return dataclasses.replace(patch, start_date=day)
+    return dataclasses.replace(patch, end_date=day)
+
+
+def goal_patch(message: GoalMessage, names: Iterable[str]) -> GoalPatch:
+    """The named writable fields of ``message``, validated one by one in ``names``' order
+    (so a request with several problems names the first)."""
+    patch = GoalPatch()
+    for name in names:
+        patch = _with_field(patch, message, name)
+    return patch
 
 
 def goal_fields(request: config_pb2.CreateGoalRequest) -> GoalFields:
-    """Every writable field of a CreateGoalRequest, validated."""
-    return GoalFields(**field_changes(request, rules.UPDATABLE))  # type: ignore[arg-type]
+    """Every writable field of a CreateGoalRequest, validated in declaration order (that
+    of ``rules.UPDATABLE``)."""
+    return GoalFields(
+        name=rules.clean_name(request.name),
+        description=rules.clean_description(request.description),
+        start_date=date_or_none("start_date", request),
+        end_date=date_or_none("end_date", request),
+        agent_group_ids=rules.clean_groups(request.agent_group_ids),
+        attribution_model=parse_model(request.attribution_model),
+        attribution_period_days=_period(request),
+        transaction_value=parse_money(request),
+        goal_type=parse_goal_type(request.goal_type),
+        conditions=parse_conditions(request.conditions),
+    )
 
 
 def update_paths(request: config_pb2.UpdateGoalRequest) -> tuple[str, ...]:
@@ -185,13 +209,13 @@ def update_paths(request: config_pb2.UpdateGoalRequest) -> tuple[str, ...]:
     return paths
 
 
-def activation_dates(request: config_pb2.ActivateGoalRequest) -> FieldChanges:
+def activation_dates(request: config_pb2.ActivateGoalRequest) -> GoalPatch:
     """The start and end dates an activation sets, if any."""
-    return {
-        name: date_or_none(name, request)
-        for name in ("start_date", "end_date")
-        if request.HasField(name)
-    }
+    patch = GoalPatch()
+    for name in ("start_date", "end_date"):
+        if request.HasField(name):
+            patch = _with_date(patch, name, date_or_none(name, request))
+    return patch
 
 
 # -- replies -----------------------------------------------------------------------------

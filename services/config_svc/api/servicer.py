@@ -81,7 +81,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         self, request: config_pb2.UpdateGoalRequest, context: Context
     ) -> config_pb2.UpdateGoalResponse:
         account_id, tz, today = await self._account()
-        changes = convert.field_changes(request.goal, convert.update_paths(request))
+        changes = convert.goal_patch(request.goal, convert.update_paths(request))
         goal = await self._goals.update(
             account_id, request.goal_id, changes, request.expected_revision, today
         )

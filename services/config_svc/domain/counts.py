@@ -1,8 +1,8 @@
 """Seven-day conversion counts shown beside each goal in a listing (docs/rules.md §2).
 
-The counts come from the tracker; the domain asks a ``ConversionCounts`` (the API wiring
-provides the gRPC-backed one) and works out the window: today and the six days before, in
-the account's time zone.
+The counts come from the tracker; the domain asks a ``ConversionCounts`` (the server wiring
+provides ``adapters.counts.TrackerCounts``) and works out the window: today and the six
+days before, in the account's time zone.
 """
 
 from __future__ import annotations

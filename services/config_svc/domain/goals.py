@@ -12,11 +12,12 @@ so the goal it answers with shows the status for the same day the rules were che
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import uuid
 
 from config_svc.domain import rules
-from config_svc.domain.model import FieldChanges, Goal, GoalFields
+from config_svc.domain.model import Goal, GoalFields, GoalPatch
 from config_svc.domain.slots import ActiveSlots, SlotBusy
 from config_svc.store.protocols import DuplicateName, GoalStore
 from goalflow_common.clock import Clock
@@ -109,7 +110,7 @@ class Goals:
         self,
         account_id: str,
         goal_id: str,
-        changes: FieldChanges,
+        changes: GoalPatch,
         expected_revision: int,
         today: dt.date,
     ) -> Goal:
@@ -120,7 +121,7 @@ class Goals:
                 raise Aborted(
                     f"goal changed: revision is {old.revision}, expected {expected_revision}"
                 )
-            new = old.with_changes(changes).stamped(self._clock.now())
+            new = old.patched(changes).stamped(self._clock.now())
             rules.check_dates(new.schedule, today, old.schedule)
             try:
                 if await self._store.replace(new, old.revision):
@@ -130,15 +131,17 @@ class Goals:
         raise _kept_changing()
 
     async def activate(
-        self, account_id: str, goal_id: str, dates: FieldChanges, today: dt.date
+        self, account_id: str, goal_id: str, dates: GoalPatch, today: dt.date
     ) -> Goal:
-        """Turn the goal on, setting the start and end dates in ``dates`` (if any)."""
+        """Turn the goal on, setting the start and end dates ``dates`` sets (if any)."""
+        turn_on = dataclasses.replace(dates, active=True)
         for _ in range(CONFLICT_RETRIES):
             old = await self.get(account_id, goal_id)
-            new = old.with_changes({**dates, "active": True}).stamped(self._clock.now())
+            changed = old.patched(turn_on)
+            new = changed.stamped(self._clock.now())
             rules.check_dates(new.schedule, today, old.schedule)
             if old.active:
-                if all(getattr(old, name) == value for name, value in dates.items()):
+                if changed == old:
                     return old  # already on, nothing to change
                 if await self._store.replace(new, old.revision):
                     return new
@@ -163,7 +166,7 @@ class Goals:
             # The slot is read before the flag goes off and released by its token: a slot
             # claimed afterwards belongs to a later activation of this goal and must stay.
             token = await self._slots.token_of(old.id)
-            new = old.with_changes({"active": False}).stamped(self._clock.now())
+            new = old.patched(GoalPatch(active=False)).stamped(self._clock.now())
             if await self._store.replace(new, old.revision):
                 if token is not None:
                     await self._slots.release(old.id, token)

@@ -12,6 +12,7 @@ import datetime as dt
 import enum
 import unicodedata
 from dataclasses import dataclass
+from typing import TypeVar
 
 
 class AttributionModel(enum.StrEnum):
@@ -88,9 +89,36 @@ class GoalFields:
     conditions: tuple[Condition, ...]
 
 
-# An update names some writable fields; values are validated, and their types are those of
-# the matching GoalFields attributes.
-FieldChanges = dict[str, object]
+class Unset(enum.Enum):
+    """A field a ``GoalPatch`` leaves as it is (None is a value: it clears a date)."""
+
+    UNSET = "UNSET"
+
+
+UNSET = Unset.UNSET
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class GoalPatch:
+    """What an update or (de)activation changes: validated values for some writable fields
+    (or ``active``); ``UNSET`` ones stay as they are."""
+
+    name: str | Unset = UNSET
+    description: str | Unset = UNSET
+    start_date: dt.date | Unset | None = UNSET
+    end_date: dt.date | Unset | None = UNSET
+    agent_group_ids: tuple[str, ...] | Unset = UNSET
+    attribution_model: AttributionModel | Unset = UNSET
+    attribution_period_days: int | Unset = UNSET
+    transaction_value: Money | Unset | None = UNSET
+    goal_type: GoalType | Unset | None = UNSET
+    conditions: tuple[Condition, ...] | Unset = UNSET
+    active: bool | Unset = UNSET
+
+
+def _patched(value: T | Unset, current: T) -> T:
+    return current if isinstance(value, Unset) else value
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,9 +148,24 @@ class Goal:
     def schedule(self) -> Schedule:
         return Schedule(self.active, self.start_date, self.end_date)
 
-    def with_changes(self, changes: FieldChanges) -> Goal:
-        """This goal with some writable fields (or ``active``) replaced."""
-        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+    def patched(self, patch: GoalPatch) -> Goal:
+        """This goal with the fields ``patch`` sets replaced."""
+        return dataclasses.replace(
+            self,
+            name=_patched(patch.name, self.name),
+            description=_patched(patch.description, self.description),
+            start_date=_patched(patch.start_date, self.start_date),
+            end_date=_patched(patch.end_date, self.end_date),
+            agent_group_ids=_patched(patch.agent_group_ids, self.agent_group_ids),
+            attribution_model=_patched(patch.attribution_model, self.attribution_model),
+            attribution_period_days=_patched(
+                patch.attribution_period_days, self.attribution_period_days
+            ),
+            transaction_value=_patched(patch.transaction_value, self.transaction_value),
+            goal_type=_patched(patch.goal_type, self.goal_type),
+            conditions=_patched(patch.conditions, self.conditions),
+            active=_patched(patch.active, self.active),
+        )
 
     def stamped(self, now: dt.datetime) -> Goal:
         """The next revision of this goal, written at ``now``."""

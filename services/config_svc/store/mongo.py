@@ -36,7 +36,6 @@ from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.asynchronous.change_stream import AsyncChangeStream
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from config_svc.domain.model import (
@@ -51,16 +50,20 @@ from config_svc.domain.model import (
     Slot,
 )
 from config_svc.store.protocols import DuplicateName
-from goalflow_common.db import change_events, decode_change_document, eq
+from goalflow_common.db import (
+    Database,
+    Document,
+    aware_utc,
+    change_events,
+    decode_change_document,
+    eq,
+)
 from goalflow_common.lifecycle import cancel_and_wait
 
 TOMBSTONE_TTL_S = 7 * 24 * 3600
 
-_Document = dict[str, Any]
-
-
 class MongoGoalStore:
-    def __init__(self, db: AsyncDatabase[_Document]) -> None:
+    def __init__(self, db: Database) -> None:
         self._goals = db["goals"]
         self._slots = db["active_slots"]
         self._tombstones = db["goal_tombstones"]
@@ -120,14 +123,14 @@ class MongoGoalStore:
         scan of the whole collection, but runs ``$eq`` and ``$gt`` on the
         (account_id, name_key) index. No ``_id`` tie-break is needed for the same reason.
         """
-        query: _Document = {"account_id": eq(account_id)}
+        query: Document = {"account_id": eq(account_id)}
         if after is not None:
             query["name_key"] = {"$gt": after[0]}
         cursor = self._goals.find(query).sort("name_key", 1).limit(limit)
         return [_goal_from_doc(doc) async for doc in cursor]
 
     async def active_goals(self, account_id: str | None) -> list[Goal]:
-        query: _Document = {"active": True}
+        query: Document = {"active": True}
         if account_id is not None:
             query["account_id"] = eq(account_id)
         return [_goal_from_doc(doc) async for doc in self._goals.find(query).sort("_id", 1)]
@@ -198,12 +201,12 @@ class _ChangeFeed:
         self._readers: list[asyncio.Task[None]] = []
 
     def follow(
-        self, stream: AsyncChangeStream[_Document], account_id: str | None, kind: ChangeKind
+        self, stream: AsyncChangeStream[Document], account_id: str | None, kind: ChangeKind
     ) -> None:
         self._readers.append(asyncio.create_task(self._read(stream, account_id, kind)))
 
     async def _read(
-        self, stream: AsyncChangeStream[_Document], account_id: str | None, kind: ChangeKind
+        self, stream: AsyncChangeStream[Document], account_id: str | None, kind: ChangeKind
     ) -> None:
         async for event in change_events(stream):
             if event.get("operationType") not in ("insert", "replace", "update"):
@@ -224,8 +227,9 @@ class _ChangeFeed:
                 )
                 if getter not in done:
                     for task in self._readers:
-                        if task.done() and task.exception() is not None:
-                            raise task.exception()  # type: ignore[misc]
+                        failure = task.exception() if task.done() else None
+                        if failure is not None:
+                            raise failure
                     return  # stopping, or a stream ended: end the feed cleanly
                 yield getter.result()
         finally:
@@ -240,7 +244,7 @@ class _ChangeFeed:
 # -- documents ---------------------------------------------------------------------------
 
 
-def _goal_to_doc(goal: Goal) -> _Document:
+def _goal_to_doc(goal: Goal) -> Document:
     return {
         "_id": goal.id,
         "account_id": goal.account_id,
@@ -287,8 +291,8 @@ def _goal_from_doc(doc: Mapping[str, Any]) -> Goal:
             Condition(Operator(c["operator"]), c["value"]) for c in doc["conditions"]
         ),
         active=bool(doc.get("active")),
-        create_time=_aware(doc["create_time"]),
-        update_time=_aware(doc["update_time"]),
+        create_time=aware_utc(doc["create_time"]),
+        update_time=aware_utc(doc["update_time"]),
         revision=doc["revision"],
     )
 
@@ -305,7 +309,7 @@ def _slot_id(account_id: str, number: int) -> str:
 def _slot_from_doc(doc: Mapping[str, Any]) -> Slot:
     number = int(doc["_id"].rsplit(":", 1)[1])
     return Slot(doc["account_id"], number, doc["goal_id"], doc["token"],
-                _aware(doc["claimed_at"]))
+                aware_utc(doc["claimed_at"]))
 
 
 def _iso(day: dt.date | None) -> str | None:
@@ -316,5 +320,3 @@ def _date(value: str | None) -> dt.date | None:
     return dt.date.fromisoformat(value) if value else None
 
 
-def _aware(when: dt.datetime) -> dt.datetime:
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)

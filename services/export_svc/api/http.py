@@ -16,11 +16,10 @@ error class, never the request's bytes (they can hold a link's signature).
 from __future__ import annotations
 
 import asyncio
-import inspect
 import re
 import ssl
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
 
 import structlog
@@ -34,8 +33,7 @@ log = structlog.get_logger(__name__)
 
 
 class StoredFile(Protocol):
-    """An opened stored export file (``files.open``). ``chunks`` is either a method
-    returning an async iterator of bytes or the async iterator itself."""
+    """An opened stored export file (``files.open``); ``chunks()`` streams its bytes."""
 
     account_id: str
     size: int
@@ -62,9 +60,8 @@ class ExportRef(Protocol):
         ...
 
 
-JobsLookup = Callable[[str], Awaitable[ExportRef | Mapping[str, Any] | None]]
-"""``await jobs_lookup(export_id)``: the job (an ``ExportRef`` or a job document with
-``account_id`` and ``file_id`` keys), or None if no such export."""
+JobsLookup = Callable[[str], Awaitable[ExportRef | None]]
+"""``await jobs_lookup(export_id)``: the job, or None if no such export."""
 
 SERVER_NAME = "goalflow"
 _SAFE_FILENAME = re.compile(r"[^A-Za-z0-9._-]")
@@ -96,11 +93,10 @@ def create_app(signer: LinkSigner, files: FileSource, jobs_lookup: JobsLookup) -
         job = await jobs_lookup(export_id)
         if job is None:
             return _text(404, "Not found: no such export.")
-        owner, file_id = _job_fields(job)
-        if owner != account:
+        if job.account_id != account:
             log.warning("download_refused", export_id=export_id, reason="foreign_account")
             return _text(403, "Forbidden: this link does not grant access to this export.")
-        stored = await files.open(file_id) if file_id else None
+        stored = await files.open(job.file_id) if job.file_id else None
         if stored is None:
             return _text(410, "Gone: this export's file is no longer available.")
         if stored.account_id != account:
@@ -114,12 +110,6 @@ def create_app(signer: LinkSigner, files: FileSource, jobs_lookup: JobsLookup) -
     return app
 
 
-def _job_fields(job: ExportRef | Mapping[str, Any]) -> tuple[Any, Any]:
-    if isinstance(job, Mapping):
-        return job.get("account_id"), job.get("file_id")
-    return job.account_id, job.file_id
-
-
 async def _stream(request: web.Request, export_id: str, stored: StoredFile) -> web.StreamResponse:
     filename = _SAFE_FILENAME.sub("_", stored.filename) or "export.zip"
     response = web.StreamResponse(
@@ -130,10 +120,7 @@ async def _stream(request: web.Request, export_id: str, stored: StoredFile) -> w
         },
     )
     response.content_length = stored.size
-    source = stored.chunks
-    chunks = source() if callable(source) else source
-    if inspect.isawaitable(chunks):
-        chunks = await chunks
+    chunks = stored.chunks()
     sent = 0
     try:
         await response.prepare(request)
@@ -281,7 +268,9 @@ class _Protocol(RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if self._cap.open >= self._cap.limit:
             self._cap.refuse()
-            transport.write(_BUSY)  # type: ignore[attr-defined]
+            # A stream server (create_server, with or without TLS) hands a Transport.
+            assert isinstance(transport, asyncio.Transport)
+            transport.write(_BUSY)
             transport.close()
             return
         self._cap.open += 1

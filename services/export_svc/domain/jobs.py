@@ -102,10 +102,10 @@ class ExportJobs:
                 if job.mail_attempted_at is not None:
                     await self._give_up_uncertain(job)
                     continue
-                new = job.changed(
-                    self._clock.now(), state=ExportState.BUILDING, lease_owner=owner,
+                new = dataclasses.replace(
+                    job, state=ExportState.BUILDING, lease_owner=owner,
                     lease_expires=now + dt.timedelta(seconds=lease_s), claims=job.claims + 1,
-                )
+                ).revised(self._clock.now())
                 if await self._store.replace(job, new):
                     if job.state is ExportState.BUILDING:
                         log.warning("export_lease_reclaimed", export_id=job.id,
@@ -115,7 +115,9 @@ class ExportJobs:
 
     async def renew(self, job: ExportJob, owner: str, lease_s: float) -> ExportJob | None:
         """Extend the lease."""
-        return await self._apply(job, owner, lease_expires=self._lease_end(lease_s))
+        return await self._apply(
+            job, owner, dataclasses.replace(job, lease_expires=self._lease_end(lease_s))
+        )
 
     async def mark_built(
         self,
@@ -129,33 +131,33 @@ class ExportJobs:
         link_expire_time: dt.datetime,
     ) -> ExportJob | None:
         """Record the stored file; the job stays BUILDING (held) until it is mailed."""
-        return await self._apply(
-            job, owner, row_count=row_count, size_bytes=size_bytes, file_id=file_id,
+        return await self._apply(job, owner, dataclasses.replace(
+            job, row_count=row_count, size_bytes=size_bytes, file_id=file_id,
             download_url=download_url, link_expire_time=link_expire_time,
-        )
+        ))
 
     async def begin_mail(self, job: ExportJob, owner: str, lease_s: float) -> ExportJob | None:
         """Record that the mail is about to be sent (and renew the lease to cover the send).
         Call right before SMTP; None means the lease was lost and nothing may be sent."""
         lease = self._lease_end(lease_s)
-        return await self._apply(
-            job, owner, mail_attempted_at=self._clock.now(), lease_expires=lease
-        )
+        return await self._apply(job, owner, dataclasses.replace(
+            job, mail_attempted_at=self._clock.now(), lease_expires=lease
+        ))
 
     async def mark_mailed(
         self, job: ExportJob, owner: str, mail_time: dt.datetime
     ) -> ExportJob | None:
         """BUILDING -> MAILED, at most once (conditional on revision and owner)."""
-        return await self._apply(
-            job, owner, state=ExportState.MAILED, mail_time=mail_time, error="",
+        return await self._apply(job, owner, dataclasses.replace(
+            job, state=ExportState.MAILED, mail_time=mail_time, error="",
             lease_owner=None, lease_expires=None,
-        )
+        ))
 
     async def mark_failed(self, job: ExportJob, owner: str, error: str) -> ExportJob | None:
-        return await self._apply(
-            job, owner, state=ExportState.FAILED, error=error, lease_owner=None,
+        return await self._apply(job, owner, dataclasses.replace(
+            job, state=ExportState.FAILED, error=error, lease_owner=None,
             lease_expires=None,
-        )
+        ))
 
     async def release_for_retry(
         self,
@@ -176,11 +178,11 @@ class ExportJobs:
         how many there were (the worker's retry deadline); other releases clear them."""
         available_at = self._clock.now() + dt.timedelta(seconds=retry_after_s)
         mail_attempted_at = None if mail_not_sent else job.mail_attempted_at
-        return await self._apply(
-            job, owner, state=ExportState.QUEUED, error=error, attempts=attempts,
+        return await self._apply(job, owner, dataclasses.replace(
+            job, state=ExportState.QUEUED, error=error, attempts=attempts,
             lease_owner=None, lease_expires=None, available_at=available_at,
             outage_since=outage_since, outages=outages, mail_attempted_at=mail_attempted_at,
-        )
+        ))
 
     # --- internals --------------------------------------------------------------------
 
@@ -191,17 +193,18 @@ class ExportJobs:
             "the worker stopped while sending the e-mail, so it may or may not have been "
             "delivered; it is not sent again to avoid a duplicate. Download link: " + link
         )
-        new = job.changed(self._clock.now(), state=ExportState.FAILED, error=error,
-                          lease_owner=None, lease_expires=None)
+        new = dataclasses.replace(job, state=ExportState.FAILED, error=error,
+                                  lease_owner=None, lease_expires=None).revised(self._clock.now())
         if await self._store.replace(job, new):
             log.warning("export_mail_uncertain", export_id=job.id)
 
     def _lease_end(self, lease_s: float) -> dt.datetime:
         return self._clock.now() + dt.timedelta(seconds=lease_s)
 
-    async def _apply(self, job: ExportJob, owner: str, **fields: object) -> ExportJob | None:
-        """Store ``job`` with ``fields`` changed if ``owner`` still holds it unchanged."""
+    async def _apply(self, job: ExportJob, owner: str, change: ExportJob) -> ExportJob | None:
+        """Store ``change`` (``job`` changed by ``dataclasses.replace``) as the next
+        revision if ``owner`` still holds ``job`` unchanged."""
         if not job.held_by(owner):
             return None
-        new = job.changed(self._clock.now(), **fields)
+        new = change.revised(self._clock.now())
         return new if await self._store.replace(job, new) else None

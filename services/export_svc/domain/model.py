@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import enum
-from typing import Any
 
 
 class ExportState(enum.StrEnum):
@@ -63,6 +62,7 @@ class ExportJob:
     def held_by(self, owner: str) -> bool:
         return self.state is ExportState.BUILDING and self.lease_owner == owner
 
-    def changed(self, now: dt.datetime, **fields: Any) -> ExportJob:
-        """A copy with ``fields`` changed, the next revision, updated at ``now``."""
-        return dataclasses.replace(self, **fields, revision=self.revision + 1, update_time=now)
+    def revised(self, now: dt.datetime) -> ExportJob:
+        """This job as the next revision, updated at ``now``: a change is made with
+        ``dataclasses.replace`` (whose field names the type checker checks), then revised."""
+        return dataclasses.replace(self, revision=self.revision + 1, update_time=now)

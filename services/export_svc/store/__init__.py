@@ -1,0 +1,1 @@
+"""Export storage: ``JobStore``/``FileStore`` (``protocols``) in MongoDB (``jobs``, ``files``)."""

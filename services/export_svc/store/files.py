@@ -30,13 +30,11 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
-from pymongo.asynchronous.database import AsyncDatabase
 
 from goalflow_common.clock import Clock, SystemClock
-from goalflow_common.db import eq
+from goalflow_common.db import Database, aware_utc, eq
 
 log = structlog.get_logger(__name__)
 
@@ -72,7 +70,7 @@ class MongoFileStore:
 
     def __init__(
         self,
-        db: AsyncDatabase[dict[str, Any]],
+        db: Database,
         *,
         clock: Clock | None = None,
         chunk_bytes: int = CHUNK_BYTES,
@@ -148,9 +146,7 @@ class MongoFileStore:
         doc = await self._files.find_one({"_id": eq(file_id)})
         if doc is None:
             return None
-        expire_at = doc["expire_at"]
-        if expire_at.tzinfo is None:  # a client without tz_aware
-            expire_at = expire_at.replace(tzinfo=dt.UTC)
+        expire_at = aware_utc(doc["expire_at"])
         if expire_at <= self._clock.now():
             return None
         return StoredFile(

@@ -27,15 +27,13 @@ nx-27017 workarounds, all here:
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
 from pymongo import ASCENDING, DESCENDING
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from export_svc.domain.model import ExportJob, ExportState
 from export_svc.store.protocols import BadPageToken
-from goalflow_common.db import eq
+from goalflow_common.db import Database, Document, aware_utc, eq
 from goalflow_common.errors import InvalidArgument
 from goalflow_common.protoconv import decode_page_token, encode_page_token
 
@@ -45,7 +43,7 @@ COLLECTION = "exports"
 class MongoJobStore:
     """The ``JobStore`` protocol on MongoDB."""
 
-    def __init__(self, db: AsyncDatabase[dict[str, Any]]) -> None:
+    def __init__(self, db: Database) -> None:
         self._exports = db[COLLECTION]
 
     async def ensure_indexes(self, *, ttl: bool = True) -> None:
@@ -80,7 +78,7 @@ class MongoJobStore:
     async def page(
         self, account_id: str, page_size: int, page_token: str
     ) -> tuple[list[ExportJob], str]:
-        query: dict[str, Any] = {"account_id": eq(account_id)}
+        query: Document = {"account_id": eq(account_id)}
         if page_token:
             query["list_key"] = {"$lt": _decode_token(page_token)}
         docs = await self._exports.find(query).sort("list_key", DESCENDING).limit(
@@ -115,8 +113,8 @@ class MongoJobStore:
         return result.matched_count == 1
 
 
-def to_doc(job: ExportJob) -> dict[str, Any]:
-    doc: dict[str, Any] = {
+def to_doc(job: ExportJob) -> Document:
+    doc: Document = {
         "_id": job.id,
         "account_id": job.account_id,
         "goal_id": job.goal_id,
@@ -152,7 +150,7 @@ def to_doc(job: ExportJob) -> dict[str, Any]:
     return doc
 
 
-def from_doc(doc: dict[str, Any]) -> ExportJob:
+def from_doc(doc: Document) -> ExportJob:
     return ExportJob(
         id=doc["_id"],
         account_id=doc["account_id"],
@@ -161,10 +159,10 @@ def from_doc(doc: dict[str, Any]) -> ExportJob:
         start_date=dt.date.fromisoformat(doc["start_date"]),
         end_date=dt.date.fromisoformat(doc["end_date"]),
         recipient_email=doc["recipient_email"],
-        create_time=_aware(doc["create_time"]),
-        update_time=_aware(doc["update_time"]),
-        available_at=_aware(doc["available_at"]),
-        expire_at=_aware(doc["expire_at"]),
+        create_time=aware_utc(doc["create_time"]),
+        update_time=aware_utc(doc["update_time"]),
+        available_at=aware_utc(doc["available_at"]),
+        expire_at=aware_utc(doc["expire_at"]),
         state=ExportState(doc["state"]),
         request_id=doc.get("request_id", ""),
         revision=doc["revision"],
@@ -194,13 +192,10 @@ def _list_key(job: ExportJob) -> str:
     return f"{when.strftime('%Y%m%d%H%M%S%f')}|{job.id}"
 
 
-def _aware(when: dt.datetime) -> dt.datetime:
-    # A client without tz_aware reads naive UTC datetimes.
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
 
 
 def _maybe_aware(when: dt.datetime | None) -> dt.datetime | None:
-    return None if when is None else _aware(when)
+    return None if when is None else aware_utc(when)
 
 
 def _decode_token(token: str) -> str:

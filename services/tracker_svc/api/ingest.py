@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from goalflow_common.auth import current_principal
@@ -33,8 +34,13 @@ class IngestHandler:
         self, requests: AsyncIterator[tracker_pb2.IngestEventsRequest]
     ) -> AsyncIterator[tracker_pb2.IngestEventsResponse]:
         account_id = current_principal().require_account()
-        if not await self._goals.wait_synced(GOALS_SYNC_WAIT_S):
-            raise Unavailable("goals are not loaded from the config service yet; retry")
+        try:
+            async with asyncio.timeout(GOALS_SYNC_WAIT_S):
+                await self._goals.wait_synced()
+        except TimeoutError:
+            raise Unavailable(
+                "goals are not loaded from the config service yet; retry"
+            ) from None
         batches = aiter(requests)
         while True:
             # A batch that has started is finished and acknowledged; on shutdown no new one

@@ -53,7 +53,7 @@ from tracker_svc.domain.model import (
 
 class GoalLookup(Protocol):
     """The goal table as attribution sees it (``goal_table.GoalTable``,
-    ``api.goal_feed.GoalCache``)."""
+    ``adapters.goal_feed.GoalCache``)."""
 
     def matching(self, account_id: str, url: str) -> list[TrackedGoal]:
         """The account's active goals with a condition matching ``url``, ordered by id."""

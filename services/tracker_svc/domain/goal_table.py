@@ -1,5 +1,5 @@
 """The goal table: every known goal with revision ordering, and each account's URL
-matcher (docs/rules.md §3). Pure and synchronous; ``tracker_svc.api.goal_feed`` feeds it
+matcher (docs/rules.md §3). Pure and synchronous; ``tracker_svc.adapters.goal_feed`` feeds it
 from config's WatchGoals.
 
 - A change is applied only if its revision is higher than the one known for that goal id.
@@ -22,9 +22,11 @@ from tracker_svc.domain.model import TrackedGoal
 
 
 class GoalSource(Protocol):
-    """The goals as ingest sees them (``api.goal_feed.GoalCache``)."""
+    """The goals as ingest sees them (``adapters.goal_feed.GoalCache``)."""
 
-    async def wait_synced(self, timeout: float | None = None) -> bool: ...  # noqa: ASYNC109
+    async def wait_synced(self) -> None:
+        """Return once the goals are loaded (the caller bounds the wait)."""
+        ...
 
     def matching(self, account_id: str, url: str) -> list[TrackedGoal]: ...
 

@@ -9,8 +9,8 @@ one back uses ``.get`` for every kind-specific field.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
 
+from goalflow_common.db import Document
 from tracker_svc.domain.model import (
     Agent,
     ConversionRecord,
@@ -22,8 +22,6 @@ from tracker_svc.domain.model import (
     StoredEvent,
     Transaction,
 )
-
-Document = dict[str, Any]
 
 
 def _money_document(money: Money | None) -> Document | None:

@@ -77,11 +77,16 @@ from typing import Any
 
 import structlog
 from pymongo import ASCENDING, DESCENDING
-from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
-from goalflow_common.db import decode_change_document, eq, next_change
+from goalflow_common.db import (
+    Collection,
+    Database,
+    Document,
+    decode_change_document,
+    eq,
+    next_change,
+)
 from tracker_svc.domain.model import (
     STATE_KINDS,
     ConversionFilter,
@@ -96,7 +101,6 @@ from tracker_svc.domain.model import (
 )
 from tracker_svc.store.documents import (
     REPORT_PROJECTION,
-    Document,
     conversion_document,
     conversion_from_document,
     event_document,
@@ -114,13 +118,12 @@ DUPLICATE_KEY = 11000
 INSERT_CHUNK = 200
 _NEWEST_FIRST = [("conversion_time", DESCENDING), ("_id", DESCENDING)]
 _OLDEST_FIRST = [("conversion_time", ASCENDING), ("_id", ASCENDING)]
-Collection = AsyncCollection[Document]
 
 
 class TrackerStore:
     """The tracker's four collections, behind the queries the service makes."""
 
-    def __init__(self, db: AsyncDatabase[Document]) -> None:
+    def __init__(self, db: Database) -> None:
         self._events: Collection = db["events"]
         self._opens: Collection = db["opens"]
         self._conversions: Collection = db["conversions"]

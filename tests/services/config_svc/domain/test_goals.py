@@ -8,7 +8,14 @@ import datetime as dt
 import pytest
 
 from config_svc.domain.goals import CONFLICT_RETRIES, Goals
-from config_svc.domain.model import AttributionModel, Condition, Goal, GoalFields, Operator
+from config_svc.domain.model import (
+    AttributionModel,
+    Condition,
+    Goal,
+    GoalFields,
+    GoalPatch,
+    Operator,
+)
 from config_svc.domain.rules import MAX_ACTIVE_GOALS
 from config_svc.domain.slots import LEAKED_SLOT_AGE, ActiveSlots
 from goalflow_common.clock import ManualClock
@@ -54,7 +61,7 @@ async def test_the_sixteenth_activation_is_refused_and_changes_nothing(goals, st
     [extra] = await create(goals, 1, active=False, prefix="extra")
 
     with pytest.raises(FailedPrecondition) as refused:
-        await goals.activate(ACCOUNT, extra.id, {}, TODAY)
+        await goals.activate(ACCOUNT, extra.id, GoalPatch(), TODAY)
 
     assert refused.value.field == "active"
     assert not store.goals[extra.id].active
@@ -68,7 +75,7 @@ async def test_a_deactivation_frees_the_slot_for_the_next_activation(goals, stor
     [extra] = await create(goals, 1, active=False, prefix="extra")
 
     await goals.deactivate(ACCOUNT, first.id)
-    activated = await goals.activate(ACCOUNT, extra.id, {}, TODAY)
+    activated = await goals.activate(ACCOUNT, extra.id, GoalPatch(), TODAY)
 
     assert activated.active and activated.revision == 2
     assert {s.goal_id for s in store.slots_by_key.values()} == {
@@ -92,9 +99,9 @@ async def test_a_leaked_slot_is_reclaimed_only_once_it_is_old(goals, store, wall
 
     wall.advance(LEAKED_SLOT_AGE - dt.timedelta(seconds=1))
     with pytest.raises(FailedPrecondition):
-        await goals.activate(ACCOUNT, extra.id, {}, TODAY)
+        await goals.activate(ACCOUNT, extra.id, GoalPatch(), TODAY)
     wall.advance(dt.timedelta(seconds=2))
-    await goals.activate(ACCOUNT, extra.id, {}, TODAY)
+    await goals.activate(ACCOUNT, extra.id, GoalPatch(), TODAY)
 
     assert await store.slot_of(crashed.id) is None
     assert (await store.slot_of(extra.id)) is not None
@@ -112,8 +119,8 @@ class ConcurrentWriter(FakeGoalStore):
         if self.conflicts:
             self.conflicts -= 1
             theirs = self.goals[goal.id]
-            self.goals[goal.id] = theirs.with_changes(
-                {"description": f"edited elsewhere at {theirs.revision}"}
+            self.goals[goal.id] = theirs.patched(
+                GoalPatch(description=f"edited elsewhere at {theirs.revision}")
             ).stamped(NOW)
         return await super().replace(goal, expected_revision)
 
@@ -124,7 +131,7 @@ async def test_an_update_rereads_after_a_revision_conflict_and_keeps_the_other_w
     [goal] = await create(goals, 1, active=False)
     store.reads = 0
 
-    updated = await goals.update(ACCOUNT, goal.id, {"name": "renamed"}, 0, TODAY)
+    updated = await goals.update(ACCOUNT, goal.id, GoalPatch(name="renamed"), 0, TODAY)
 
     assert store.reads == 2  # read, conflict, read again, write
     assert updated.revision == 3  # ours follows the concurrent revision 2
@@ -139,7 +146,7 @@ async def test_an_update_gives_up_after_the_retry_budget():
     store.reads = 0
 
     with pytest.raises(Aborted):
-        await goals.update(ACCOUNT, goal.id, {"name": "renamed"}, 0, TODAY)
+        await goals.update(ACCOUNT, goal.id, GoalPatch(name="renamed"), 0, TODAY)
     assert store.reads == CONFLICT_RETRIES
     assert store.goals[goal.id].name == "g0"
 
@@ -149,7 +156,7 @@ async def test_an_expected_revision_that_is_not_current_is_refused_without_a_wri
     goals = Goals(store, ManualClock(NOW))
     [goal] = await create(goals, 1, active=False)
     with pytest.raises(Aborted, match="revision is 1, expected 7"):
-        await goals.update(ACCOUNT, goal.id, {"name": "renamed"}, 7, TODAY)
+        await goals.update(ACCOUNT, goal.id, GoalPatch(name="renamed"), 7, TODAY)
     assert store.goals[goal.id] == goal
 
 
@@ -158,7 +165,7 @@ async def test_an_activation_that_loses_the_race_releases_its_claim_and_retries(
     goals = Goals(store, ManualClock(NOW), ActiveSlots(store, wall))
     [goal] = await create(goals, 1, active=False)
 
-    activated = await goals.activate(ACCOUNT, goal.id, {}, TODAY)
+    activated = await goals.activate(ACCOUNT, goal.id, GoalPatch(), TODAY)
 
     assert activated.active and activated.revision == 3
     [slot] = store.slots_by_key.values()

@@ -3,6 +3,7 @@ their documents, and the conditional writes answer as the domain expects."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -34,7 +35,7 @@ def goal(goal_id: str = "g1", name: str = "Checkout Ω", **changes: object) -> G
                     Condition(Operator.CONTAINS, "/checkout")),
         active=True, create_time=NOW, update_time=NOW, revision=1,
     )
-    return full.with_changes(changes)
+    return dataclasses.replace(full, **changes)
 
 
 @pytest.fixture

@@ -23,9 +23,11 @@ import structlog
 
 from export_svc.api import http as export_http
 from export_svc.api.http import create_app, start_http, stop_http
+from export_svc.domain.jobs import JOB_TTL
 from export_svc.domain.links import LINK_TTL, LinkSigner
+from export_svc.domain.model import ExportJob, ExportState
 from export_svc.store.files import MongoFileStore
-from goalflow_common.db import eq
+from export_svc.store.jobs import MongoJobStore
 
 SECRET = b"k" * 32
 ONE_SECOND = dt.timedelta(seconds=1)
@@ -84,18 +86,16 @@ class Env:
     signer: LinkSigner
     files: MemFiles
     session: aiohttp.ClientSession
-    jobs: dict[str, Job | dict] = field(default_factory=dict)
+    jobs: dict[str, Job] = field(default_factory=dict)
     lookup_error: Exception | None = None
 
-    def add_export(self, account_id: str, as_doc: bool = False, **file_kw) -> tuple[str, MemFile]:
+    def add_export(self, account_id: str, **file_kw) -> tuple[str, MemFile]:
         export_id, file_id = uuid.uuid4().hex, uuid.uuid4().hex
         stored = MemFile(
             account_id=account_id, filename="goal-export.zip", data=_zip_bytes(), **file_kw
         )
         self.files.by_id[file_id] = stored
-        job = Job(account_id=account_id, file_id=file_id)
-        # as_doc: the job as the JobStore's raw document rather than an object.
-        self.jobs[export_id] = {"_id": export_id, **vars(job)} if as_doc else job
+        self.jobs[export_id] = Job(account_id=account_id, file_id=file_id)
         return export_id, stored
 
     def link(self, export_id: str, account_id: str) -> str:
@@ -153,9 +153,8 @@ def _no_file_bytes(body: bytes, stored: MemFile) -> None:
     assert stored.data[:32] not in body and b"PK" not in body
 
 
-@pytest.mark.parametrize("as_doc", [False, True])
-async def test_valid_link_downloads_exact_bytes_with_headers(env, as_doc):
-    export_id, stored = env.add_export("acct-a", as_doc=as_doc)
+async def test_valid_link_downloads_exact_bytes_with_headers(env):
+    export_id, stored = env.add_export("acct-a")
     stored.filename = 'weird "name"\r\n.zip'
     status, body, headers = await _fetch(env, env.link(export_id, "acct-a"))
     assert status == 200
@@ -231,9 +230,8 @@ async def test_deleted_file_is_gone(env):
     _no_file_bytes(body, stored)
 
 
-@pytest.mark.parametrize("as_doc", [False, True])
-async def test_another_accounts_link_is_forbidden(env, as_doc):
-    export_a, stored_a = env.add_export("acct-a", as_doc=as_doc)
+async def test_another_accounts_link_is_forbidden(env):
+    export_a, stored_a = env.add_export("acct-a")
     env.add_export("acct-b")
     # Validly signed, but for account B, used on account A's export.
     status, body, _ = await _fetch(env, env.link(export_a, "acct-b"))
@@ -301,7 +299,7 @@ async def test_store_failure_mid_stream_truncates_the_download(env):
 
 
 async def test_serves_a_file_from_the_real_file_store(mongo, db_prefix, clock):
-    """Wired to the real FileStore and a job document in the real database: the bytes saved
+    """Wired to the real FileStore and a job in the real job store: the bytes saved
     chunk by chunk come back whole, and a foreign account still gets nothing."""
     db = mongo[f"{db_prefix}_export"]
     store = MongoFileStore(db, clock=clock, chunk_bytes=8 * 1024)
@@ -313,13 +311,18 @@ async def test_serves_a_file_from_the_real_file_store(mongo, db_prefix, clock):
 
     expire_at = clock.now() + LINK_TTL
     await store.save("file-1", "acct-a", pieces(), expire_at=expire_at, filename="goal.zip")
-    await db["exports"].insert_one({"_id": "exp-1", "account_id": "acct-a", "file_id": "file-1"})
-
-    async def lookup(export_id: str) -> dict | None:
-        return await db["exports"].find_one({"_id": eq(export_id)})
+    jobs = MongoJobStore(db)
+    now = clock.now()
+    await jobs.insert(ExportJob(
+        id="exp-1", account_id="acct-a", goal_id="goal-1", goal_name="Goal",
+        start_date=dt.date(2026, 5, 1), end_date=dt.date(2026, 5, 31),
+        recipient_email="admin@example.com", create_time=now, update_time=now,
+        available_at=now, expire_at=now + JOB_TTL, state=ExportState.MAILED,
+        file_id="file-1",
+    ))
 
     signer = LinkSigner(SECRET, "http://unused.invalid", clock)
-    runner, port = await start_http(create_app(signer, store, lookup), "127.0.0.1", 0)
+    runner, port = await start_http(create_app(signer, store, jobs.get_by_id), "127.0.0.1", 0)
     try:
         links = LinkSigner(SECRET, f"http://127.0.0.1:{port}", clock)
         async with aiohttp.ClientSession() as session:

@@ -56,13 +56,9 @@ class GoalCache:
         """A full snapshot has been received at least once."""
         return self._synced.is_set()
 
-    async def wait_synced(self, timeout: float | None = None) -> bool:  # noqa: ASYNC109
-        """True once synced; False if ``timeout`` seconds pass first."""
-        try:
-            await asyncio.wait_for(self._synced.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
+    async def wait_synced(self) -> None:
+        """Return once synced (bound the wait with ``asyncio.timeout``)."""
+        await self._synced.wait()
 
     def goal(self, goal_id: str) -> TrackedGoal | None:
         """Any known goal, active or not; None if unknown or deleted."""

@@ -1,0 +1,1 @@
+"""The config service's calls to other services: the tracker's conversion counts."""
