@@ -66,15 +66,15 @@ from bench.harness import (
     stop_profilers,
 )
 from goalflow_common.auth import KeyStore, Role
-from goalflow_common.db import change_events, decode_change_document
 from goalflow_common.lifecycle import cancel_and_wait
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
-from tracker_svc.api.convert import goal_from_proto
+from tracker_svc.adapters.goal_feed import goal_from_proto
 from tracker_svc.api.events import parse_event
 from tracker_svc.domain.batch_attribution import attribute_batch, goal_hits
 from tracker_svc.domain.goal_table import GoalTable, KnownGoal
 from tracker_svc.domain.model import StoredEvent
 from tracker_svc.store.documents import event_document
+from tracker_svc.store.protocols import WatchLost
 from tracker_svc.store.tracker_store import TrackerStore
 
 SCRATCH = "bench_store_ceiling"
@@ -295,18 +295,22 @@ async def start_subscribers(
 
 
 async def start_change_stream(db: Any, due: set[str]) -> LatencyProbe:
-    """Stand-in for SubscribeConversions: inserts into the conversions collection."""
+    """Stand-in for SubscribeConversions: the tracker store's own follower of conversion
+    inserts (``TrackerStore.watch_conversions``), opened before the ingest starts."""
     probe = LatencyProbe(due)
-    stream = await db["conversions"].watch([{"$match": {"operationType": "insert"}}])
+    changes = TrackerStore(db).watch_conversions(POLL_S)
+    await changes.open()
 
     async def follow() -> None:
         try:
-            async for change in change_events(stream, POLL_S):
-                doc = decode_change_document(change.get("fullDocument")) or {}
-                if "hit_event_id" in doc:
-                    probe.record(doc["hit_event_id"])
+            while True:
+                record = await changes.next()
+                if record is not None:
+                    probe.record(record.hit_event_id)
+        except WatchLost as exc:  # the stream ended: no more samples, as the checks will say
+            probe.errors.append(f"conversion change stream: {exc}")
         finally:
-            await stream.close()
+            await changes.close()
 
     probe.tasks.append(asyncio.create_task(follow()))
     return probe

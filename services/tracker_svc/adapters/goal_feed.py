@@ -7,6 +7,7 @@ carries the platform service key) and feeds the answer to a
 - On every (re)connection the snapshot is collected aside and swapped in at
   ``SNAPSHOT_COMPLETE``: goals missing from it were deleted while the tracker was away.
   Until then, and while config is down, the last known goals keep being served.
+- :func:`goal_from_proto` maps config's ``Goal`` message to the tracker's ``KnownGoal``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import structlog
 
 from goalflow_common.lifecycle import cancel_and_wait
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc
-from tracker_svc.api.convert import goal_from_proto
+from goalflow_common.protoconv import enum_name, to_datetime
 from tracker_svc.domain.goal_table import GoalTable, KnownGoal
-from tracker_svc.domain.model import TrackedGoal
+from tracker_svc.domain.matching import Condition
+from tracker_svc.domain.model import Money, TrackedGoal
 
 log = structlog.get_logger(__name__)
 
@@ -148,3 +150,39 @@ class GoalCache:
                 "goal_feed_lost", retry_in_s=round(delay, 3), goals=len(self._table), **reason
             )
             await asyncio.sleep(delay)
+
+
+def goal_from_proto(goal: config_pb2.Goal) -> KnownGoal:
+    """A config ``Goal`` message as the tracker keeps it."""
+    model = enum_name(config_pb2.AttributionModel, goal.attribution_model)
+    if model is None:
+        log.warning("goal_model_unknown", goal_id=goal.id, model=goal.attribution_model)
+    value: Money | None = None
+    if goal.HasField("transaction_value"):
+        value = Money(goal.transaction_value.currency_code, goal.transaction_value.amount)
+    tracked = TrackedGoal(
+        id=goal.id,
+        account_id=goal.account_id,
+        name=goal.name,
+        goal_type=enum_name(config_pb2.GoalType, goal.goal_type),
+        model=model,  # None: never matched, see KnownGoal.matchable
+        period_days=goal.attribution_period_days,
+        group_ids=frozenset(goal.agent_group_ids),
+        value=value,
+        active=goal.active,
+        tracking_start=(
+            to_datetime(goal.tracking_start_time) if goal.HasField("tracking_start_time") else None
+        ),
+        tracking_end=(
+            to_datetime(goal.tracking_end_time) if goal.HasField("tracking_end_time") else None
+        ),
+        revision=goal.revision,
+    )
+    conditions: list[Condition] = []
+    for cond in goal.conditions:
+        operator = enum_name(config_pb2.ConditionOperator, cond.operator)
+        if cond.category == config_pb2.CONDITION_CATEGORY_URL and operator and cond.value:
+            conditions.append(Condition(operator, cond.value))
+        else:
+            log.warning("goal_condition_skipped", goal_id=goal.id, operator=cond.operator)
+    return KnownGoal(tracked, tuple(conditions))

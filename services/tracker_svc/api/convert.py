@@ -1,19 +1,16 @@
-"""Protobuf messages <-> the tracker's model: conversions out, goals in (from config)."""
+"""The tracker's own protobuf messages from its model (conversions out).
+
+Config's ``Goal`` message is mapped by its adapter, ``tracker_svc.adapters.goal_feed``."""
 
 from __future__ import annotations
 
 from typing import TypeVar, cast
 
-import structlog
 from google.protobuf.duration_pb2 import Duration
 
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, tracker_pb2
-from goalflow_common.protoconv import enum_name, enum_numbers, timestamp, to_datetime
-from tracker_svc.domain.goal_table import KnownGoal
-from tracker_svc.domain.matching import Condition
-from tracker_svc.domain.model import Agent, ConversionRecord, Money, RecordedCredit, TrackedGoal
-
-log = structlog.get_logger(__name__)
+from goalflow_common.protoconv import enum_numbers, timestamp
+from tracker_svc.domain.model import Agent, ConversionRecord, RecordedCredit
 
 # The generated stubs type enum fields by their enum class; the tables hold its numbers.
 _CHANNEL = cast("dict[str, tracker_pb2.Channel]", enum_numbers(tracker_pb2.Channel))
@@ -85,40 +82,3 @@ def conversion_to_proto(
             common_pb2.Money(currency_code=value.currency_code, amount=value.amount)
         )
     return conversion
-
-
-
-def goal_from_proto(goal: config_pb2.Goal) -> KnownGoal:
-    """A config ``Goal`` message as the tracker keeps it."""
-    model = enum_name(config_pb2.AttributionModel, goal.attribution_model)
-    if model is None:
-        log.warning("goal_model_unknown", goal_id=goal.id, model=goal.attribution_model)
-    value: Money | None = None
-    if goal.HasField("transaction_value"):
-        value = Money(goal.transaction_value.currency_code, goal.transaction_value.amount)
-    tracked = TrackedGoal(
-        id=goal.id,
-        account_id=goal.account_id,
-        name=goal.name,
-        goal_type=enum_name(config_pb2.GoalType, goal.goal_type),
-        model=model,  # None: never matched, see KnownGoal.matchable
-        period_days=goal.attribution_period_days,
-        group_ids=frozenset(goal.agent_group_ids),
-        value=value,
-        active=goal.active,
-        tracking_start=(
-            to_datetime(goal.tracking_start_time) if goal.HasField("tracking_start_time") else None
-        ),
-        tracking_end=(
-            to_datetime(goal.tracking_end_time) if goal.HasField("tracking_end_time") else None
-        ),
-        revision=goal.revision,
-    )
-    conditions: list[Condition] = []
-    for cond in goal.conditions:
-        operator = enum_name(config_pb2.ConditionOperator, cond.operator)
-        if cond.category == config_pb2.CONDITION_CATEGORY_URL and operator and cond.value:
-            conditions.append(Condition(operator, cond.value))
-        else:
-            log.warning("goal_condition_skipped", goal_id=goal.id, operator=cond.operator)
-    return KnownGoal(tracked, tuple(conditions))

@@ -21,7 +21,7 @@ from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, config_pb2_grpc
 from goalflow_common.server import GoalflowServer
 from tests.services.config_svc.helpers import date, goal_request, url_condition
 from tracker_svc.adapters.goal_feed import GoalCache
-from tracker_svc.api.convert import goal_from_proto as convert_goal
+from tracker_svc.adapters.goal_feed import goal_from_proto as convert_goal
 from tracker_svc.domain import goal_table as goals_module
 from tracker_svc.domain.model import Money
 
