@@ -25,10 +25,9 @@ from goalflow_common.errors import (
     Aborted,
     AlreadyExists,
     FailedPrecondition,
-    InvalidArgument,
     NotFound,
 )
-from goalflow_common.limits import MAX_ID
+from goalflow_common.limits import check_id
 
 CONFLICT_RETRIES = 5
 # Back-off when the goal's slot is held by an activation or deactivation still mid-way.
@@ -51,16 +50,6 @@ def _kept_changing() -> Aborted:
     return Aborted("the goal kept changing concurrently; retry")
 
 
-def check_goal_id(goal_id: str) -> None:
-    if not goal_id:
-        raise InvalidArgument("goal_id", "required")
-    # Ids are 32 hex characters, so a longer one cannot exist; refusing it also keeps the
-    # NOT_FOUND details that echo the id small (an echoed 10 KB id overflowed the client's
-    # 8 KB metadata limit and the caller saw RESOURCE_EXHAUSTED instead).
-    if len(goal_id) > MAX_ID:
-        raise InvalidArgument("goal_id", f"at most {MAX_ID} characters")
-
-
 class Goals:
     """The goal workflows over a ``GoalStore``; ``clock`` stamps create and update times."""
 
@@ -72,7 +61,7 @@ class Goals:
         self._slots = slots or ActiveSlots(store)
 
     async def get(self, account_id: str, goal_id: str) -> Goal:
-        check_goal_id(goal_id)
+        check_id("goal_id", goal_id)
         goal = await self._store.get(account_id, goal_id)
         if goal is None:
             raise NotFound(f"goal {goal_id!r} not found")
@@ -175,7 +164,7 @@ class Goals:
 
     async def delete(self, account_id: str, goal_id: str) -> None:
         """Delete the goal, leave a tombstone for watchers and free its slot."""
-        check_goal_id(goal_id)
+        check_id("goal_id", goal_id)
         goal = await self._store.remove(account_id, goal_id)
         if goal is None:
             raise NotFound(f"goal {goal_id!r} not found")

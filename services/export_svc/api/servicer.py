@@ -16,8 +16,9 @@ from export_svc.domain.lifecycle import ExportWorker
 from export_svc.store.protocols import BadPageToken
 from goalflow_common.auth import current_principal
 from goalflow_common.errors import InvalidArgument, NotFound
+from goalflow_common.limits import check_id
 from goalflow_common.pb.goals.v1 import export_pb2, export_pb2_grpc
-from goalflow_common.protoconv import MAX_ID, date_between
+from goalflow_common.protoconv import date_between
 
 MAX_RANGE_DAYS = 366
 MAX_EMAIL = 254
@@ -35,8 +36,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         self, request: export_pb2.RequestExportRequest, context: Any
     ) -> export_pb2.RequestExportResponse:
         account_id = current_principal().require_account()
-        if not request.goal_id or len(request.goal_id) > 128:
-            raise InvalidArgument("goal_id", "required, at most 128 characters")
+        check_id("goal_id", request.goal_id)
         start = _date("start_date", request)
         end = _date("end_date", request)
         if end < start:
@@ -46,8 +46,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         email = request.recipient_email.strip()
         if len(email) > MAX_EMAIL or not EMAIL_RE.match(email):
             raise InvalidArgument("recipient_email", "must be a valid e-mail address")
-        if len(request.request_id) > 128:
-            raise InvalidArgument("request_id", "at most 128 characters")
+        check_id("request_id", request.request_id, required=False)
         goal_name = await self._goals.name(account_id, request.goal_id)
         job = await self._jobs.create(ExportRequest(
             account_id=account_id, goal_id=request.goal_id, goal_name=goal_name,
@@ -63,8 +62,7 @@ class ExportServicer(export_pb2_grpc.ExportServiceServicer):
         account_id = current_principal().require_account()
         # An empty or over-long id is refused by name: no job has one, and a long id echoed
         # in the NOT_FOUND details could overflow the client's 8 KB metadata limit.
-        if not 1 <= len(request.export_id) <= MAX_ID:
-            raise InvalidArgument("export_id", f"required, at most {MAX_ID} characters")
+        check_id("export_id", request.export_id)
         job = await self._jobs.get(account_id, request.export_id)
         if job is None:
             raise NotFound(f"export {request.export_id!r} not found")

@@ -9,9 +9,9 @@ from typing import Protocol
 
 from goalflow_common.auth import current_principal
 from goalflow_common.errors import InvalidArgument
+from goalflow_common.limits import check_id
 from goalflow_common.pb.goals.v1 import tracker_pb2
 from goalflow_common.protoconv import (
-    MAX_ID,
     decode_page_token,
     encode_page_token,
     page_fingerprint,
@@ -31,15 +31,6 @@ DEFAULT_MAX_REPLY_BYTES = 4 * 1024 * 1024
 
 class _Timed(Protocol):
     def HasField(self, field_name: str) -> bool: ...
-
-
-def _check_id(field: str, value: str, *, required: bool = False) -> None:
-    if not value:
-        if required:
-            raise InvalidArgument(field, "required")
-        return
-    if len(value) > MAX_ID:
-        raise InvalidArgument(field, f"at most {MAX_ID} characters")
 
 
 def _time(request: _Timed, field: str, *, required: bool = False) -> dt.datetime | None:
@@ -90,7 +81,7 @@ class ConversionQueries:
             raise InvalidArgument("page_size", "must not be negative")
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
         for field in ("conversation_id", "goal_id", "agent_id"):
-            _check_id(field, getattr(request, field))
+            check_id(field, getattr(request, field), required=False)
         start, end = _time(request, "start_time"), _time(request, "end_time")
         if start is not None and end is not None and end <= start:
             raise InvalidArgument("end_time", "must be after start_time")
@@ -116,7 +107,7 @@ class ConversionQueries:
         self, request: tracker_pb2.StreamConversionsRequest
     ) -> AsyncIterator[tracker_pb2.StreamConversionsResponse]:
         account_id = current_principal().require_account(request.account_id)
-        _check_id("goal_id", request.goal_id, required=True)
+        check_id("goal_id", request.goal_id)
         start = _required_time(request, "start_time")
         end = _required_time(request, "end_time")
         if end <= start:
@@ -138,7 +129,7 @@ class ConversionQueries:
         if len(goal_ids) > MAX_GOAL_IDS:
             raise InvalidArgument("goal_ids", f"at most {MAX_GOAL_IDS} goals")
         for k, goal_id in enumerate(goal_ids):
-            _check_id(f"goal_ids[{k}]", goal_id, required=True)
+            check_id(f"goal_ids[{k}]", goal_id)
         counts = await self._reads.counts(account_id, since, goal_ids)
         return tracker_pb2.CountConversionsResponse(
             counts=[tracker_pb2.GoalConversionCount(goal_id=goal_id, count=n)

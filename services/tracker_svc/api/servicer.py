@@ -11,8 +11,8 @@ from grpc import aio
 from goalflow_common.auth import current_principal
 from goalflow_common.client import SUBSCRIBED_KEY
 from goalflow_common.errors import InvalidArgument
+from goalflow_common.limits import check_id
 from goalflow_common.pb.goals.v1 import tracker_pb2, tracker_pb2_grpc
-from goalflow_common.protoconv import MAX_ID
 from tracker_svc.api.convert import conversion_to_proto
 from tracker_svc.api.ingest import IngestHandler
 from tracker_svc.api.queries import ConversionQueries
@@ -55,8 +55,7 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):
         if which is None:
             raise InvalidArgument("target", "exactly one of conversation_id or agent_id")
         target = getattr(request, which)
-        if not 1 <= len(target) <= MAX_ID:
-            raise InvalidArgument(which, f"1 to {MAX_ID} characters")
+        check_id(which, target)
         kind = "conversation" if which == "conversation_id" else "agent"
         with self._feed.subscription(kind, account_id, target) as sub:
             if sub is None:
