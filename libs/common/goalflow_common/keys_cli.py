@@ -37,11 +37,14 @@ class CliError(Exception):
 
 
 def _out(text: str) -> None:
-    print(text, flush=True)  # noqa: T201 - a CLI's answer goes to stdout
+    """The command's answer, on stdout (a CLI, not a service: plain text, no log line)."""
+    sys.stdout.write(f"{text}\n")
+    sys.stdout.flush()
 
 
 def _note(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)  # noqa: T201
+    sys.stderr.write(f"{text}\n")
+    sys.stderr.flush()
 
 
 async def _create_account(store: KeyStore, args: argparse.Namespace) -> None:

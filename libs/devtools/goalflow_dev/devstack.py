@@ -237,7 +237,8 @@ class _Child:
 
 def _write(stream: TextIO, text: str) -> None:
     try:
-        print(text, file=stream, flush=True)  # a CLI: plain text for a person
+        stream.write(f"{text}\n")  # a CLI: plain text for a person
+        stream.flush()
     except BrokenPipeError:
         # The reader went away (`make run | head`): keep the stack running, write nowhere.
         devnull = os.open(os.devnull, os.O_WRONLY)
