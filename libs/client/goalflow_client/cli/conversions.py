@@ -13,7 +13,7 @@ from goalflow_client.cli.output import (
     format_option,
     note,
 )
-from goalflow_client.cli.session import Session, with_session
+from goalflow_client.cli.session import Session, read_pages, with_session
 from goalflow_client.cli.values import (
     TimeType,
     enum_label,
@@ -118,19 +118,11 @@ async def list_conversions(
         request.start_time.CopyFrom(timestamp(time_bound(start, end=False)))
     if end is not None:
         request.end_time.CopyFrom(timestamp(time_bound(end, end=True)))
-    tracker = session.tracker()
-    found = tracker_pb2.ListConversionsResponse()
-    while True:
-        wanted = limit - len(found.conversions) if limit else MAX_PAGE
-        request.page_size = min(wanted, MAX_PAGE)
-        page = await tracker.ListConversions(request)
-        found.conversions.extend(page.conversions[:wanted])
-        request.page_token = page.next_page_token
-        if not request.page_token or (limit and len(found.conversions) >= limit):
-            break
+    conversions, more = await read_pages(
+        session.tracker().ListConversions, request, "conversions", limit, MAX_PAGE)
     # JSON carries the token too, so a script can go on where this stopped.
-    found.next_page_token = request.page_token
+    found = tracker_pb2.ListConversionsResponse(conversions=conversions, next_page_token=more)
     echo_records(fmt, COLUMNS, [_row(c) for c in found.conversions], lambda: found)
-    if request.page_token:
+    if more:
         note(f"showing the newest {len(found.conversions)}; more conversions match "
              "(--limit N for more, --limit 0 for all)")

@@ -16,7 +16,7 @@ from goalflow_client.cli.output import (
     format_option,
     note,
 )
-from goalflow_client.cli.session import Session, with_session
+from goalflow_client.cli.session import Session, read_pages, with_session
 from goalflow_client.cli.values import DateType, show_date, show_time
 from goalflow_common.pb.goals.v1 import export_pb2
 from goalflow_common.protoconv import date_message
@@ -120,18 +120,9 @@ async def export_status(session: Session, export_id: str, wait: bool, fmt: str) 
 @with_session
 async def list_exports(session: Session, limit: int, fmt: str) -> None:
     """List the account's export jobs, newest first (they expire after 14 days)."""
-    export_stub = session.export()
-    found = export_pb2.ListExportsResponse()
-    request = export_pb2.ListExportsRequest()
-    while True:
-        wanted = limit - len(found.exports) if limit else MAX_PAGE
-        request.page_size = min(wanted, MAX_PAGE)
-        page = await export_stub.ListExports(request)
-        found.exports.extend(page.exports[:wanted])
-        request.page_token = page.next_page_token
-        if not request.page_token or (limit and len(found.exports) >= limit):
-            break
-    found.next_page_token = request.page_token
+    exports, more = await read_pages(
+        session.export().ListExports, export_pb2.ListExportsRequest(), "exports", limit, MAX_PAGE)
+    found = export_pb2.ListExportsResponse(exports=exports, next_page_token=more)
     columns = ("id", "state", "goal", "dates", "recipient", "rows", "created")
     rows = [
         (job.id, _state(job), job.goal_name,
@@ -140,6 +131,6 @@ async def list_exports(session: Session, limit: int, fmt: str) -> None:
         for job in found.exports
     ]
     echo_records(fmt, columns, rows, lambda: found)
-    if request.page_token:
+    if more:
         note(f"showing the newest {len(found.exports)}; more exports exist "
              "(--limit N for more, --limit 0 for all)")

@@ -123,3 +123,21 @@ def with_session(body: Callable[..., Awaitable[Any]]) -> Callable[..., Any]:
         return asyncio.run(run())
 
     return command
+
+
+async def read_pages(
+    call: Callable[[Any], Awaitable[Any]], request: Any, field: str, limit: int, max_page: int
+) -> tuple[list[Any], str]:
+    """Up to ``limit`` items (0: all) of a paged List RPC, newest first as it answers, and
+    the token of the next page ("" when nothing more matches): ``call`` is the stub method,
+    ``request`` its request (``page_size`` and ``page_token`` set here), ``field`` the
+    response's repeated field, ``max_page`` the largest page the server gives."""
+    items: list[Any] = []
+    while True:
+        wanted = limit - len(items) if limit else max_page
+        request.page_size = min(wanted, max_page)
+        page = await call(request)
+        items.extend(getattr(page, field)[:wanted])
+        request.page_token = page.next_page_token
+        if not request.page_token or (limit and len(items) >= limit):
+            return items, request.page_token
