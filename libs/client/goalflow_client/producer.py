@@ -15,7 +15,6 @@ send at once with :class:`ProducerError` carrying that code: a poison batch is n
 from __future__ import annotations
 
 import asyncio
-import gzip
 import itertools
 import random
 import uuid
@@ -26,14 +25,11 @@ from collections.abc import (
     AsyncIterator,
     Callable,
     Iterable,
-    Iterator,
 )
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
-from google.protobuf import json_format
 from grpc import aio
 
 from goalflow_common.client import make_channel
@@ -426,18 +422,3 @@ async def _chunks(events: Events, size: int) -> AsyncIterator[list[tracker_pb2.E
             chunk = []
     if chunk:
         yield chunk
-
-
-def read_jsonl_events(path: str | Path) -> Iterator[tuple[int, tracker_pb2.Event]]:
-    """(line number, event) for each non-blank line of a JSONL file (``.gz`` too); each
-    line is the proto3 JSON form of ``goals.v1.Event``."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rt", encoding="utf-8") as lines:
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield number, json_format.Parse(line, tracker_pb2.Event())
-            except json_format.ParseError as exc:
-                raise ValueError(f"line {number}: {exc}") from None

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import gzip
 
 import grpc
 import pytest
-from google.protobuf import json_format
 from grpc import aio
 
-from goalflow_client.producer import EventProducer, ProducerError, read_jsonl_events
+from goalflow_client.producer import EventProducer, ProducerError
 from goalflow_common.auth import Role
 from goalflow_common.interceptors import REQUEST_ID_KEY
 from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2
@@ -105,23 +103,6 @@ async def test_a_refusal_that_retrying_cannot_fix_is_raised(stack, make_tenant):
         with pytest.raises(ProducerError, match="PERMISSION_DENIED") as caught:
             await producer.send(converting_traffic()[:3])
     assert caught.value.code is grpc.StatusCode.PERMISSION_DENIED
-
-
-def test_reads_jsonl_plain_and_gzipped_and_names_a_broken_line(tmp_path):
-    events = converting_traffic()[:4]
-    lines = [json_format.MessageToJson(e, indent=None) for e in events]
-    plain = tmp_path / "events.jsonl"
-    plain.write_text("\n".join([lines[0], "", *lines[1:]]) + "\n")
-    packed = tmp_path / "events.jsonl.gz"
-    packed.write_bytes(gzip.compress(plain.read_bytes()))
-    for path in (plain, packed):
-        got = list(read_jsonl_events(path))
-        assert [n for n, _ in got] == [1, 3, 4, 5]
-        assert [e for _, e in got] == events
-    broken = tmp_path / "broken.jsonl"
-    broken.write_text(lines[0] + "\n" + '{"eventId": "x", "nope": 1}\n')
-    with pytest.raises(ValueError, match="line 2"):
-        list(read_jsonl_events(broken))
 
 
 class RefusingTracker:
