@@ -38,15 +38,19 @@ class Role(enum.StrEnum):
     AGENT = "agent"
     INGEST = "ingest"
     SERVICE = "service"
+    PLATFORM = "platform"  # provisions accounts and keys (AccountService); no account
+    SUPERVISOR = "supervisor"  # tokens only (goalflow_common.tokens): a team lead, read-only
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the key's account (None for a platform service key) and role."""
+    """Who is calling: the key's account (None for a platform-wide key) and role, and for
+    an agent token the one agent whose conversions it may see (``agent_id``)."""
 
     key_id: str
     account_id: str | None
     role: Role
+    agent_id: str | None = None
 
     def resolve_account(self, requested: str = "") -> str | None:
         """The account a request acts on.
@@ -103,6 +107,9 @@ def _check_time_zone(name: str) -> None:
         raise ValueError(f"time zone: unknown IANA time zone {name!r}")
 
 
+PLATFORM_WIDE_ROLES = frozenset({Role.SERVICE, Role.PLATFORM})
+
+
 def _hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
@@ -150,8 +157,8 @@ class KeyStore:
         """Issue a key and return it in full; only its hash is kept."""
         if account_id is not None:
             await self.get_account(account_id)
-        elif role is not Role.SERVICE:
-            raise ValueError("only service keys may be platform-wide")
+        elif role not in PLATFORM_WIDE_ROLES:
+            raise ValueError("only service and platform keys may be platform-wide")
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
         await self._keys.insert_one(
@@ -197,23 +204,23 @@ class KeyStore:
 
 # Which roles may call which method. A method missing here is refused for everyone, so a
 # new RPC is closed until it is given roles. Health is open; reflection needs any key.
-_A, _G, _I, _S = Role.ADMIN, Role.AGENT, Role.INGEST, Role.SERVICE
+_A, _G, _I, _S, _V = Role.ADMIN, Role.AGENT, Role.INGEST, Role.SERVICE, Role.SUPERVISOR
 METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/goals.v1.ConfigService/CreateGoal": frozenset({_A}),
-    "/goals.v1.ConfigService/GetGoal": frozenset({_A, _G, _S}),
+    "/goals.v1.ConfigService/GetGoal": frozenset({_A, _G, _S, _V}),
     "/goals.v1.ConfigService/UpdateGoal": frozenset({_A}),
-    "/goals.v1.ConfigService/ListGoals": frozenset({_A, _G}),
+    "/goals.v1.ConfigService/ListGoals": frozenset({_A, _G, _V}),
     "/goals.v1.ConfigService/ActivateGoal": frozenset({_A}),
     "/goals.v1.ConfigService/DeactivateGoal": frozenset({_A}),
     "/goals.v1.ConfigService/DeleteGoal": frozenset({_A}),
     "/goals.v1.ConfigService/ListActiveGoals": frozenset({_A, _S}),
     "/goals.v1.ConfigService/WatchGoals": frozenset({_A, _S}),
     "/goals.v1.TrackerService/IngestEvents": frozenset({_I}),
-    "/goals.v1.TrackerService/SubscribeConversions": frozenset({_A, _G}),
-    "/goals.v1.TrackerService/ListConversions": frozenset({_A, _G}),
+    "/goals.v1.TrackerService/SubscribeConversions": frozenset({_A, _G, _V}),
+    "/goals.v1.TrackerService/ListConversions": frozenset({_A, _G, _V}),
     "/goals.v1.TrackerService/StreamConversions": frozenset({_A, _S}),
     "/goals.v1.TrackerService/CountConversions": frozenset({_A, _S}),
-    "/goals.v1.TrackerService/GetReport": frozenset({_A}),
+    "/goals.v1.TrackerService/GetReport": frozenset({_A, _V}),
     "/goals.v1.ExportService/RequestExport": frozenset({_A}),
     "/goals.v1.ExportService/GetExport": frozenset({_A}),
     "/goals.v1.ExportService/ListExports": frozenset({_A}),

@@ -14,8 +14,10 @@ import ssl
 from pathlib import Path
 
 import grpc
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from goalflow_common.tokens import TokenAuthority, parse_token_keys
 
 
 class ServiceSettings(BaseSettings):
@@ -55,6 +57,17 @@ class ServiceSettings(BaseSettings):
     service_api_key: str = ""
     """Platform service key this service uses to call the others (``service`` role)."""
 
+    token_keys: SecretStr = SecretStr("")
+    """Keys that sign and verify browser tokens (:mod:`goalflow_common.tokens`):
+    ``kid:secret`` pairs, comma separated, each secret at least 32 bytes. The first signs,
+    all verify (rotation). Empty (the default): tokens are neither minted nor accepted."""
+
+    token_ttl_s: int = Field(default=900, gt=0)
+    """Lifetime of a minted token when the caller asks for none (15 minutes)."""
+
+    token_max_ttl_s: int = Field(default=3600, gt=0)
+    """Longest lifetime a caller may ask for."""
+
     tls_cert_file: str = ""
     """PEM certificate (chain) this service's servers present. Set together with
     ``tls_key_file``: the gRPC port then serves TLS only (and the export service's download
@@ -74,6 +87,20 @@ class ServiceSettings(BaseSettings):
         if bool(self.tls_cert_file) != bool(self.tls_key_file):
             raise ValueError("tls_cert_file and tls_key_file: set both or neither")
         return self
+
+    @model_validator(mode="after")
+    def _token_keys(self) -> ServiceSettings:
+        parse_token_keys(self.token_keys.get_secret_value())  # fail at start-up, not per call
+        if self.token_ttl_s > self.token_max_ttl_s:
+            raise ValueError("token_ttl_s: at most token_max_ttl_s")
+        return self
+
+    def token_authority(self) -> TokenAuthority:
+        """The minter and verifier of browser tokens these settings describe."""
+        return TokenAuthority(
+            parse_token_keys(self.token_keys.get_secret_value()),
+            default_ttl_s=self.token_ttl_s, max_ttl_s=self.token_max_ttl_s,
+        )
 
     @property
     def tls_enabled(self) -> bool:
