@@ -92,7 +92,7 @@ def forgeries(account_id: str, agent_token: str) -> dict[str, tuple[str, str]]:
         "no expiry": (signed(claims(account_id, exp=None)), "exp"),
         "issued in the future": (
             signed(claims(account_id, iat=int(time.time()) + 3600,
-                          exp=int(time.time()) + 4000)), "not yet valid"),
+                          exp=int(time.time()) + 4000)), "future"),
         "platform role": (signed(claims(account_id, role="platform")), "role"),
         "service role": (signed(claims(account_id, role="service")), "role"),
         "agent without an agent id": (signed(claims(account_id, role="agent")), "agent"),
