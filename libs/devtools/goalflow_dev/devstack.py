@@ -163,7 +163,6 @@ def service_table(settings: DevSettings) -> list[ServiceSpec]:
         ServiceSpec(
             "edge", "edge_svc", settings.edge_port, "",
             {
-                "GOALFLOW_HTTP_HOST": HOST,
                 "GOALFLOW_HTTP_PORT": str(settings.edge_port),
                 "GOALFLOW_CONFIG_ADDRESS": config,
                 "GOALFLOW_TRACKER_ADDRESS": tracker,
