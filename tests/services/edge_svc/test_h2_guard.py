@@ -7,6 +7,7 @@ import asyncio
 
 import grpc
 from grpc import aio
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc
 
@@ -36,3 +37,13 @@ async def test_refused_calls_leave_the_connection_to_the_others(edge):
                                          *(allowed() for _ in range(20)))
             assert set(codes[:20]) == {grpc.StatusCode.UNAUTHENTICATED}, codes
             assert set(codes[20:]) == {grpc.StatusCode.NOT_FOUND}, codes
+
+
+async def test_many_calls_on_one_http2_connection(edge):
+    """hypercorn's default of 1,000 requests per connection broke call 1,001 of a gRPC
+    channel (GOAWAY with PROTOCOL_ERROR); the edge lifts it."""
+    async with aio.insecure_channel(f"127.0.0.1:{edge.server.port}") as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for _ in range(1100):
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
