@@ -1,5 +1,6 @@
-"""Over one HTTP/2 connection, calls the edge refuses before reading their body do not take
-down the calls beside them (edge_svc.h2_guard: hypercorn 0.18 dropped the connection)."""
+"""hypercorn 0.18 on HTTP/2, as the edge uses it: calls refused before their body is read do
+not take down the calls beside them on the same connection (edge_svc.h2_guard), and one
+connection carries any number of calls (no 1,000-request cap)."""
 
 from __future__ import annotations
 
