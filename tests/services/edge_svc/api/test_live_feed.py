@@ -13,8 +13,10 @@ import time
 from connectrpc.errors import ConnectError
 
 from edge_svc.api.endpoints import method_info
+from edge_svc.server import EdgeServer
 from goalflow_common.auth import Role
 from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2
+from tests.services.edge_svc.conftest import edge_settings
 from tests.services.edge_svc.helpers import bearer, client, wait_until
 from tests.services.tracker_svc.builders import agent, assigned, create_goal, ingest, opened, visit
 
@@ -136,3 +138,28 @@ async def test_refused_subscription_reports_the_upstream_error(edge):
         assert error.code.name == "INVALID_ARGUMENT" and "target" in error.message
     else:
         raise AssertionError("the call should fail")
+
+
+async def test_subscriptions_past_the_limit_are_refused(edge):
+    limited = EdgeServer(edge_settings(edge.stack, edge.export_address, max_subscribers=1))
+    await limited.start()
+    try:
+        _, first = await raw_subscription(edge, limited.port, agent_id="agent-7")
+        await wait_until(lambda: feed(edge).subscriber_count == 1, what="subscription")
+        connect = client(f"http://127.0.0.1:{limited.port}")
+        refused = None
+        try:
+            async for _ in connect.execute_server_stream(
+                    request=tracker_pb2.SubscribeConversionsRequest(agent_id="agent-8"),
+                    method=method_info(SUBSCRIBE, streaming=True),
+                    headers=bearer(edge.tenant.admin)):
+                pass
+        except ConnectError as error:
+            refused = error
+        assert refused is not None and refused.code.name == "RESOURCE_EXHAUSTED"
+        assert "maximum of 1 subscriptions" in refused.message
+        assert feed(edge).subscriber_count == 1
+        first.transport.abort()
+        await wait_until(lambda: limited.subscribers.open == 0, what="slot freed")
+    finally:
+        await limited.stop()
