@@ -24,6 +24,10 @@ from tracker_svc.domain.scope import scoped_agent
 log = structlog.get_logger(__name__)
 
 Feed = ConversionFeed[tracker_pb2.SubscribeConversionsResponse]
+SUBSCRIBED = tracker_pb2.SubscribeConversionsResponse(subscribed=True)
+HEARTBEAT = tracker_pb2.SubscribeConversionsResponse(heartbeat=True)
+# Proxies commonly close a connection idle for 60 s: a browser asks for 20-30 s.
+MIN_HEARTBEAT_S, MAX_HEARTBEAT_S = 1, 300
 
 
 def feed_message(record: ConversionRecord) -> tracker_pb2.SubscribeConversionsResponse:
@@ -58,6 +62,10 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):
             raise InvalidArgument("target", "exactly one of conversation_id or agent_id")
         target = getattr(request, which)
         check_id(which, target)
+        heartbeat_s = request.heartbeat_seconds
+        if heartbeat_s and not MIN_HEARTBEAT_S <= heartbeat_s <= MAX_HEARTBEAT_S:
+            raise InvalidArgument(
+                "heartbeat_seconds", f"0 (none) or {MIN_HEARTBEAT_S} to {MAX_HEARTBEAT_S}")
         if which == "agent_id":
             kind, only_agent = "agent", None
             scoped_agent(principal.agent_id, target)  # an agent token: its own agent only
@@ -69,9 +77,14 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):
             # Initial metadata tells the client the subscription is live: conversions
             # recorded from now on will reach it.
             await context.send_initial_metadata(((SUBSCRIBED_KEY, "1"),))
+            if request.announce:
+                yield SUBSCRIBED
             while True:
                 try:
-                    item = await sub.get()
+                    item = await sub.get(timeout_s=heartbeat_s or None)
+                except TimeoutError:
+                    yield HEARTBEAT
+                    continue
                 except SubscriberDropped:
                     log.warning("conversion_subscriber_overflow", target=which)
                     await context.abort(

@@ -100,16 +100,18 @@ class Subscriber(Generic[M]):
         self.end = marker
         self.wakeup.set()
 
-    async def get(self) -> M | None:
+    async def get(self, timeout_s: float | None = None) -> M | None:
         """The next message; None when the feed stopped (shutdown). Raises
-        ``SubscriberDropped`` when this subscriber fell behind."""
+        ``SubscriberDropped`` when this subscriber fell behind, TimeoutError when nothing
+        came within ``timeout_s`` (nothing is lost: call again)."""
         while not self.pending:
             if self.end == _OVERFLOW:
                 raise SubscriberDropped
             if self.end is not None:
                 return None
             self.wakeup.clear()
-            await self.wakeup.wait()
+            async with asyncio.timeout(timeout_s):
+                await self.wakeup.wait()
         return self.pending.popleft()[1]
 
 

@@ -185,12 +185,41 @@ async def test_subscribe_needs_exactly_one_valid_target(stack, make_tenant):
         (tracker_pb2.SubscribeConversionsRequest(), "target"),
         (tracker_pb2.SubscribeConversionsRequest(conversation_id=""), "conversation_id"),
         (tracker_pb2.SubscribeConversionsRequest(agent_id="x" * 129), "agent_id"),
+        (tracker_pb2.SubscribeConversionsRequest(agent_id="a", heartbeat_seconds=-1),
+         "heartbeat_seconds"),
+        (tracker_pb2.SubscribeConversionsRequest(agent_id="a", heartbeat_seconds=301),
+         "heartbeat_seconds"),
     ]:
         with pytest.raises(grpc.RpcError) as err:
             async for _ in stub.SubscribeConversions(request):
                 pass
         assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert err.value.details().startswith(f"{field}:"), err.value.details()
+
+
+async def test_announce_and_heartbeats_are_notices_without_a_conversion(
+    stack, make_tenant, tracker_db, subs
+):
+    """Browsers see no headers before the first message: ``announce`` makes that message
+    the live signal; ``heartbeat_seconds`` keeps an idle stream busy for proxies."""
+    tenant = await make_tenant()
+    call = await subs.open(stack.tracker_address, tenant.admin, agent_id="agent-7",
+                           announce=True, heartbeat_seconds=1)
+    try:
+        first = await asyncio.wait_for(call.read(), 1.0)
+        assert first.subscribed and not first.heartbeat and not first.HasField("conversion")
+        waited = time.perf_counter()
+        beat = await asyncio.wait_for(call.read(), 3.0)
+        assert beat.heartbeat and not beat.HasField("conversion")
+        assert 0.8 < time.perf_counter() - waited < 2.5
+        doc = conversion_doc(tenant.account_id, "goal", "c1", T0, agents=("agent-7",))
+        await tracker_db.conversions.insert_one(doc)
+        message = await asyncio.wait_for(call.read(), 2.0)
+        while message.heartbeat:  # a beat may fall between the insert and its delivery
+            message = await asyncio.wait_for(call.read(), 2.0)
+        assert message.conversion.id == doc["_id"] and not message.subscribed
+    finally:
+        call.cancel()
 
 
 GOALS = 10  # goals matching the same page: each checkout visit makes GOALS conversions
