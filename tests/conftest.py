@@ -101,6 +101,10 @@ async def platform_key(keys: KeyStore) -> str:
     return await keys.create_key(None, Role.SERVICE, label="tests")
 
 
+TEST_TOKEN_KEYS = "test:" + "t" * 40
+"""Token signing keys of the test servers (``GOALFLOW_TOKEN_KEYS``): MintToken works."""
+
+
 @pytest.fixture
 def config_settings(mongo_uri: str, db_prefix: str) -> ConfigSettings:
     """Config service settings on this test's databases, any free port, no tracker."""
@@ -111,6 +115,7 @@ def config_settings(mongo_uri: str, db_prefix: str) -> ConfigSettings:
         grpc_port=0,
         tracker_address="",
         shutdown_grace_s=1.0,
+        token_keys=TEST_TOKEN_KEYS,
     )
 
 

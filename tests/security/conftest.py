@@ -104,6 +104,8 @@ class Ids:
     conversation_id: str
     agent_id: str
     end_user_id: str
+    key_id: str
+    """The id of A's admin key."""
 
     def values(self) -> list[str]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -112,7 +114,8 @@ class Ids:
     def phantom(cls) -> Ids:
         tag = uuid.uuid4().hex[:8]
         return cls(f"nobody-{tag}", *(uuid.uuid4().hex for _ in range(4)),
-                   f"ghost-conv-{tag}", f"ghost-agent-{tag}", f"ghost-user-{tag}")
+                   f"ghost-conv-{tag}", f"ghost-agent-{tag}", f"ghost-user-{tag}",
+                   uuid.uuid4().hex[:16])
 
 
 A_GOAL_NAME = "Alpha secret launch"
@@ -221,7 +224,7 @@ async def world(stack, sink, mongo_uri, db_prefix, clock, platform_key,
                 recipient_email=A_RECIPIENT))).export
             job = await wait_mailed(stub, requested.id)
         ids = Ids(a.account_id, a_goal.id, a_idle.id, a_second.id, job.id, "alpha-conv-1",
-                  A_AGENT.id, "alpha-user-1")
+                  A_AGENT.id, "alpha-user-1", a.admin.split("_")[1])
         secrets = [*ids.values(), A_GOAL_NAME, "Alpha second wave", "Alpha hidden draft",
                    A_AGENT.name, A_AGENT.email, A_URL, "alpha-777", "777.00", "alpha-skill",
                    A_RECIPIENT, "Alpha", "alpha"]
@@ -259,8 +262,10 @@ def touching(state: dict[str, list[str]], markers: list[str]) -> dict[str, list[
 
 
 async def revoked_key(keys: KeyStore, account_id: str, role: Role) -> str:
-    """A key of ``role`` that was revoked before it was ever used."""
-    key = await keys.create_key(account_id, role, label="revoked")
+    """A key of ``role`` that was revoked before it was ever used (of ``account_id``, or
+    platform-wide for a platform key)."""
+    owner = None if role is Role.PLATFORM else account_id
+    key = await keys.create_key(owner, role, label="revoked")
     await keys.revoke_key(key.split("_")[1])
     return key
 

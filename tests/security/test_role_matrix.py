@@ -8,6 +8,7 @@ database; an allowed call succeeds."""
 from __future__ import annotations
 
 import datetime as dt
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,7 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from goalflow_common.auth import METHOD_ROLES, Role, roles_for
-from goalflow_common.pb.goals.v1 import config_pb2, export_pb2, tracker_pb2
+from goalflow_common.pb.goals.v1 import accounts_pb2, config_pb2, export_pb2, tracker_pb2
 from tests.security.conftest import JUNE_1, T0, World, revoked_key, snapshot
 from tests.security.rpcs import METHODS, Outcome, convert_again, first, invoke, snapshot_done
 from tests.services.config_svc.helpers import date, goal_request
@@ -117,6 +118,33 @@ CASES: dict[str, Case] = {
     "/goals.v1.ExportService/ListExports": Case(
         lambda w: export_pb2.ListExportsRequest(),
         lambda w, o: [e.id for e in _one(o).exports] == [w.a_ids.export_id]),
+    # AccountService (config's process). Each request names account A, so a platform key
+    # and A's admin key are both given A; a refused one changes nothing.
+    "/goals.v1.AccountService/CreateAccount": Case(
+        lambda w: accounts_pb2.CreateAccountRequest(
+            account_id=f"matrix-{uuid.uuid4().hex[:8]}", time_zone="Asia/Tokyo"),
+        lambda w, o: _one(o).account.time_zone == "Asia/Tokyo"),
+    "/goals.v1.AccountService/GetAccount": Case(
+        lambda w: accounts_pb2.GetAccountRequest(account_id=w.a.account_id),
+        lambda w, o: _one(o).account.id == w.a.account_id),
+    "/goals.v1.AccountService/ListAccounts": Case(
+        lambda w: accounts_pb2.ListAccountsRequest(page_size=200),
+        lambda w, o: w.a.account_id in {a.id for a in _one(o).accounts}),
+    "/goals.v1.AccountService/CreateKey": Case(
+        lambda w: accounts_pb2.CreateKeyRequest(account_id=w.a.account_id,
+                                                role=accounts_pb2.ROLE_AGENT),
+        lambda w, o: _one(o).api_key.account_id == w.a.account_id
+        and _one(o).key.startswith(f"gf_{_one(o).api_key.key_id}_")),
+    "/goals.v1.AccountService/ListKeys": Case(
+        lambda w: accounts_pb2.ListKeysRequest(account_id=w.a.account_id, page_size=200),
+        lambda w, o: w.a_ids.key_id in {k.key_id for k in _one(o).api_keys}),
+    "/goals.v1.AccountService/RevokeKey": Case(
+        lambda w: accounts_pb2.RevokeKeyRequest(key_id=w.a.keys[Role.INGEST].split("_")[1]),
+        lambda w, o: _one(o).api_key.revoked),
+    "/goals.v1.AccountService/MintToken": Case(
+        lambda w: accounts_pb2.MintTokenRequest(account_id=w.a.account_id,
+                                                role=accounts_pb2.ROLE_SUPERVISOR),
+        lambda w, o: _one(o).token.count(".") == 2 and _one(o).HasField("expire_time")),
 }
 
 FORGED = "gf_0123456789abcdef_" + "a" * 43
@@ -130,7 +158,7 @@ BAD_HEADERS: dict[str, str | None] = {
 
 
 def test_every_rpc_of_every_service_is_in_the_policy_and_the_matrix():
-    assert len(METHODS) == 18  # a sanity floor: the descriptors really were read
+    assert len(METHODS) == 25  # a sanity floor: the descriptors really were read
     assert set(METHODS) == set(METHOD_ROLES), "an RPC without roles is closed to everyone"
     assert set(METHODS) == set(CASES), "every RPC needs a case in this matrix"
     for path in METHODS:
@@ -147,9 +175,22 @@ def test_the_policy_keeps_the_issues_explicit_rules():
         if not path.endswith("/IngestEvents"):
             assert Role.INGEST not in roles, path
     assert METHOD_ROLES["/goals.v1.TrackerService/IngestEvents"] == {Role.INGEST}
-    assert METHOD_ROLES["/goals.v1.TrackerService/GetReport"] == {Role.ADMIN}
+    # Supervisors (tokens only) read reports: the team lead's view.
+    assert METHOD_ROLES["/goals.v1.TrackerService/GetReport"] == {Role.ADMIN, Role.SUPERVISOR}
     for path in ("/goals.v1.ExportService/GetExport", "/goals.v1.ExportService/ListExports"):
         assert METHOD_ROLES[path] == {Role.ADMIN}
+    # Accounts: only a platform key creates or lists them; admins manage their own keys;
+    # agents only mint tokens; platform keys do nothing but provisioning.
+    accounts = "/goals.v1.AccountService/"
+    assert METHOD_ROLES[accounts + "CreateAccount"] == {Role.PLATFORM}
+    assert METHOD_ROLES[accounts + "ListAccounts"] == {Role.PLATFORM}
+    for name in ("GetAccount", "CreateKey", "ListKeys", "RevokeKey"):
+        assert METHOD_ROLES[accounts + name] == {Role.PLATFORM, Role.ADMIN}, name
+    assert METHOD_ROLES[accounts + "MintToken"] == {Role.PLATFORM, Role.ADMIN, Role.AGENT}
+    for path, roles in METHOD_ROLES.items():
+        assert (Role.PLATFORM in roles) == path.startswith(accounts), path
+        if path.startswith(accounts):
+            assert not roles & {Role.SERVICE, Role.SUPERVISOR, Role.INGEST}, path
     assert roles_for("/grpc.health.v1.Health/Check") is None
     assert roles_for("/grpc.health.v1.Health/Watch") is None
     assert roles_for("/goals.v1.ConfigService/NoSuchRpc") == frozenset()
@@ -161,10 +202,14 @@ async def test_role_matrix(path, world, keys, mongo, db_prefix):
     a = world.a
     # A revoked key of a role the RPC admits: revocation must beat the role.
     revoked = await revoked_key(keys, a.account_id, min(allowed))
+    # One key per key role: A's, and a platform-wide platform key. Supervisor is a token
+    # role, never a key's (tokens have their own tables).
+    role_keys = {**a.keys, Role.PLATFORM: await keys.create_key(None, Role.PLATFORM)}
+    assert set(role_keys) == set(Role) - {Role.SUPERVISOR}
     expected: list[tuple[str, str | None, set[str]]] = [
-        (f"{role.value} key", f"Bearer {a.keys[role]}",
+        (f"{role.value} key", f"Bearer {key}",
          {"OK"} if role in allowed else {"PERMISSION_DENIED"})
-        for role in Role
+        for role, key in role_keys.items()
     ]
     expected += [(name, header, {"UNAUTHENTICATED"}) for name, header in BAD_HEADERS.items()]
     forged_secret = f"gf_{a.admin.split('_')[1]}_" + "b" * 43

@@ -17,6 +17,7 @@ import grpc
 import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr
 from pymongo import AsyncMongoClient
 
 from config_svc.server import create_server as create_config
@@ -520,7 +521,8 @@ async def test_tokens_cannot_mint_tokens_and_admin_tokens_manage_keys(accounts: 
 
 async def test_without_signing_keys_mint_token_says_so(config_settings, keys, make_tenant):
     tenant = await make_tenant()
-    server, port = await create_config(config_settings)
+    server, port = await create_config(config_settings.model_copy(update={
+        "token_keys": SecretStr("")}))
     await server.start()
     try:
         async with aio.insecure_channel(f"127.0.0.1:{port}") as channel:
