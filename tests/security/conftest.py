@@ -142,6 +142,12 @@ class World:
     a_secrets: list[str]
     """Strings only A's data contains: none may ever reach B."""
     channels: list[aio.Channel] = field(default_factory=list)
+    platform_key: str = ""
+    """A platform-wide key of role platform (AccountService's provisioning key)."""
+
+    def key(self, role: Role) -> str:
+        """Account A's key of ``role``; the platform key for ``Role.PLATFORM``."""
+        return self.platform_key if role is Role.PLATFORM else self.a.keys[role]
 
     def plain_channel(self, address: str) -> aio.Channel:
         """A channel that adds no key: each call says what it sends."""
@@ -176,7 +182,7 @@ async def wait_mailed(stub: export_pb2_grpc.ExportServiceStub,
 
 
 @pytest.fixture
-async def world(stack, sink, mongo_uri, db_prefix, clock, platform_key,
+async def world(stack, sink, mongo_uri, db_prefix, clock, platform_key, keys,
                 make_tenant) -> AsyncIterator[World]:
     smtp_port, outbox = sink
     http_port = free_port()
@@ -228,7 +234,8 @@ async def world(stack, sink, mongo_uri, db_prefix, clock, platform_key,
         secrets = [*ids.values(), A_GOAL_NAME, "Alpha second wave", "Alpha hidden draft",
                    A_AGENT.name, A_AGENT.email, A_URL, "alpha-777", "777.00", "alpha-skill",
                    A_RECIPIENT, "Alpha", "alpha"]
-        world = World(stack, export, export_address, outbox, a, b, ids, b_goal, secrets)
+        world = World(stack, export, export_address, outbox, a, b, ids, b_goal, secrets,
+                      platform_key=await keys.create_key(None, Role.PLATFORM, label="world"))
         try:
             yield world
         finally:
