@@ -50,6 +50,14 @@ KEY_VARS: dict[str, tuple[str | None, Role]] = {
     "GOALFLOW_AGENT_KEY": (DEV_ACCOUNT, Role.AGENT),
     "GOALFLOW_INGEST_KEY": (DEV_ACCOUNT, Role.INGEST),
     "GOALFLOW_SERVICE_API_KEY": (None, Role.SERVICE),
+    # Provisions accounts and keys over the API (goalflow accounts/keys, goalflow-keys). Made
+    # here directly in the auth database, as `goalflow-keys bootstrap` makes the first one.
+    "GOALFLOW_PLATFORM_KEY": (None, Role.PLATFORM),
+}
+KEY_NOTES = {
+    "GOALFLOW_SERVICE_API_KEY": "platform service key (the services call each other)",
+    "GOALFLOW_PLATFORM_KEY": "platform key (accounts and keys: goalflow accounts/keys, "
+                             "goalflow-keys)",
 }
 
 
@@ -123,6 +131,17 @@ def dev_link_secret(folder: Path) -> str:
     if not path.exists():
         folder.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(48))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def dev_token_keys(folder: Path) -> str:
+    """The development signing key of browser tokens (``GOALFLOW_TOKEN_KEYS``), kept in
+    ``<dev dir>/token-key`` so tokens minted by an earlier run still verify."""
+    path = folder / "token-key"
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        path.write_text(f"dev:{secrets.token_urlsafe(48)}")
         path.chmod(0o600)
     return path.read_text().strip()
 
@@ -595,6 +614,8 @@ class DevStack:
         }
         # Nobody has RPCs in flight worth 10 s during development; Ctrl-C should be quick.
         env.setdefault("GOALFLOW_SHUTDOWN_GRACE_S", "2")
+        # Every service verifies tokens with the same keys (config mints them).
+        env.setdefault("GOALFLOW_TOKEN_KEYS", dev_token_keys(self.settings.dir))
         return self._spawn(spec.name, ["-m", spec.package], env)
 
     def _wait_serving(self, spec: ServiceSpec, child: _Child) -> None:
@@ -707,8 +728,7 @@ class DevStack:
         keys_at = shown(self.key_file)
         _out(f"\ndev account {DEV_ACCOUNT!r} (UTC); keys saved in {keys_at}:")
         for var, key in self.keys.items():
-            scope = "platform service key" if KEY_VARS[var][0] is None else ""
-            _out(f"  {var}={key}  {scope}".rstrip())
+            _out(f"  {var}={key}  {KEY_NOTES.get(var, '')}".rstrip())
         if "config" in started:
             # The README's first lines: `goalflow` is in the virtualenv, the keys in the file.
             activate = shown(Path(sys.prefix) / "bin" / "activate")
