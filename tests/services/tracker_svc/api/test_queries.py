@@ -16,6 +16,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from goalflow_common.auth import Principal, Role, set_principal
 from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2
+from tests.conftest import TENANT_ROLES
 from tests.services.tracker_svc.documents import SECOND, T0, conversion_doc, rated_doc
 from tracker_svc.api.queries import ConversionQueries
 from tracker_svc.domain.conversions import ConversionReads
@@ -460,7 +461,7 @@ async def test_roles(stack, make_tenant):
     """The ingest key is refused on all four read RPCs; each other role only where allowed."""
     tenant = await make_tenant()
     for rpc, allowed in ALLOWED.items():
-        for role in Role:
+        for role in TENANT_ROLES:
             stub = stack.tracker(tenant.keys[role])
             if role in allowed:
                 if rpc != "SubscribeConversions":  # would wait for a conversion
