@@ -76,8 +76,13 @@ async def keys(mongo: AsyncMongoClient, db_prefix: str) -> KeyStore:
     return KeyStore(mongo[f"{db_prefix}_auth"], cache_ttl_s=30)
 
 
+TENANT_ROLES = (Role.ADMIN, Role.AGENT, Role.INGEST, Role.SERVICE)
+"""The roles an account's key can have: platform keys are platform-wide (no account) and
+supervisor is a token role (goalflow_common.tokens), never a key's."""
+
+
 class Tenant:
-    """An account with one key per role."""
+    """An account with one key per account key role (``TENANT_ROLES``)."""
 
     def __init__(self, account_id: str, api_keys: dict[Role, str]) -> None:
         self.account_id = account_id
@@ -94,7 +99,7 @@ def make_tenant(keys: KeyStore):
         account_id = account_id or f"acct-{uuid.uuid4().hex[:8]}"
         await keys.create_account(account_id, time_zone=time_zone)
         api_keys = {}
-        for role in (Role.ADMIN, Role.AGENT, Role.INGEST, Role.SERVICE):
+        for role in TENANT_ROLES:
             api_keys[role] = await keys.create_key(account_id, role)
         return Tenant(account_id, api_keys)
 
@@ -105,6 +110,8 @@ def make_tenant(keys: KeyStore):
 async def platform_key(keys: KeyStore) -> str:
     """A platform-wide service key (no account), as the services use between themselves."""
     return await keys.create_key(None, Role.SERVICE, label="tests")
+
+
 
 
 @pytest.fixture

@@ -7,6 +7,7 @@ import datetime as dt
 import structlog
 
 from config_svc.adapters.counts import TrackerCounts
+from config_svc.api.accounts import AccountServicer
 from config_svc.api.servicer import ConfigServicer
 from config_svc.domain import rules
 from config_svc.settings import ConfigSettings
@@ -16,7 +17,13 @@ from goalflow_common.client import make_channel
 from goalflow_common.clock import Clock, SystemClock
 from goalflow_common.db import connect
 from goalflow_common.lifecycle import Lifecycle
-from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc, tracker_pb2_grpc
+from goalflow_common.pb.goals.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    config_pb2,
+    config_pb2_grpc,
+    tracker_pb2_grpc,
+)
 from goalflow_common.request_guard import KIB, RequestBudget, text_bytes
 from goalflow_common.server import GoalflowServer, Registration, build_server
 
@@ -94,7 +101,14 @@ async def create_server(
                 servicer,
                 config_pb2.DESCRIPTOR.services_by_name["ConfigService"].full_name,
                 request_budgets(),
-            )
+            ),
+            # Accounts and keys live in the auth database every service reads; config's
+            # process serves their API (docs: README "Accounts and keys over the API").
+            Registration(
+                accounts_pb2_grpc.add_AccountServiceServicer_to_server,
+                AccountServicer(keys, settings.token_authority()),
+                accounts_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name,
+            ),
         ],
         lifecycle=lifecycle,
         on_stop=[close],

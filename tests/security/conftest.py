@@ -105,6 +105,8 @@ class Ids:
     conversation_id: str
     agent_id: str
     end_user_id: str
+    key_id: str
+    """The id of A's admin key."""
 
     def values(self) -> list[str]:
         return [getattr(self, f.name) for f in fields(self)]
@@ -113,7 +115,8 @@ class Ids:
     def phantom(cls) -> Ids:
         tag = uuid.uuid4().hex[:8]
         return cls(f"nobody-{tag}", *(uuid.uuid4().hex for _ in range(4)),
-                   f"ghost-conv-{tag}", f"ghost-agent-{tag}", f"ghost-user-{tag}")
+                   f"ghost-conv-{tag}", f"ghost-agent-{tag}", f"ghost-user-{tag}",
+                   uuid.uuid4().hex[:16])
 
 
 A_GOAL_NAME = "Alpha secret launch"
@@ -142,6 +145,12 @@ class World:
     tokens: TokenAuthority
     """Mints tokens every server of the world accepts."""
     channels: list[aio.Channel] = field(default_factory=list)
+    platform_key: str = ""
+    """A platform-wide key of role platform (AccountService's provisioning key)."""
+
+    def key(self, role: Role) -> str:
+        """Account A's key of ``role``; the platform key for ``Role.PLATFORM``."""
+        return self.platform_key if role is Role.PLATFORM else self.a.keys[role]
 
     def token(self, tenant: Tenant, role: Role, agent_id: str = "") -> str:
         """A fresh token of ``tenant`` with ``role`` (an agent token for ``agent_id``)."""
@@ -180,7 +189,7 @@ async def wait_mailed(stub: export_pb2_grpc.ExportServiceStub,
 
 
 @pytest.fixture
-async def world(stack, sink, mongo_uri, db_prefix, clock, platform_key,
+async def world(stack, sink, mongo_uri, db_prefix, clock, platform_key, keys,
                 make_tenant, tokens) -> AsyncIterator[World]:
     smtp_port, outbox = sink
     http_port = free_port()
@@ -229,12 +238,13 @@ async def world(stack, sink, mongo_uri, db_prefix, clock, platform_key,
                 recipient_email=A_RECIPIENT))).export
             job = await wait_mailed(stub, requested.id)
         ids = Ids(a.account_id, a_goal.id, a_idle.id, a_second.id, job.id, "alpha-conv-1",
-                  A_AGENT.id, "alpha-user-1")
+                  A_AGENT.id, "alpha-user-1", a.admin.split("_")[1])
         secrets = [*ids.values(), A_GOAL_NAME, "Alpha second wave", "Alpha hidden draft",
                    A_AGENT.name, A_AGENT.email, A_URL, "alpha-777", "777.00", "alpha-skill",
                    A_RECIPIENT, "Alpha", "alpha"]
         world = World(stack, export, export_address, outbox, a, b, ids, b_goal, secrets,
-                      tokens)
+                      tokens,
+                      platform_key=await keys.create_key(None, Role.PLATFORM, label="world"))
         try:
             yield world
         finally:
@@ -268,8 +278,10 @@ def touching(state: dict[str, list[str]], markers: list[str]) -> dict[str, list[
 
 
 async def revoked_key(keys: KeyStore, account_id: str, role: Role) -> str:
-    """A key of ``role`` that was revoked before it was ever used."""
-    key = await keys.create_key(account_id, role, label="revoked")
+    """A key of ``role`` that was revoked before it was ever used (of ``account_id``, or
+    platform-wide for a platform key)."""
+    owner = None if role is Role.PLATFORM else account_id
+    key = await keys.create_key(owner, role, label="revoked")
     await keys.revoke_key(key.split("_")[1])
     return key
 

@@ -17,6 +17,8 @@ from grpc import aio
 
 from goalflow_common.auth import Role
 from goalflow_common.pb.goals.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
     config_pb2,
     config_pb2_grpc,
     export_pb2,
@@ -31,13 +33,14 @@ _STUBS: dict[str, Callable[[aio.Channel], Any]] = {
     "goals.v1.ConfigService": config_pb2_grpc.ConfigServiceStub,
     "goals.v1.TrackerService": tracker_pb2_grpc.TrackerServiceStub,
     "goals.v1.ExportService": export_pb2_grpc.ExportServiceStub,
+    "goals.v1.AccountService": accounts_pb2_grpc.AccountServiceStub,
 }
 
 
 def all_methods() -> dict[str, MethodDescriptor]:
     """Every RPC the protos define, by its full path (``/goals.v1.ConfigService/GetGoal``)."""
     methods = {}
-    for module in (config_pb2, tracker_pb2, export_pb2):
+    for module in (config_pb2, tracker_pb2, export_pb2, accounts_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 methods[f"/{service.full_name}/{method.name}"] = method
@@ -52,6 +55,7 @@ def address(world: World, method: MethodDescriptor) -> str:
         "goals.v1.ConfigService": world.stack.config_address,
         "goals.v1.TrackerService": world.stack.tracker_address,
         "goals.v1.ExportService": world.export_address,
+        "goals.v1.AccountService": world.stack.config_address,  # served by config's process
     }[method.containing_service.full_name]
 
 

@@ -19,7 +19,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from goalflow_common.auth import Role
-from goalflow_common.pb.goals.v1 import config_pb2, export_pb2, tracker_pb2
+from goalflow_common.pb.goals.v1 import accounts_pb2, config_pb2, export_pb2, tracker_pb2
 from tests.security.conftest import (
     A_GOAL_NAME,
     A_URL,
@@ -86,6 +86,7 @@ def _name(who: Role | str) -> str:
 
 TOKENS = (AGENT_TOKEN, SUPERVISOR_TOKEN, ADMIN_TOKEN)
 C, T, E = "/goals.v1.ConfigService/", "/goals.v1.TrackerService/", "/goals.v1.ExportService/"
+AC = "/goals.v1.AccountService/"
 ADMIN, AGENT, INGEST, SERVICE = Role.ADMIN, Role.AGENT, Role.INGEST, Role.SERVICE
 DAY = dt.timedelta(days=1)
 PROBES: dict[str, Probe] = {
@@ -199,6 +200,37 @@ PROBES: dict[str, Probe] = {
     **{f"ListExports by {_name(r)}": Probe(
         E + "ListExports", r, lambda w, i: export_pb2.ListExportsRequest(), {"OK"})
        for r in (ADMIN, ADMIN_TOKEN)},
+    # Accounts (served by config's process): B's admin acts on its own account only, and
+    # A's key ids are as unknown to it as ids of no key.
+    "CreateAccount with A's id": Probe(
+        AC + "CreateAccount", ADMIN,
+        lambda w, i: accounts_pb2.CreateAccountRequest(account_id=i.account_id),
+        {"PERMISSION_DENIED"}),
+    "GetAccount of A": Probe(
+        AC + "GetAccount", ADMIN,
+        lambda w, i: accounts_pb2.GetAccountRequest(account_id=i.account_id),
+        {"PERMISSION_DENIED"}),
+    "ListAccounts": Probe(
+        AC + "ListAccounts", ADMIN, lambda w, i: accounts_pb2.ListAccountsRequest(),
+        {"PERMISSION_DENIED"}),
+    "CreateKey in A": Probe(
+        AC + "CreateKey", ADMIN, lambda w, i: accounts_pb2.CreateKeyRequest(
+            account_id=i.account_id, role=accounts_pb2.ROLE_ADMIN), {"PERMISSION_DENIED"}),
+    "ListKeys of A": Probe(
+        AC + "ListKeys", ADMIN,
+        lambda w, i: accounts_pb2.ListKeysRequest(account_id=i.account_id),
+        {"PERMISSION_DENIED"}),
+    **{f"RevokeKey of A's admin key by {_name(r)}": Probe(
+        AC + "RevokeKey", r,
+        lambda w, i: accounts_pb2.RevokeKeyRequest(key_id=i.key_id), {"NOT_FOUND"})
+       for r in (ADMIN, ADMIN_TOKEN)},
+    **{f"MintToken for A's agent by {r.value}": Probe(
+        AC + "MintToken", r, lambda w, i: accounts_pb2.MintTokenRequest(
+            account_id=i.account_id, role=accounts_pb2.ROLE_AGENT, agent_id=i.agent_id),
+        {"PERMISSION_DENIED"}) for r in (ADMIN, AGENT)},
+    "MintToken for A by platform service key": Probe(
+        AC + "MintToken", PLATFORM, lambda w, i: accounts_pb2.MintTokenRequest(
+            account_id=i.account_id, role=accounts_pb2.ROLE_ADMIN), {"PERMISSION_DENIED"}),
 }
 
 

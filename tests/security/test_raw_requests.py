@@ -105,7 +105,7 @@ async def raw_call(world: World, path: str, body: bytes, key: str | None,
 
 def allowed_key(world: World, path: str) -> str:
     role = min(METHOD_ROLES[path], key=lambda r: r.value)
-    return world.a.keys[role]
+    return world.key(role)
 
 
 def _rpc(path: str) -> str:

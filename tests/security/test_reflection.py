@@ -64,16 +64,19 @@ async def test_buf_curl_calls_every_service_by_reflection(world: World, protocol
 @pytest.mark.parametrize("protocol", ("grpc-v1", "grpc-v1alpha"))
 async def test_reflection_lists_every_served_service(world: World, protocol: str):
     served = {"grpc.health.v1.Health", REFLECTION_V1, "grpc.reflection.v1alpha.ServerReflection"}
-    for address, own in ((world.stack.config_address, "goals.v1.ConfigService"),
-                         (world.stack.tracker_address, "goals.v1.TrackerService"),
-                         (world.export_address, "goals.v1.ExportService")):
+    # Config's process serves the AccountService too.
+    for address, own in ((world.stack.config_address, {"goals.v1.ConfigService",
+                                                        "goals.v1.AccountService"}),
+                         (world.stack.tracker_address, {"goals.v1.TrackerService"}),
+                         (world.export_address, {"goals.v1.ExportService"})):
         listed = await buf_curl(address, world.a.keys[Role.AGENT], "", {}, protocol,
                                 "--list-services")
-        assert set(listed.split()) == {own, *served}, address
+        assert set(listed.split()) == {*own, *served}, address
 
 
 SERVICES = (
     ("config_address", "goals.v1.ConfigService", {"ListGoals", "GetGoal"}),
+    ("config_address", "goals.v1.AccountService", {"CreateKey", "MintToken"}),
     ("tracker_address", "goals.v1.TrackerService", {"CountConversions"}),
     ("export_address", "goals.v1.ExportService", {"ListExports"}),
 )
@@ -138,7 +141,8 @@ async def test_reflection_describes_every_service_completely(world: World, servi
     (a v1 file pointing at v1alpha types without importing them made buf fail)."""
     channel = make_channel(world.stack.config_address, world.a.admin)
     world.channels.append(channel)
-    for symbol in ("goals.v1.ConfigService", "grpc.health.v1.Health", REFLECTION_V1,
+    for symbol in ("goals.v1.ConfigService", "goals.v1.AccountService", "grpc.health.v1.Health",
+                   REFLECTION_V1,
                    "grpc.reflection.v1alpha.ServerReflection"):
         files: dict[str, descriptor_pb2.FileDescriptorProto] = {}
         pending = await _reflect_files(channel, service, file_containing_symbol=symbol)

@@ -22,7 +22,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from goalflow_common.auth import METHOD_ROLES, Role, roles_for
-from goalflow_common.pb.goals.v1 import config_pb2, export_pb2, tracker_pb2
+from goalflow_common.pb.goals.v1 import accounts_pb2, config_pb2, export_pb2, tracker_pb2
 from tests.security import forged
 from tests.security.conftest import A_AGENT, JUNE_1, T0, World, revoked_key, snapshot
 from tests.security.rpcs import METHODS, Outcome, convert_again, first, invoke, snapshot_done
@@ -124,6 +124,33 @@ CASES: dict[str, Case] = {
     "/goals.v1.ExportService/ListExports": Case(
         lambda w: export_pb2.ListExportsRequest(),
         lambda w, o: [e.id for e in _one(o).exports] == [w.a_ids.export_id]),
+    # AccountService (config's process). Each request names account A, so a platform key
+    # and A's admin key are both given A; a refused one changes nothing.
+    "/goals.v1.AccountService/CreateAccount": Case(
+        lambda w: accounts_pb2.CreateAccountRequest(
+            account_id=f"matrix-{uuid.uuid4().hex[:8]}", time_zone="Asia/Tokyo"),
+        lambda w, o: _one(o).account.time_zone == "Asia/Tokyo"),
+    "/goals.v1.AccountService/GetAccount": Case(
+        lambda w: accounts_pb2.GetAccountRequest(account_id=w.a.account_id),
+        lambda w, o: _one(o).account.id == w.a.account_id),
+    "/goals.v1.AccountService/ListAccounts": Case(
+        lambda w: accounts_pb2.ListAccountsRequest(page_size=200),
+        lambda w, o: w.a.account_id in {a.id for a in _one(o).accounts}),
+    "/goals.v1.AccountService/CreateKey": Case(
+        lambda w: accounts_pb2.CreateKeyRequest(account_id=w.a.account_id,
+                                                role=accounts_pb2.ROLE_AGENT),
+        lambda w, o: _one(o).api_key.account_id == w.a.account_id
+        and _one(o).key.startswith(f"gf_{_one(o).api_key.key_id}_")),
+    "/goals.v1.AccountService/ListKeys": Case(
+        lambda w: accounts_pb2.ListKeysRequest(account_id=w.a.account_id, page_size=200),
+        lambda w, o: w.a_ids.key_id in {k.key_id for k in _one(o).api_keys}),
+    "/goals.v1.AccountService/RevokeKey": Case(
+        lambda w: accounts_pb2.RevokeKeyRequest(key_id=w.a.keys[Role.INGEST].split("_")[1]),
+        lambda w, o: _one(o).api_key.revoked),
+    "/goals.v1.AccountService/MintToken": Case(
+        lambda w: accounts_pb2.MintTokenRequest(account_id=w.a.account_id,
+                                                role=accounts_pb2.ROLE_SUPERVISOR),
+        lambda w, o: _one(o).token.count(".") == 2 and _one(o).HasField("expire_time")),
 }
 
 async def _idle_goal_to_delete(world: World) -> config_pb2.DeleteGoalRequest:
@@ -154,7 +181,7 @@ READS_OF_AN_AGENT = READS_OF_A_SUPERVISOR - {"/goals.v1.TrackerService/GetReport
 
 
 def test_every_rpc_of_every_service_is_in_the_policy_and_the_matrix():
-    assert len(METHODS) == 18  # a sanity floor: the descriptors really were read
+    assert len(METHODS) == 25  # a sanity floor: the descriptors really were read
     assert set(METHODS) == set(METHOD_ROLES), "an RPC without roles is closed to everyone"
     assert set(METHODS) == set(CASES), "every RPC needs a case in this matrix"
     for path in METHODS:
@@ -167,7 +194,10 @@ def test_the_policy_keeps_the_issues_explicit_rules():
     Tokens: an agent calls no config write, report or export (its goal reads and its
     conversions only); a supervisor reads goals, conversions and reports and writes
     nothing; a platform key calls none of these services' RPCs."""
+    accounts = "/goals.v1.AccountService/"
     for path, roles in METHOD_ROLES.items():
+        if path.startswith(accounts):
+            continue  # provisioning: its own rules below
         if path.endswith(("/CreateGoal", "/UpdateGoal", "/ActivateGoal", "/DeactivateGoal",
                           "/DeleteGoal", "/RequestExport")):
             assert Role.AGENT not in roles, path
@@ -181,15 +211,27 @@ def test_the_policy_keeps_the_issues_explicit_rules():
     for path in ("/goals.v1.ExportService/RequestExport", "/goals.v1.ExportService/GetExport",
                  "/goals.v1.ExportService/ListExports"):
         assert METHOD_ROLES[path] == {Role.ADMIN}
+    # Accounts: only a platform key creates or lists them; admins manage their own keys;
+    # agents only mint tokens; platform keys do nothing but provisioning.
+    assert METHOD_ROLES[accounts + "CreateAccount"] == {Role.PLATFORM}
+    assert METHOD_ROLES[accounts + "ListAccounts"] == {Role.PLATFORM}
+    for name in ("GetAccount", "CreateKey", "ListKeys", "RevokeKey"):
+        assert METHOD_ROLES[accounts + name] == {Role.PLATFORM, Role.ADMIN}, name
+    assert METHOD_ROLES[accounts + "MintToken"] == {Role.PLATFORM, Role.ADMIN, Role.AGENT}
+    for path, roles in METHOD_ROLES.items():
+        assert (Role.PLATFORM in roles) == path.startswith(accounts), path
+        if path.startswith(accounts):
+            assert not roles & {Role.SERVICE, Role.SUPERVISOR, Role.INGEST}, path
     assert roles_for("/grpc.health.v1.Health/Check") is None
     assert roles_for("/grpc.health.v1.Health/Watch") is None
     assert roles_for("/goals.v1.ConfigService/NoSuchRpc") == frozenset()
 
 
-async def _callers(world: World, keys, allowed: frozenset[Role]
+async def _callers(world: World, keys, allowed: frozenset[Role], mints: bool = False
                    ) -> list[tuple[str, str | None, set[str]]]:
     """(who, authorization header, acceptable codes) of every caller the matrix tries:
-    every role, as a key and as a token where it can be one, and the bad credentials."""
+    every role, as a key and as a token where it can be one, and the bad credentials.
+    ``mints``: the RPC mints tokens, which no token may call whatever its role."""
     a = world.a
     platform = await keys.create_key(None, Role.PLATFORM, label="matrix")
     good = [(f"{role.value} key", a.keys[role], role) for role in KEY_ROLES]
@@ -199,7 +241,9 @@ async def _callers(world: World, keys, allowed: frozenset[Role]
              for role in TOKEN_ROLES]
     assert {role for _, _, role in good} == set(Role), "a role the matrix does not try"
     callers: list[tuple[str, str | None, set[str]]] = [
-        (who, f"Bearer {credential}", {"OK"} if role in allowed else {"PERMISSION_DENIED"})
+        (who, f"Bearer {credential}",
+         {"OK"} if role in allowed and not (mints and who.endswith(" token"))
+         else {"PERMISSION_DENIED"})
         for who, credential, role in good
     ]
     callers += [(name, header, {"UNAUTHENTICATED"}) for name, header in BAD_HEADERS.items()]
@@ -218,7 +262,7 @@ async def _callers(world: World, keys, allowed: frozenset[Role]
 @pytest.mark.parametrize("path", sorted(METHODS), ids=lambda p: p.rsplit("/", 1)[1])
 async def test_role_matrix(path, world, keys, mongo, db_prefix):
     case, allowed = CASES[path], METHOD_ROLES[path]
-    expected = await _callers(world, keys, allowed)
+    expected = await _callers(world, keys, allowed, mints=path.endswith("/MintToken"))
 
     mismatches = []
     refused = [e for e in expected if e[2] != {"OK"}]

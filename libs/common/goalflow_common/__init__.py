@@ -4,7 +4,8 @@ Settings read once at start-up, the gRPC server bootstrap (health, reflection, t
 interceptors, graceful SIGTERM), authentication, the database connection, channels to the
 other services, the clock, the domain errors, logging and money. Generated protobuf code
 lives in ``goalflow_common.pb`` (``make protos``). ``goalflow-keys`` (``keys_cli``) is the
-operator's tool for accounts and keys, shipped in the image beside the services.
+operator's tool for accounts, keys and tokens (through the AccountService), shipped in the
+image beside the services.
 
 Only the runtime dependencies of pyproject.toml are needed here. People's tools live in
 their own packages: ``goalflow_client`` (the ``goalflow`` CLI, the event producer) and

@@ -24,7 +24,7 @@ import zoneinfo
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from goalflow_common.errors import NotFound, PermissionDenied, Unauthenticated
+from goalflow_common.errors import AlreadyExists, NotFound, PermissionDenied, Unauthenticated
 
 if TYPE_CHECKING:  # only annotations: Account and Principal stay usable without PyMongo
     from goalflow_common.db import Client, Database
@@ -89,6 +89,56 @@ class Account:
     id: str
     name: str
     time_zone: str
+    create_time: dt.datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyInfo:
+    """What may be shown of an issued key: never its secret or the secret's hash."""
+
+    key_id: str
+    account_id: str | None
+    role: Role
+    label: str
+    create_time: dt.datetime | None
+    revoked: bool
+    revoke_time: dt.datetime | None = None
+
+
+def _key_info(doc: dict[str, object]) -> KeyInfo:
+    account, label = doc.get("account_id"), doc.get("label", "")
+    created, revoked_at = doc.get("create_time"), doc.get("revoke_time")
+    return KeyInfo(
+        key_id=str(doc["_id"]),
+        account_id=account if isinstance(account, str) else None,
+        role=Role(str(doc["role"])),
+        label=label if isinstance(label, str) else "",
+        create_time=_aware(created) if isinstance(created, dt.datetime) else None,
+        revoked=bool(doc.get("revoked")),
+        revoke_time=_aware(revoked_at) if isinstance(revoked_at, dt.datetime) else None,
+    )
+
+
+def _now() -> dt.datetime:
+    """Now, at the millisecond precision BSON stores: what is returned is what is read."""
+    now = dt.datetime.now(dt.UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _aware(when: dt.datetime) -> dt.datetime:
+    # A client opened without tz_aware reads naive UTC datetimes.
+    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+
+def _account(doc: dict[str, object]) -> Account:
+    account_id, name, tz = str(doc["_id"]), doc.get("name"), doc.get("time_zone")
+    created = doc.get("create_time")
+    return Account(
+        account_id,
+        name if isinstance(name, str) else account_id,
+        tz if isinstance(tz, str) else "UTC",
+        _aware(created) if isinstance(created, dt.datetime) else None,
+    )
 
 
 @functools.cache
@@ -108,6 +158,13 @@ def _check_time_zone(name: str) -> None:
 
 
 PLATFORM_WIDE_ROLES = frozenset({Role.SERVICE, Role.PLATFORM})
+_NO_SECRET = {"secret_sha256": False}  # listing keys never reads the secrets' hashes
+
+
+def _eq(value: object) -> dict[str, object]:
+    """``goalflow_common.db.eq`` (why every equality on a caller's value is written this
+    way), without loading PyMongo for the users of Principal and Account."""
+    return {"$eq": value}
 
 
 def _hash_secret(secret: str) -> str:
@@ -137,10 +194,32 @@ class KeyStore:
         _check_time_zone(time_zone)
         await self._accounts.update_one(
             {"_id": account_id},
-            {"$setOnInsert": {"name": name or account_id, "time_zone": time_zone}},
+            {"$setOnInsert": {"name": name or account_id, "time_zone": time_zone,
+                              "create_time": _now()}},
             upsert=True,
         )
         return await self.get_account(account_id)
+
+    async def add_account(self, account_id: str, name: str, time_zone: str) -> Account:
+        """Create a new account; AlreadyExists (naming ``account_id``) if the id is taken.
+        The caller has checked the values (``create_account`` raises ValueError)."""
+        _check_time_zone(time_zone)
+        doc = {"_id": account_id, "name": name or account_id, "time_zone": time_zone,
+               "create_time": _now()}
+        # Imported here: Principal and Account stay usable without PyMongo.
+        from pymongo.errors import DuplicateKeyError
+
+        try:
+            await self._accounts.insert_one(doc)
+        except DuplicateKeyError:
+            raise AlreadyExists("account_id", f"account {account_id!r} already exists") from None
+        return _account(doc)
+
+    async def list_accounts(self, after: str | None, limit: int) -> list[Account]:
+        """Up to ``limit`` accounts by id, those after ``after`` (a page's last id)."""
+        query = {} if after is None else {"_id": {"$gt": after}}
+        cursor = self._accounts.find(query).sort("_id", 1).limit(limit)
+        return [_account(doc) async for doc in cursor]
 
     async def get_account(self, account_id: str) -> Account:
         hit = self._tz_cache.get(account_id)
@@ -149,36 +228,84 @@ class KeyStore:
         doc = await self._accounts.find_one({"_id": account_id})
         if doc is None:
             raise NotFound(f"account {account_id!r} not found")
-        account = Account(account_id, doc.get("name", account_id), doc.get("time_zone", "UTC"))
+        account = _account(doc)
         self._tz_cache[account_id] = (time.monotonic() + self._ttl, account)
         return account
 
     async def create_key(self, account_id: str | None, role: Role, label: str = "") -> str:
         """Issue a key and return it in full; only its hash is kept."""
+        key, _ = await self.issue_key(account_id, role, label)
+        return key
+
+    async def issue_key(
+        self, account_id: str | None, role: Role, label: str = ""
+    ) -> tuple[str, KeyInfo]:
+        """Issue a key: the whole key (shown once; only its hash is kept) and its KeyInfo."""
         if account_id is not None:
             await self.get_account(account_id)
+            if role is Role.PLATFORM:
+                raise ValueError("platform keys are platform-wide (no account)")
         elif role not in PLATFORM_WIDE_ROLES:
             raise ValueError("only service and platform keys may be platform-wide")
+        if role is Role.SUPERVISOR:
+            raise ValueError("supervisor is a token role, not a key role")
         key_id = secrets.token_hex(8)
         secret = secrets.token_urlsafe(32)
-        await self._keys.insert_one(
-            {
-                "_id": key_id,
-                "account_id": account_id,
-                "role": role.value,
-                "secret_sha256": _hash_secret(secret),
-                "label": label,
-                "create_time": dt.datetime.now(dt.UTC),
-                "revoked": False,
-            }
-        )
-        return f"gf_{key_id}_{secret}"
+        doc: dict[str, object] = {
+            "_id": key_id,
+            "account_id": account_id,
+            "role": role.value,
+            "secret_sha256": _hash_secret(secret),
+            "label": label,
+            "create_time": _now(),
+            "revoked": False,
+        }
+        await self._keys.insert_one(doc)
+        return f"gf_{key_id}_{secret}", _key_info(doc)
 
     async def revoke_key(self, key_id: str) -> bool:
         """Revoke ``key_id``; False if no such key exists (revoking twice is still True)."""
-        result = await self._keys.update_one({"_id": key_id}, {"$set": {"revoked": True}})
+        return await self.revoke_key_within(key_id, None) is not None
+
+    async def revoke_key_within(self, key_id: str, within: str | None) -> KeyInfo | None:
+        """Revoke ``key_id`` if it belongs to account ``within`` (any key when None: a
+        platform caller) and return it; None when there is no such key there. Revoking
+        twice keeps the first revocation's time."""
+        scope = self._key_filter(key_id, within)
+        doc = await self._keys.find_one(scope)
+        if doc is None:
+            return None
+        if not doc.get("revoked"):
+            # A whole-document replace, conditional on "not revoked yet" (one concurrent
+            # revocation wins): nx-27017 stores a datetime written by $set as a string
+            # (test_mongo_conformance.py::test_set_datetime_on_existing_document).
+            await self._keys.replace_one(
+                {**scope, "revoked": False}, {**doc, "revoked": True, "revoke_time": _now()}
+            )
         self._cache.pop(key_id, None)
-        return result.matched_count == 1
+        return await self.find_key(key_id, within)
+
+    async def find_key(self, key_id: str, within: str | None) -> KeyInfo | None:
+        """The key ``key_id`` if it belongs to account ``within`` (any account when None)."""
+        doc = await self._keys.find_one(self._key_filter(key_id, within), _NO_SECRET)
+        return None if doc is None else _key_info(doc)
+
+    async def list_keys(self, account_id: str | None, after: str | None, limit: int
+                        ) -> list[KeyInfo]:
+        """Up to ``limit`` keys of ``account_id`` (None: the platform-wide keys) by key id,
+        those after ``after``; revoked keys included, secrets' hashes never read."""
+        query: dict[str, object] = {"account_id": _eq(account_id)}
+        if after is not None:
+            query["_id"] = {"$gt": after}
+        cursor = self._keys.find(query, _NO_SECRET).sort("_id", 1).limit(limit)
+        return [_key_info(doc) async for doc in cursor]
+
+    @staticmethod
+    def _key_filter(key_id: str, within: str | None) -> dict[str, object]:
+        query: dict[str, object] = {"_id": _eq(key_id)}
+        if within is not None:
+            query["account_id"] = _eq(within)
+        return query
 
     async def authenticate(self, key: str) -> Principal:
         """The principal of a presented key, or Unauthenticated."""
@@ -205,6 +332,7 @@ class KeyStore:
 # Which roles may call which method. A method missing here is refused for everyone, so a
 # new RPC is closed until it is given roles. Health is open; reflection needs any key.
 _A, _G, _I, _S, _V = Role.ADMIN, Role.AGENT, Role.INGEST, Role.SERVICE, Role.SUPERVISOR
+_P = Role.PLATFORM
 METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/goals.v1.ConfigService/CreateGoal": frozenset({_A}),
     "/goals.v1.ConfigService/GetGoal": frozenset({_A, _G, _S, _V}),
@@ -224,6 +352,15 @@ METHOD_ROLES: dict[str, frozenset[Role]] = {
     "/goals.v1.ExportService/RequestExport": frozenset({_A}),
     "/goals.v1.ExportService/GetExport": frozenset({_A}),
     "/goals.v1.ExportService/ListExports": frozenset({_A}),
+    # AccountService: which account and which key or token role a caller may act on is
+    # decided per request (config_svc.domain.accounts); these are the roles that get that far.
+    "/goals.v1.AccountService/CreateAccount": frozenset({_P}),
+    "/goals.v1.AccountService/GetAccount": frozenset({_P, _A}),
+    "/goals.v1.AccountService/ListAccounts": frozenset({_P}),
+    "/goals.v1.AccountService/CreateKey": frozenset({_P, _A}),
+    "/goals.v1.AccountService/ListKeys": frozenset({_P, _A}),
+    "/goals.v1.AccountService/RevokeKey": frozenset({_P, _A}),
+    "/goals.v1.AccountService/MintToken": frozenset({_P, _A, _G}),
 }
 ANY_ROLE = frozenset(Role)
 OPEN_PREFIXES = ("/grpc.health.v1.Health/",)

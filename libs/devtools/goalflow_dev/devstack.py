@@ -50,6 +50,14 @@ KEY_VARS: dict[str, tuple[str | None, Role]] = {
     "GOALFLOW_AGENT_KEY": (DEV_ACCOUNT, Role.AGENT),
     "GOALFLOW_INGEST_KEY": (DEV_ACCOUNT, Role.INGEST),
     "GOALFLOW_SERVICE_API_KEY": (None, Role.SERVICE),
+    # Provisions accounts and keys over the API (goalflow accounts/keys, goalflow-keys). Made
+    # here directly in the auth database, as `goalflow-keys bootstrap` makes the first one.
+    "GOALFLOW_PLATFORM_KEY": (None, Role.PLATFORM),
+}
+KEY_NOTES = {
+    "GOALFLOW_SERVICE_API_KEY": "platform service key (the services call each other)",
+    "GOALFLOW_PLATFORM_KEY": "platform key (accounts and keys: goalflow accounts/keys, "
+                             "goalflow-keys)",
 }
 
 
@@ -737,8 +745,7 @@ class DevStack:
         keys_at = shown(self.key_file)
         _out(f"\ndev account {DEV_ACCOUNT!r} (UTC); keys saved in {keys_at}:")
         for var, key in self.keys.items():
-            scope = "platform service key" if KEY_VARS[var][0] is None else ""
-            _out(f"  {var}={key}  {scope}".rstrip())
+            _out(f"  {var}={key}  {KEY_NOTES.get(var, '')}".rstrip())
         if "config" in started:
             # The README's first lines: `goalflow` is in the virtualenv, the keys in the file.
             activate = shown(Path(sys.prefix) / "bin" / "activate")

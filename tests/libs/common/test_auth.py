@@ -11,7 +11,7 @@ import pytest
 from pymongo import AsyncMongoClient
 
 from goalflow_common.auth import KEY_RE, KeyStore, Principal, Role
-from goalflow_common.errors import NotFound, PermissionDenied, Unauthenticated
+from goalflow_common.errors import AlreadyExists, NotFound, PermissionDenied, Unauthenticated
 
 
 def _split(key: str) -> tuple[str, str]:
@@ -69,7 +69,10 @@ async def test_every_key_is_different(keys, account):
 # --- authentication ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("role", list(Role))
+ACCOUNT_KEY_ROLES = [Role.ADMIN, Role.AGENT, Role.INGEST, Role.SERVICE]
+
+
+@pytest.mark.parametrize("role", ACCOUNT_KEY_ROLES)
 async def test_authenticate_returns_the_principal(keys, account, role):
     key = await keys.create_key(account, role)
     principal = await keys.authenticate(key)
@@ -83,10 +86,19 @@ async def test_platform_service_key_has_no_account(keys):
     assert await keys.authenticate(key) == Principal(_split(key)[0], None, Role.SERVICE)
 
 
-@pytest.mark.parametrize("role", [Role.ADMIN, Role.AGENT, Role.INGEST])
-async def test_only_service_keys_may_be_platform_wide(keys, role):
+@pytest.mark.parametrize("role", [Role.ADMIN, Role.AGENT, Role.INGEST, Role.SUPERVISOR])
+async def test_only_service_and_platform_keys_may_be_platform_wide(keys, role):
     with pytest.raises(ValueError):
         await keys.create_key(None, role)
+
+
+async def test_platform_keys_are_platform_wide_and_supervisor_is_no_key_role(keys, account):
+    key = await keys.create_key(None, Role.PLATFORM, label="provisioning")
+    assert await keys.authenticate(key) == Principal(_split(key)[0], None, Role.PLATFORM)
+    with pytest.raises(ValueError, match="platform-wide"):
+        await keys.create_key(account, Role.PLATFORM)
+    with pytest.raises(ValueError, match="token role"):
+        await keys.create_key(account, Role.SUPERVISOR)
 
 
 async def test_key_for_an_unknown_account_is_refused(keys):
@@ -160,6 +172,42 @@ async def test_revoke_key_says_whether_the_key_exists(keys, auth_db, account):
     assert await auth_db["api_keys"].count_documents({"_id": "0123456789abcdef"}) == 0
     assert await keys.revoke_key(key_id) is True
     assert await keys.revoke_key(key_id) is True  # still exists, still revoked
+
+
+async def test_list_keys_shows_one_account_and_never_a_hash(keys, auth_db, account):
+    other = f"acct-{uuid.uuid4().hex[:8]}"
+    await keys.create_account(other)
+    mine = sorted([_split(await keys.create_key(account, role))[0] for role in ACCOUNT_KEY_ROLES])
+    theirs = _split(await keys.create_key(other, Role.ADMIN))[0]
+    wide = _split(await keys.create_key(None, Role.PLATFORM))[0]
+    listed = await keys.list_keys(account, None, 10)
+    assert [k.key_id for k in listed] == mine
+    assert [k.key_id for k in await keys.list_keys(account, mine[1], 2)] == mine[2:4]
+    assert [k.key_id for k in await keys.list_keys(None, None, 10)] == [wide]
+    assert theirs not in {k.key_id for k in listed}
+    hashes = [d["secret_sha256"] async for d in auth_db["api_keys"].find({})]
+    assert not any(h in repr(listed) for h in hashes)
+
+
+async def test_revoke_key_within_an_account_finds_only_its_keys(keys, account):
+    other = f"acct-{uuid.uuid4().hex[:8]}"
+    await keys.create_account(other)
+    key, info = await keys.issue_key(other, Role.ADMIN, "theirs")
+    assert await keys.revoke_key_within(info.key_id, account) is None
+    assert (await keys.authenticate(key)).account_id == other  # untouched
+    revoked = await keys.revoke_key_within(info.key_id, other)
+    assert revoked is not None and revoked.revoked and revoked.revoke_time is not None
+    assert await keys.revoke_key_within(info.key_id, None) == revoked  # once, same time
+    with pytest.raises(Unauthenticated):
+        await keys.authenticate(key)
+
+
+async def test_add_account_refuses_a_taken_id(keys, account):
+    with pytest.raises(AlreadyExists, match="account_id"):
+        await keys.add_account(account, "again", "UTC")
+    made = await keys.add_account(f"{account}-2", "Second", "Asia/Tokyo")
+    assert await keys.get_account(made.id) == made
+    assert [a.id for a in await keys.list_accounts(account, 5)] == [made.id]
 
 
 async def test_secrets_are_compared_with_compare_digest(keys, auth_db, account, monkeypatch):

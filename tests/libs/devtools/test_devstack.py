@@ -21,7 +21,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
-from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
+from goalflow_common.pb.goals.v1 import (
+    accounts_pb2,
+    accounts_pb2_grpc,
+    config_pb2,
+    config_pb2_grpc,
+    tracker_pb2,
+    tracker_pb2_grpc,
+)
 from goalflow_common.tokens import TokenAuthority, parse_token_keys
 from goalflow_dev.devstack import (
     DevSettings,
@@ -35,7 +42,8 @@ from goalflow_dev.embedded_mongo import free_port
 from tests.services.config_svc.helpers import goal_request
 
 KEY_VARS = (
-    "GOALFLOW_ADMIN_KEY", "GOALFLOW_AGENT_KEY", "GOALFLOW_INGEST_KEY", "GOALFLOW_SERVICE_API_KEY"
+    "GOALFLOW_ADMIN_KEY", "GOALFLOW_AGENT_KEY", "GOALFLOW_INGEST_KEY", "GOALFLOW_SERVICE_API_KEY",
+    "GOALFLOW_PLATFORM_KEY",
 )
 
 
@@ -239,6 +247,16 @@ async def test_make_run_serves_config_mails_to_outbox_and_stops_cleanly(stack_en
         assert created.account_id == "dev"
         listing = await stub.ListGoals(config_pb2.ListGoalsRequest())
         assert [g.goal.id for g in listing.goals] == [created.id]
+        # The admin key mints tokens (the dev stack signs them with its own key).
+        accounts = accounts_pb2_grpc.AccountServiceStub(channel)
+        minted = await accounts.MintToken(accounts_pb2.MintTokenRequest(
+            role=accounts_pb2.ROLE_AGENT, agent_id="agent-7"))
+        assert minted.token.count(".") == 2
+    # The platform key provisions accounts over the API.
+    async with make_channel(config, keys["GOALFLOW_PLATFORM_KEY"]) as channel:
+        accounts = accounts_pb2_grpc.AccountServiceStub(channel)
+        listed = await accounts.ListAccounts(accounts_pb2.ListAccountsRequest())
+        assert "dev" in {a.id for a in listed.accounts}
     # Tokens are enabled: one signed with the dev token key (kept in the dev dir) works.
     dev_tokens = TokenAuthority(parse_token_keys(dev_token_keys(settings.dir)))
     token = dev_tokens.mint("dev", Role.SUPERVISOR).token

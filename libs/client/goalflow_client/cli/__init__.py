@@ -1,6 +1,7 @@
 """``goalflow``: the command-line client of the config, tracker and export services.
 
-Commands live one group per module (goals, events, conversions, report, export); global
+Commands live one group per module (goals, events, conversions, report, export; accounts,
+keys and token in ``accounts``); global
 options become a ``session.Options``; failures become one line and an exit code
 (``errors``); results are written by ``output``.
 """
@@ -13,6 +14,7 @@ from typing import Any
 import click
 import grpc
 
+from goalflow_client.cli.accounts import accounts, keys, token
 from goalflow_client.cli.conversions import conversions
 from goalflow_client.cli.errors import EXIT_FAILED, EXIT_INTERRUPTED, CliError, rpc_error
 from goalflow_client.cli.events import events
@@ -63,7 +65,8 @@ class _Goalflow(click.Group):
 @click.pass_context
 def main(ctx: click.Context, key: str | None, config_address: str, tracker_address: str,
          export_address: str, timeout: float, tls: bool, tls_ca_file: str | None) -> None:
-    """Talk to the goalflow services over gRPC: goals, events, conversions, reports, exports.
+    """Talk to the goalflow services over gRPC: goals, events, conversions, reports, exports,
+    and accounts, keys and tokens.
 
     The defaults are the addresses `make run` listens on; its keys are in .run/dev-keys.env.
 
@@ -82,5 +85,5 @@ def main(ctx: click.Context, key: str | None, config_address: str, tracker_addre
                       tls or bool(tls_ca_file), tls_ca_file or "")
 
 
-for _command in (goals, events, conversions, report, export):
+for _command in (goals, events, conversions, report, export, accounts, keys, token):
     main.add_command(_command)

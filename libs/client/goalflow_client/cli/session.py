@@ -14,7 +14,12 @@ import grpc
 from grpc import aio
 
 from goalflow_client.cli.errors import EXIT_AUTH, CliError, rpc_error
-from goalflow_common.pb.goals.v1 import config_pb2_grpc, export_pb2_grpc, tracker_pb2_grpc
+from goalflow_common.pb.goals.v1 import (
+    accounts_pb2_grpc,
+    config_pb2_grpc,
+    export_pb2_grpc,
+    tracker_pb2_grpc,
+)
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,10 @@ class Session:
 
     def export(self) -> Any:
         return self._stub(export_pb2_grpc.ExportServiceStub, self.options.export_address)
+
+    def accounts(self) -> Any:
+        """The AccountService, served by the config service's process."""
+        return self._stub(accounts_pb2_grpc.AccountServiceStub, self.options.config_address)
 
     async def close(self) -> None:
         for channel in self._channels:

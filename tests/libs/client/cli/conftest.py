@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient
 
 from bench.harness import bench_stack, database_names
 from goalflow_common.auth import KeyStore, Role
+from tests.conftest import TOKEN_KEYS
 
 CLI = (sys.executable, "-m", "goalflow_client.cli")
 
@@ -96,8 +97,10 @@ async def cli_stack(mongo_uri: str, tmp_path_factory: pytest.TempPathFactory
     await store.create_account(account, time_zone="UTC")
     keys = {role: await store.create_key(account, role)
             for role in (Role.ADMIN, Role.AGENT, Role.INGEST)}
+    keys[Role.PLATFORM] = await store.create_key(None, Role.PLATFORM, label="cli tests")
     service_key = await store.create_key(None, Role.SERVICE, label="cli tests")
     stack = bench_stack(workdir, mongo_uri, names, service_key)
+    stack.config.env["GOALFLOW_TOKEN_KEYS"] = TOKEN_KEYS  # token mint works
     try:
         stack.config.start()
         await stack.config.wait_serving(stack.address["config"])
