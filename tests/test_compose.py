@@ -45,7 +45,7 @@ REQUIRED_SERVICES = ("mongo", "mailpit", "config", "tracker", "export")
 # Fields a server listens on; every other *_port is a destination (e.g. smtp_port).
 LISTENER_FIELDS = ("grpc_port", "http_port")
 # A variable named like this holds a credential and must come from the environment.
-SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN|API_KEY|PRIVATE_KEY", re.IGNORECASE)
+SECRET_NAME = re.compile(r"SECRET|PASSWORD|TOKEN_KEYS|_TOKEN$|API_KEY|PRIVATE_KEY", re.IGNORECASE)
 REQUIRED_FROM_ENV = re.compile(r"^\$\{[A-Za-z_][A-Za-z0-9_]*:?\?[^}]+\}$")
 INTERPOLATION = re.compile(
     r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
@@ -144,13 +144,18 @@ def image_env() -> dict[str, str]:
     return env
 
 
+# What an operator sets for variables whose values have a shape the settings check.
+SHAPED_PLACEHOLDERS = {"GOALFLOW_TOKEN_KEYS": "k1:" + "0" * 64}
+
+
 def default_of(value: Any) -> str:
     """A compose value as it is when the operator sets nothing: ``${X:-d}`` gives ``d``; a
     variable the operator must set (``${X:?...}``) gives a placeholder."""
     def sub(match: re.Match[str]) -> str:
         op = match.group("op") or ""
         if "?" in op or not op:
-            return f"<{match.group('name')} from the environment>"
+            name = match.group("name")
+            return SHAPED_PLACEHOLDERS.get(name, f"<{name} from the environment>")
         return match.group("arg")
 
     return INTERPOLATION.sub(sub, str(value))

@@ -18,6 +18,7 @@ from edge_svc.api.endpoints import method_info
 from edge_svc.domain.routes import ROUTES_BY_PATH
 from edge_svc.server import EdgeServer
 from edge_svc.settings import EdgeSettings
+from tests.conftest import TOKEN_KEYS
 from tests.security.conftest import World
 from tests.security.rpcs import Header, Outcome
 from tests.services.edge_svc.helpers import client, wait_until
@@ -50,7 +51,7 @@ class EdgeWorld:
         return int(self.world.stack.tracker_server.components["feed"].subscriber_count)
 
 
-async def start_edge(world: World, token_keys: str = "") -> EdgeServer:
+async def start_edge(world: World, token_keys: str = TOKEN_KEYS) -> EdgeServer:
     server = EdgeServer(EdgeSettings(
         http_port=0, config_address=world.stack.config_address,
         tracker_address=world.stack.tracker_address, export_address=world.export_address,
