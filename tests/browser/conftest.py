@@ -1,0 +1,228 @@
+"""Fixtures of the browser tests: the built test page (web/test-page, `make web`) served on
+loopback from two origins (one the edge allows, one it does not), the distribution's
+Chromium driven headless by Playwright, and a console watcher that fails a test on any
+browser console error it did not announce.
+
+The page follows one agent's conversions through the edge with the official Connect-Web
+transports and leaves what it saw on ``window.feed`` (see web/test-page/main.ts):
+``received`` (each with the page's ``Date.now()`` at receipt), ``errors``, ``liveAtMs``
+(response headers arrived: the subscription is registered upstream)."""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Literal, TypedDict
+from urllib.parse import urlencode
+
+import pytest
+from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_playwright
+
+ROOT = Path(__file__).resolve().parents[2]
+PAGE_DIR = ROOT / "web" / "dist" / "test-page"
+CHROMIUM = os.environ.get("GOALFLOW_CHROMIUM", "/usr/bin/chromium")
+LIVE_WITHIN_MS = 5_000  # page load + subscription registered upstream; ~100 ms measured
+
+Protocol = Literal["connect", "grpcweb"]
+
+
+class Received(TypedDict):
+    """A conversion as the page recorded it (web/test-page/main.ts ``Received``)."""
+
+    id: str
+    accountId: str
+    goalId: str
+    conversationId: str
+    agentIds: list[str]
+    receivedAtMs: float
+    receivedPerfMs: float
+
+
+class PageError(TypedDict):
+    code: str
+    message: str
+    atMs: float
+
+
+class _QuietHandler(SimpleHTTPRequestHandler):
+    """Static files, never cached, without a log line per request."""
+
+    def end_headers(self) -> None:
+        self.send_header("Cache-Control", "no-store")
+        super().end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class PageServer:
+    """The built page on a loopback port: its own origin."""
+
+    server: ThreadingHTTPServer
+    thread: threading.Thread
+
+    @property
+    def origin(self) -> str:
+        host, port = self.server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def url(self, **query: str) -> str:
+        return f"{self.origin}/index.html?{urlencode(query)}"
+
+
+def _serve_page() -> PageServer:
+    if not (PAGE_DIR / "main.js").is_file():
+        pytest.fail(f"{PAGE_DIR / 'main.js'} is missing: build the test page with `make web`")
+    handler = partial(_QuietHandler, directory=str(PAGE_DIR))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="test-page", daemon=True)
+    thread.start()
+    return PageServer(server, thread)
+
+
+def _stop(page_server: PageServer) -> None:
+    page_server.server.shutdown()
+    page_server.server.server_close()
+    page_server.thread.join(5)
+
+
+@pytest.fixture(scope="session")
+def page_origin() -> Iterator[PageServer]:
+    """The test page on the origin the edge allows (the tests put it on the allow-list)."""
+    served = _serve_page()
+    yield served
+    _stop(served)
+
+
+@pytest.fixture(scope="session")
+def foreign_origin() -> Iterator[PageServer]:
+    """The same page on another port: an origin no edge in these tests allows."""
+    served = _serve_page()
+    yield served
+    _stop(served)
+
+
+@pytest.fixture(scope="session")
+async def browser() -> AsyncIterator[Browser]:
+    """Headless Chromium from the distribution (never a Playwright download)."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.fail(f"no Chromium at {CHROMIUM}: apt-get update && apt-get install -y "
+                    "chromium (or set GOALFLOW_CHROMIUM)")
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+@dataclass
+class Console:
+    """Console errors and uncaught exceptions of the pages a test opens. A test announces
+    the errors it provokes (``expect``); any other fails it at teardown."""
+
+    errors: list[str] = field(default_factory=list)
+    expected: list[re.Pattern[str]] = field(default_factory=list)
+
+    def expect(self, pattern: str) -> None:
+        self.expected.append(re.compile(pattern))
+
+    def on_console(self, message: ConsoleMessage) -> None:
+        if message.type == "error":
+            self.errors.append(message.text)
+
+    def on_page_error(self, error: Error) -> None:
+        self.errors.append(f"uncaught: {error.message}")
+
+    def unexpected(self) -> list[str]:
+        return [e for e in self.errors if not any(p.search(e) for p in self.expected)]
+
+
+@dataclass
+class FeedPage:
+    """One open test page and what it has seen so far."""
+
+    page: Page
+    protocol: Protocol
+
+    async def received(self) -> list[Received]:
+        result: list[Received] = await self.page.evaluate("window.feed.received")
+        return result
+
+    async def errors(self) -> list[PageError]:
+        result: list[PageError] = await self.page.evaluate("window.feed.errors")
+        return result
+
+    async def wait_live(self) -> None:
+        """Until the subscription is live (headers arrived) or failed; fails if it failed."""
+        await self.page.wait_for_function(
+            "window.feed && (window.feed.liveAtMs !== null || window.feed.errors.length > 0)",
+            timeout=LIVE_WITHIN_MS,
+        )
+        assert await self.errors() == []
+
+    async def wait_failed(self, within_ms: float = LIVE_WITHIN_MS) -> list[PageError]:
+        await self.page.wait_for_function(
+            "window.feed && window.feed.errors.length > 0", timeout=within_ms
+        )
+        return await self.errors()
+
+    async def wait_received(self, conversion_id: str, within_ms: float) -> Received:
+        await self.page.wait_for_function(
+            "id => window.feed.received.some(r => r.id === id)", arg=conversion_id,
+            timeout=within_ms,
+        )
+        return next(r for r in await self.received() if r["id"] == conversion_id)
+
+
+@dataclass
+class Pages:
+    """Opens test pages in fresh browser contexts (no shared cache or storage)."""
+
+    browser: Browser
+    console: Console
+    opened: list[FeedPage] = field(default_factory=list)
+
+    async def open(
+        self, served: PageServer, *, base: str, agent: str, token: str,
+        protocol: Protocol = "connect", binary: bool = False,
+    ) -> FeedPage:
+        context = await self.browser.new_context()
+        page = await context.new_page()
+        page.on("console", self.console.on_console)
+        page.on("pageerror", self.console.on_page_error)
+        query = {"base": base, "protocol": protocol, "agent": agent, "token": token}
+        if binary:
+            query["binary"] = "1"
+        await page.goto(served.url(**query))
+        feed = FeedPage(page, protocol)
+        self.opened.append(feed)
+        return feed
+
+    async def close(self) -> None:
+        for feed in self.opened:
+            await feed.page.evaluate("window.feed && window.feed.stop()")
+            await feed.page.context.close()
+
+
+@pytest.fixture
+def console() -> Console:
+    return Console()
+
+
+@pytest.fixture
+async def pages(browser: Browser, console: Console) -> AsyncIterator[Pages]:
+    """Test pages for this test; at the end, no console error the test did not expect."""
+    opened = Pages(browser, console)
+    try:
+        yield opened
+    finally:
+        await opened.close()
+    assert console.unexpected() == [], "browser console errors"
