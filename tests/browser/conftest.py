@@ -10,10 +10,13 @@ transports and leaves what it saw on ``window.feed`` (see web/test-page/main.ts)
 
 from __future__ import annotations
 
+import asyncio
+import datetime as dt
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -24,10 +27,22 @@ from urllib.parse import urlencode
 import pytest
 from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_playwright
 
+from edge_svc.server import EdgeServer
+from edge_svc.settings import EdgeSettings
+from goalflow_common.auth import Role
+from goalflow_common.pb.goals.v1 import config_pb2
+from goalflow_common.tokens import TokenAuthority, parse_token_keys
+from tests.conftest import Tenant
+from tests.services.tracker_svc import conftest as tracker_fixtures
+from tests.services.tracker_svc.builders import agent, assigned, create_goal, ingest, opened, visit
+from tests.services.tracker_svc.conftest import Stack
+
 ROOT = Path(__file__).resolve().parents[2]
 PAGE_DIR = ROOT / "web" / "dist" / "test-page"
 CHROMIUM = os.environ.get("GOALFLOW_CHROMIUM", "/usr/bin/chromium")
 LIVE_WITHIN_MS = 5_000  # page load + subscription registered upstream; ~100 ms measured
+SECOND = dt.timedelta(seconds=1)
+VISIT_AT = dt.datetime(2026, 6, 1, 12, 5, tzinfo=dt.UTC)  # the goal is tracked (clock fixture)
 
 Protocol = Literal["connect", "grpcweb"]
 
@@ -160,26 +175,20 @@ class FeedPage:
         result: list[PageError] = await self.page.evaluate("window.feed.errors")
         return result
 
-    async def wait_live(self) -> None:
-        """Until the subscription is live (headers arrived) or failed; fails if it failed."""
-        await self.page.wait_for_function(
-            "window.feed && (window.feed.liveAtMs !== null || window.feed.errors.length > 0)",
-            timeout=LIVE_WITHIN_MS,
-        )
-        assert await self.errors() == []
-
     async def wait_failed(self, within_ms: float = LIVE_WITHIN_MS) -> list[PageError]:
+        """The page's errors, once it has at least one."""
         await self.page.wait_for_function(
             "window.feed && window.feed.errors.length > 0", timeout=within_ms
         )
         return await self.errors()
 
-    async def wait_received(self, conversion_id: str, within_ms: float) -> Received:
+    async def wait_received(self, conversation_id: str, within_ms: float) -> Received:
+        """The first conversion of ``conversation_id`` the page receives."""
         await self.page.wait_for_function(
-            "id => window.feed.received.some(r => r.id === id)", arg=conversion_id,
-            timeout=within_ms,
+            "conv => window.feed.received.some(r => r.conversationId === conv)",
+            arg=conversation_id, timeout=within_ms,
         )
-        return next(r for r in await self.received() if r["id"] == conversion_id)
+        return next(r for r in await self.received() if r["conversationId"] == conversation_id)
 
 
 @dataclass
@@ -226,3 +235,84 @@ async def pages(browser: Browser, console: Console) -> AsyncIterator[Pages]:
     finally:
         await opened.close()
     assert console.unexpected() == [], "browser console errors"
+
+
+# -- the system behind the edge ----------------------------------------------------------
+
+TOKEN_KEYS = "browser-tests:" + "s" * 40  # GOALFLOW_TOKEN_KEYS of every service here
+AGENT_A, AGENT_B = "agent-a", "agent-b"
+
+
+@pytest.fixture(autouse=True)
+def token_keys(monkeypatch: pytest.MonkeyPatch) -> TokenAuthority:
+    """The token keys every service of the test reads from its environment (set before
+    any settings are built), and the authority that mints with them, as a backend would."""
+    monkeypatch.setenv("GOALFLOW_TOKEN_KEYS", TOKEN_KEYS)
+    return TokenAuthority(parse_token_keys(TOKEN_KEYS))
+
+
+stack = tracker_fixtures.stack
+
+
+@dataclass
+class BrowserWorld:
+    """Config and tracker on loopback, the edge in front of them allowing ``page_origin``
+    only, and an account with a goal that converts a checkout visit for the agent assigned."""
+
+    stack: Stack
+    edge: EdgeServer
+    tenant: Tenant
+    tokens: TokenAuthority
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.edge.port}"
+
+    def agent_token(self, agent_id: str) -> str:
+        return self.tokens.mint(self.tenant.account_id, Role.AGENT, agent_id=agent_id).token
+
+    async def subscribed(self, count: int, within_s: float = LIVE_WITHIN_MS / 1000) -> None:
+        """Until the tracker holds ``count`` live-feed subscriptions. The edge's response
+        headers reach the page only with the first message (connectrpc sends them then), so
+        the page cannot tell when it is live; the tracker can."""
+        feed = self.stack.tracker_server.components["feed"] if self.stack.tracker_server else None
+        assert feed is not None
+        deadline = time.monotonic() + within_s
+        while feed.subscriber_count != count:
+            assert time.monotonic() < deadline, (
+                f"{feed.subscriber_count} subscriptions at the tracker, expected {count}")
+            await asyncio.sleep(0.01)
+
+    async def convert(self, conversation_id: str, agent_id: str) -> float:
+        """Ingest one batch (native gRPC IngestEvents) in which ``agent_id`` is assigned
+        ``conversation_id`` and the end user reaches the checkout: one conversion crediting
+        that agent. Returns the wall-clock time (ms) the batch was acknowledged, i.e. stored."""
+        at = VISIT_AT
+        user = f"user-{conversation_id}"
+        [ack] = await ingest(self.stack.tracker(self.tenant.keys[Role.INGEST]), [
+            opened(conversation_id, at, user=user),
+            assigned(conversation_id, at, agent(agent_id)),
+            visit("https://shop.example/checkout", at + SECOND, user=user, conv=conversation_id),
+        ])
+        acked_ms = time.time() * 1000
+        assert ack.conversions == 1, ack
+        return acked_ms
+
+
+@pytest.fixture
+async def world(
+    stack: Stack, make_tenant: Callable[[], Awaitable[Tenant]], page_origin: PageServer,
+    token_keys: TokenAuthority,
+) -> AsyncIterator[BrowserWorld]:
+    tenant = await make_tenant()
+    await create_goal(stack, tenant, "Checkout", model=config_pb2.ATTRIBUTION_MODEL_LAST_TOUCH)
+    edge = EdgeServer(EdgeSettings(
+        http_port=0, config_address=stack.config_address,
+        tracker_address=stack.tracker_address, export_address="127.0.0.1:1",
+        cors_allowed_origins=page_origin.origin, shutdown_grace_s=1.0,
+    ))
+    await edge.start()
+    try:
+        yield BrowserWorld(stack, edge, tenant, token_keys)
+    finally:
+        await edge.stop()
