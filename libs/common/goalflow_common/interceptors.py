@@ -25,6 +25,7 @@ from goalflow_common.auth import (
 )
 from goalflow_common.errors import DomainError, PermissionDenied, Unauthenticated
 from goalflow_common.request_guard import Refusal, RequestGuard
+from goalflow_common.tokens import TokenAuthority, looks_like_token
 
 log = structlog.get_logger("goalflow.rpc")
 
@@ -195,9 +196,16 @@ def _ms(start: float) -> float:
 
 
 class AuthInterceptor(aio.ServerInterceptor):
-    """Checks the bearer key and the role on every RPC but health, before the request is
-    parsed, then guards the parse (:mod:`goalflow_common.request_guard`), and makes the
-    caller available to handlers through :func:`goalflow_common.auth.current_principal`.
+    """Checks the bearer credential and the role on every RPC but health, before the
+    request is parsed, then guards the parse (:mod:`goalflow_common.request_guard`), and
+    makes the caller available to handlers through
+    :func:`goalflow_common.auth.current_principal`.
+
+    The credential is an API key (looked up in the :class:`KeyStore`, cached) or a signed
+    token (:mod:`goalflow_common.tokens`: it has a JWT's shape, which a key never has),
+    verified by ``tokens`` from its signature alone, without a database round trip. Both
+    give a :class:`Principal` and meet the same role table; what an agent token may see
+    within its account (its own agent's conversions) is the services' rule, not this one.
 
     ``intercept_service`` runs once the call's metadata has arrived and before any request
     message is deserialized, so the key is checked there: a refused call gets a handler
@@ -205,9 +213,14 @@ class AuthInterceptor(aio.ServerInterceptor):
     hundreds of MB, before it was refused) and whose behaviour raises the refusal, for
     :class:`ContextInterceptor` to map and log."""
 
-    def __init__(self, keys: KeyStore, guard: RequestGuard | None = None) -> None:
+    def __init__(
+        self, keys: KeyStore, guard: RequestGuard | None = None,
+        tokens: TokenAuthority | None = None,
+    ) -> None:
         self._keys = keys
         self._guard = guard or RequestGuard({})
+        # Without signing keys every token is refused, saying that tokens are not accepted.
+        self._tokens = tokens or TokenAuthority(())
 
     async def intercept_service(
         self,
@@ -230,10 +243,14 @@ class AuthInterceptor(aio.ServerInterceptor):
     async def _authenticate(
         self, details: grpc.HandlerCallDetails, roles: frozenset[Role]
     ) -> Principal:
-        scheme, _, key = _metadata(details).get("authorization", "").partition(" ")
-        if scheme.lower() != "bearer" or not key:
-            raise Unauthenticated("missing 'authorization: Bearer <key>' metadata")
-        principal = await self._keys.authenticate(key.strip())
+        scheme, _, credential = _metadata(details).get("authorization", "").partition(" ")
+        credential = credential.strip()
+        if scheme.lower() != "bearer" or not credential:
+            raise Unauthenticated("missing 'authorization: Bearer <key or token>' metadata")
+        if looks_like_token(credential):
+            principal = self._tokens.verify(credential)
+        else:
+            principal = await self._keys.authenticate(credential)
         if principal.role not in roles:
             raise PermissionDenied(f"role {principal.role.value!r} may not call {details.method}")
         return principal
@@ -257,6 +274,8 @@ def _admitting(
         structlog.contextvars.bind_contextvars(
             account_id=principal.account_id, key_id=principal.key_id
         )
+        if principal.agent_id is not None:  # an agent token ("token:<jti>" is its key_id)
+            structlog.contextvars.bind_contextvars(agent_id=principal.agent_id)
         if request_streaming:
             return _admitted(request)
         if isinstance(request, Refusal):

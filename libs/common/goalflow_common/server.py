@@ -26,6 +26,7 @@ from goalflow_common.lifecycle import Lifecycle
 from goalflow_common.logs import configure_logging
 from goalflow_common.request_guard import RequestBudget, RequestGuard
 from goalflow_common.settings import ServiceSettings
+from goalflow_common.tokens import TokenAuthority
 
 log = structlog.get_logger(__name__)
 
@@ -203,10 +204,15 @@ def build_server(
     registrations: Sequence[Registration],
     lifecycle: Lifecycle | None = None,
     on_stop: Sequence[Callable[[], Awaitable[None]]] = (),
+    tokens: TokenAuthority | None = None,
 ) -> tuple[GoalflowServer, int]:
     """Create (not start) a server with every registration, health and reflection, bound to
     ``settings.grpc_host:port`` (0 picks a free port), serving TLS only when the settings
-    name a certificate. Returns it and the bound port."""
+    name a certificate. Returns it and the bound port.
+
+    Calls are authenticated with ``keys`` and with ``tokens``, the verifier of browser
+    tokens (a service that also mints them passes its own; by default the one the settings
+    describe, built once here)."""
     options = [
         ("grpc.max_receive_message_length", settings.max_message_bytes),
         ("grpc.max_send_message_length", settings.max_message_bytes),
@@ -219,8 +225,10 @@ def build_server(
         for reg in registrations for method, budget in reg.budgets.items()
     }
     guard = RequestGuard(budgets)
+    tokens = tokens if tokens is not None else settings.token_authority()
     server = aio.server(
-        interceptors=[ContextInterceptor(), AuthInterceptor(keys, guard)], options=options
+        interceptors=[ContextInterceptor(), AuthInterceptor(keys, guard, tokens)],
+        options=options,
     )
     for reg in registrations:
         reg.add_to_server(reg.servicer, server)

@@ -20,6 +20,7 @@ from goalflow_common.protoconv import (
 from tracker_svc.api.convert import conversion_to_proto
 from tracker_svc.domain.conversions import ConversionReads, RatedConversion, key_of
 from tracker_svc.domain.model import ConversionFilter
+from tracker_svc.domain.scope import scoped_agent
 
 DEFAULT_PAGE, MAX_PAGE = 50, 500
 MAX_GOAL_IDS = 1000
@@ -76,23 +77,25 @@ class ConversionQueries:
     async def list(
         self, request: tracker_pb2.ListConversionsRequest
     ) -> tracker_pb2.ListConversionsResponse:
-        account_id = current_principal().require_account()
+        principal = current_principal()
+        account_id = principal.require_account()
         if request.page_size < 0:
             raise InvalidArgument("page_size", "must not be negative")
         size = min(request.page_size or DEFAULT_PAGE, MAX_PAGE)
         for field in ("conversation_id", "goal_id", "agent_id"):
             check_id(field, getattr(request, field), required=False)
+        agent_id = scoped_agent(principal.agent_id, request.agent_id)
         start, end = _time(request, "start_time"), _time(request, "end_time")
         if start is not None and end is not None and end <= start:
             raise InvalidArgument("end_time", "must be after start_time")
         fingerprint = page_fingerprint(
-            account_id, request.conversation_id, request.goal_id, request.agent_id, start, end
+            account_id, request.conversation_id, request.goal_id, agent_id, start, end
         )
         # Tokens of the earlier [millis, id, ties, fingerprint] form are refused like any
         # other bad token.
         after = decode_page_token(request.page_token, (dt.datetime, str), fingerprint)
         which = ConversionFilter(account_id, request.conversation_id, request.goal_id,
-                                 request.agent_id, start, end)
+                                 agent_id, start, end)
         page = await self._reads.page(which, after, size)
         conversions = _protos(page.rows)
         fit = _fitting(conversions, self._max_bytes)  # a page ends early rather than overflow

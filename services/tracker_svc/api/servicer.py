@@ -19,6 +19,7 @@ from tracker_svc.api.queries import ConversionQueries
 from tracker_svc.api.reports import ReportHandler
 from tracker_svc.domain.feed import ConversionFeed, SubscriberDropped
 from tracker_svc.domain.model import ConversionRecord
+from tracker_svc.domain.scope import scoped_agent
 
 log = structlog.get_logger(__name__)
 
@@ -50,14 +51,19 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):
     async def SubscribeConversions(
         self, request: tracker_pb2.SubscribeConversionsRequest, context: aio.ServicerContext
     ) -> AsyncIterator[tracker_pb2.SubscribeConversionsResponse]:
-        account_id = current_principal().require_account()
+        principal = current_principal()
+        account_id = principal.require_account()
         which = request.WhichOneof("target")
         if which is None:
             raise InvalidArgument("target", "exactly one of conversation_id or agent_id")
         target = getattr(request, which)
         check_id(which, target)
-        kind = "conversation" if which == "conversation_id" else "agent"
-        with self._feed.subscription(kind, account_id, target) as sub:
+        if which == "agent_id":
+            kind, only_agent = "agent", None
+            scoped_agent(principal.agent_id, target)  # an agent token: its own agent only
+        else:
+            kind, only_agent = "conversation", principal.agent_id
+        with self._feed.subscription(kind, account_id, target, only_agent=only_agent) as sub:
             if sub is None:
                 return
             # Initial metadata tells the client the subscription is live: conversions

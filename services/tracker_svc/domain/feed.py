@@ -70,12 +70,16 @@ _OVERFLOW = "overflow"  # the subscriber fell behind: SubscriberDropped
 
 
 class Subscriber(Generic[M]):
-    """One subscription's undelivered conversions, each with the time it was queued."""
+    """One subscription's undelivered conversions, each with the time it was queued.
 
-    __slots__ = ("end", "key", "pending", "wakeup")
+    ``only_agent``: deliver only conversions crediting this agent (an agent token following
+    a conversation, ``scope.py``); None delivers every conversion of the target."""
 
-    def __init__(self, key: SubscriberKey) -> None:
+    __slots__ = ("end", "key", "only_agent", "pending", "wakeup")
+
+    def __init__(self, key: SubscriberKey, only_agent: str | None = None) -> None:
         self.key = key
+        self.only_agent = only_agent
         self.pending: collections.deque[tuple[float, M]] = collections.deque()
         self.wakeup = asyncio.Event()
         self.end: str | None = None  # _STOP or _OVERFLOW, read after what is pending
@@ -170,14 +174,15 @@ class ConversionFeed(Generic[M]):
 
     @contextlib.contextmanager
     def subscription(
-        self, kind: str, account_id: str, target: str
+        self, kind: str, account_id: str, target: str, *, only_agent: str | None = None
     ) -> Iterator[Subscriber[M] | None]:
         """A subscriber to the conversions of ``target`` (a conversation or an agent id, as
-        ``kind`` says) for as long as the block runs; None once the feed is stopping."""
+        ``kind`` says), limited to those crediting ``only_agent`` if given, for as long as
+        the block runs; None once the feed is stopping."""
         if self._closed or self._lifecycle.stopping.is_set():
             yield None
             return
-        sub: Subscriber[M] = Subscriber((kind, account_id, target))
+        sub: Subscriber[M] = Subscriber((kind, account_id, target), only_agent)
         self._subscribers.setdefault(sub.key, set()).add(sub)
         try:
             yield sub
@@ -227,11 +232,14 @@ class ConversionFeed(Generic[M]):
 
     def _dispatch(self, record: ConversionRecord) -> None:
         account_id = record.account_id
-        targets: set[Subscriber[M]] = set()
-        targets.update(
+        credited = record.credited_agent_ids
+        # A scoped subscriber is a set member test on the dispatch path, nothing more.
+        targets: set[Subscriber[M]] = {
+            sub for sub in
             self._subscribers.get(("conversation", account_id, record.conversation_id), ())
-        )
-        for agent_id in record.credited_agent_ids:
+            if sub.only_agent is None or sub.only_agent in credited
+        }
+        for agent_id in credited:
             targets.update(self._subscribers.get(("agent", account_id, agent_id), ()))
         if not targets:
             return
