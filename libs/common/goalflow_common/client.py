@@ -23,14 +23,16 @@ Continuation = Callable[[aio.ClientCallDetails, Any], Any]
 
 
 class _BearerAuth:
-    """Adds ``authorization: Bearer <key>`` and, unless given, an ``x-request-id``."""
+    """Adds ``authorization: Bearer <key>`` (unless the key is None: each call then brings
+    its own, as the edge forwards its caller's) and, unless given, an ``x-request-id``."""
 
-    def __init__(self, api_key: str) -> None:
-        self._auth = ("authorization", f"Bearer {api_key}")
+    def __init__(self, api_key: str | None) -> None:
+        self._auth = None if api_key is None else ("authorization", f"Bearer {api_key}")
 
     def _details(self, details: aio.ClientCallDetails) -> aio.ClientCallDetails:
         metadata = aio.Metadata(*(details.metadata or ()))
-        metadata.add(*self._auth)
+        if self._auth is not None:
+            metadata.add(*self._auth)
         if REQUEST_ID_KEY not in metadata:
             metadata.add(REQUEST_ID_KEY, uuid.uuid4().hex)
         return aio.ClientCallDetails(
@@ -74,14 +76,15 @@ _AUTH_KINDS = (_UnaryUnaryAuth, _UnaryStreamAuth, _StreamUnaryAuth, _StreamStrea
 
 def make_channel(
     address: str,
-    api_key: str,
+    api_key: str | None,
     *,
     max_message_bytes: int = 8 * 1024 * 1024,
     max_reconnect_backoff_s: float = 5.0,
     extra_options: Sequence[tuple[str, Any]] = (),
     credentials: grpc.ChannelCredentials | None = None,
 ) -> aio.Channel:
-    """An asyncio channel to ``address`` that authenticates every call with ``api_key``.
+    """An asyncio channel to ``address`` that authenticates every call with ``api_key``
+    (None: with the ``authorization`` metadata each call passes, as the edge forwards it).
 
     With ``credentials`` (e.g. :func:`tls_credentials` or a settings'
     ``grpc_channel_credentials()``) the channel uses TLS; without, plaintext."""
