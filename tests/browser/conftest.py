@@ -5,8 +5,11 @@ browser console error it did not announce.
 
 The page follows one agent's conversions through the edge with the official Connect-Web
 transports and leaves what it saw on ``window.feed`` (see web/test-page/main.ts):
-``received`` (each with the page's ``Date.now()`` at receipt), ``errors``, ``liveAtMs``
-(response headers arrived: the subscription is registered upstream)."""
+``received`` (each with the page's ``Date.now()`` at receipt, the same clock as the test's
+``time.time()``), ``errors`` (what ended the feed) and ``retries`` (Unavailable answers it
+resubscribed after). The edge sends response headers only with the first message, so the
+page cannot tell when its subscription is live: the tests ask the tracker
+(:meth:`BrowserWorld.subscribed`)."""
 
 from __future__ import annotations
 
@@ -175,6 +178,10 @@ class FeedPage:
         result: list[PageError] = await self.page.evaluate("window.feed.errors")
         return result
 
+    async def retries(self) -> list[PageError]:
+        result: list[PageError] = await self.page.evaluate("window.feed.retries")
+        return result
+
     async def wait_failed(self, within_ms: float = LIVE_WITHIN_MS) -> list[PageError]:
         """The page's errors, once it has at least one."""
         await self.page.wait_for_function(
@@ -254,6 +261,16 @@ def token_keys(monkeypatch: pytest.MonkeyPatch) -> TokenAuthority:
 stack = tracker_fixtures.stack
 
 
+@dataclass(frozen=True)
+class Ingested:
+    """Wall-clock times (ms since the epoch) of one ingested batch."""
+
+    sent_ms: float
+    """Just before the batch was sent."""
+    acked_ms: float
+    """When its acknowledgement arrived: the batch and its conversions are stored."""
+
+
 @dataclass
 class BrowserWorld:
     """Config and tracker on loopback, the edge in front of them allowing ``page_origin``
@@ -283,12 +300,13 @@ class BrowserWorld:
                 f"{feed.subscriber_count} subscriptions at the tracker, expected {count}")
             await asyncio.sleep(0.01)
 
-    async def convert(self, conversation_id: str, agent_id: str) -> float:
+    async def convert(self, conversation_id: str, agent_id: str) -> Ingested:
         """Ingest one batch (native gRPC IngestEvents) in which ``agent_id`` is assigned
         ``conversation_id`` and the end user reaches the checkout: one conversion crediting
-        that agent. Returns the wall-clock time (ms) the batch was acknowledged, i.e. stored."""
+        that agent."""
         at = VISIT_AT
         user = f"user-{conversation_id}"
+        sent_ms = time.time() * 1000
         [ack] = await ingest(self.stack.tracker(self.tenant.keys[Role.INGEST]), [
             opened(conversation_id, at, user=user),
             assigned(conversation_id, at, agent(agent_id)),
@@ -296,7 +314,7 @@ class BrowserWorld:
         ])
         acked_ms = time.time() * 1000
         assert ack.conversions == 1, ack
-        return acked_ms
+        return Ingested(sent_ms, acked_ms)
 
 
 @pytest.fixture

@@ -42,10 +42,14 @@ async def test_agent_page_receives_its_conversion_within_a_second_and_no_other(
                              token=world.agent_token(AGENT_B), protocol=protocol, binary=binary)
     await world.subscribed(2)
 
-    acked_ms = await world.convert("conv-a", AGENT_A)
+    batch = await world.convert("conv-a", AGENT_A)
     got = await mine.wait_received("conv-a", WAIT_MS)
-    latency_ms = got["receivedAtMs"] - acked_ms
-    print(f"{protocol}{'+binary' if binary else ''}: batch stored -> page {latency_ms:.0f} ms")
+    # From before the batch was sent: the ingest itself counts against the second. The
+    # page may see the conversion before the producer's acknowledgement arrives.
+    latency_ms = got["receivedAtMs"] - batch.sent_ms
+    print(f"{protocol}{'+binary' if binary else ''}: batch sent -> page {latency_ms:.0f} ms, "
+          f"acknowledged -> page {got['receivedAtMs'] - batch.acked_ms:.0f} ms, "
+          f"retries {await mine.retries()}")
     assert latency_ms < MAX_LATENCY_MS
     assert (got["accountId"], got["agentIds"]) == (world.tenant.account_id, [AGENT_A])
 

@@ -9,17 +9,35 @@ import { TrackerService } from "./gen/goals/v1/tracker_pb.js";
 /** The tracker's initial metadata once the subscription is live (tracker servicer). */
 export const SUBSCRIBED_HEADER = "x-goalflow-subscribed";
 
+/** Attempts of one subscription when the edge answers Unavailable ("retry with backoff"),
+ * and the first wait between them (doubled each time: 0.1, 0.2, 0.4, 0.8 s). */
+export const MAX_ATTEMPTS = 5;
+export const FIRST_BACKOFF_MS = 100;
+
 export interface FeedHandlers {
-  /** Response headers arrived: the subscription is registered upstream. */
+  /** Response headers arrived. The edge sends them with the first message, not before. */
   onLive?(headers: Headers): void;
   onConversion(conversion: Conversion): void;
-  /** The stream failed or ended with an error (not called when stopped by the caller). */
+  /** The stream failed for good (not called when stopped by the caller). */
   onError(error: ConnectError): void;
+  /** The edge said Unavailable; the subscription is made again after `delayMs`. */
+  onRetry?(error: ConnectError, attempt: number, delayMs: number): void;
   /** The server ended the stream normally. */
   onEnd?(): void;
 }
 
-/** Follows the conversions crediting `agentId` until the returned function is called. */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => { clearTimeout(timer); resolve(); }, { once: true });
+  });
+}
+
+/** Follows the conversions crediting `agentId` until the returned function is called.
+ *
+ * Unavailable (the edge could not reach the tracker) is retried with backoff, as the edge's
+ * message asks; every other error ends the feed. Conversions recorded while no subscription
+ * was open are not replayed: a workspace lists them (ListConversions) after a reconnect. */
 export function followAgent(
   transport: Transport,
   agentId: string,
@@ -27,7 +45,7 @@ export function followAgent(
 ): () => void {
   const client = createClient(TrackerService, transport);
   const abort = new AbortController();
-  const run = async (): Promise<void> => {
+  const once = async (): Promise<void> => {
     const stream = client.subscribeConversions(
       { target: { case: "agentId", value: agentId } },
       { signal: abort.signal, onHeader: (headers) => handlers.onLive?.(headers) },
@@ -37,13 +55,28 @@ export function followAgent(
         handlers.onConversion(message.conversion);
       }
     }
-    handlers.onEnd?.();
   };
-  run().catch((err: unknown) => {
-    const error = ConnectError.from(err);
-    if (!(abort.signal.aborted && error.code === Code.Canceled)) {
-      handlers.onError(error);
+  const run = async (): Promise<void> => {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await once();
+        handlers.onEnd?.();
+        return;
+      } catch (err: unknown) {
+        const error = ConnectError.from(err);
+        if (abort.signal.aborted) {
+          return;
+        }
+        if (error.code !== Code.Unavailable || attempt >= MAX_ATTEMPTS) {
+          handlers.onError(error);
+          return;
+        }
+        const delayMs = FIRST_BACKOFF_MS * 2 ** (attempt - 1);
+        handlers.onRetry?.(error, attempt, delayMs);
+        await sleep(delayMs, abort.signal);
+      }
     }
-  });
+  };
+  void run();
   return () => abort.abort();
 }

@@ -30,8 +30,11 @@ interface PageError {
 
 interface FeedState {
   received: Received[];
+  /** Errors that ended the feed (or a bad query). */
   errors: PageError[];
-  /** Date.now() when the response headers arrived (the subscription is live), else null. */
+  /** Unavailable answers the feed retried after (see src/feed.ts). */
+  retries: PageError[];
+  /** Date.now() when the response headers arrived (with the first message), else null. */
   liveAtMs: number | null;
   /** The x-goalflow-subscribed header if the edge exposes it to scripts, else null. */
   subscribedHeader: string | null;
@@ -50,6 +53,7 @@ declare global {
 const state: FeedState = {
   received: [],
   errors: [],
+  retries: [],
   liveAtMs: null,
   subscribedHeader: null,
   ended: false,
@@ -104,6 +108,10 @@ function start(params: URLSearchParams): void {
     },
     onError(error: ConnectError) {
       fail(Code[error.code], error.rawMessage);
+    },
+    onRetry(error: ConnectError, attempt: number, delayMs: number) {
+      state.retries.push({ code: Code[error.code], message: error.rawMessage, atMs: Date.now() });
+      show(`retry ${attempt} in ${delayMs} ms after ${Code[error.code]}: ${error.rawMessage}`);
     },
     onEnd() {
       state.ended = true;
