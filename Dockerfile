@@ -1,5 +1,5 @@
-# One image for the three goalflow services; docker-compose.yml picks the console script
-# (goalflow-config, goalflow-tracker, goalflow-export) each container runs.
+# One image for the goalflow services; docker-compose.yml picks the console script
+# (goalflow-config, goalflow-tracker, goalflow-export, goalflow-edge) each container runs.
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
@@ -16,7 +16,7 @@ COPY services ./services
 # services; libs/client and libs/devtools are distributions of their own, not copied here.
 # grpcio-tools, pinned against the runtime's grpcio and protobuf (requirements/protos.txt),
 # generates the protobuf code and is removed again. The package itself goes in with --no-deps
-# once its generated code exists, and every console script it has (the three services and
+# once its generated code exists, and every console script it has (the services and
 # goalflow-keys) is imported so that a broken image fails here, not at start.
 RUN python -m venv /opt/goalflow \
  && /opt/goalflow/bin/pip install --requirement requirements/runtime.txt \
@@ -33,7 +33,8 @@ RUN groupadd --system --gid 10001 goalflow \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin goalflow
 COPY --from=build /opt/goalflow /opt/goalflow
 # GOALFLOW_GRPC_HOST: inside a container the servers must listen on every interface (the
-# default, 127.0.0.1, is unreachable from other containers); it binds the export HTTP port too.
+# default, 127.0.0.1, is unreachable from other containers); it binds the export HTTP port
+# and the edge's port too.
 ENV PATH=/opt/goalflow/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

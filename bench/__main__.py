@@ -18,6 +18,7 @@ MODULES: dict[str, str] = {
     "ingest": "bench.ingest_bench",
     "export": "bench.export_bench",
     "soak": "bench.soak_bench",
+    "browser": "bench.browser_bench",
 }
 
 

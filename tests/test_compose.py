@@ -51,6 +51,13 @@ INTERPOLATION = re.compile(
     r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
 )
 LOOPBACK_NAMES = {"localhost", "ip6-localhost"}
+# Services that never open the database (checked by test_database_free_services_import_none),
+# and the shared settings they therefore never use: the edge forwards each caller's credential.
+DATABASE_FREE = frozenset({"edge"})
+UNUSED_WITHOUT_DATABASE = frozenset({
+    "mongodb_uri", "auth_db_name", "key_cache_ttl_s", "mongo_connect_attempts",
+    "service_api_key",
+})
 # Pins of the production image (`make lock`): the runtime, and the code generator of its build.
 RUNTIME_LOCK = ROOT / "requirements" / "runtime.txt"
 PROTOS_LOCK = ROOT / "requirements" / "protos.txt"
@@ -62,7 +69,8 @@ DEV_ONLY = frozenset({
 # The distributions beside the image's: people's and developers' tools (`make` installs them).
 TOOL_DISTRIBUTIONS = (ROOT / "libs" / "client", ROOT / "libs" / "devtools")
 # The top-level packages of the image's distribution: the runtime library and the services.
-IMAGE_PACKAGES = frozenset({"goalflow_common", "config_svc", "tracker_svc", "export_svc"})
+IMAGE_PACKAGES = frozenset({"goalflow_common", "config_svc", "tracker_svc", "export_svc",
+                            "edge_svc"})
 # Top-level modules of DEV_ONLY packages and of the packages built on them.
 DEV_ONLY_MODULES = (
     "nx_27017", "aiosmtpd", "click", "rich", "yaml", "pytest", "hypothesis", "trustme",
@@ -78,6 +86,8 @@ PUBLISH_HOST = {
     "http_port": "GOALFLOW_DOWNLOAD_PUBLISH_HOST",
     "mailpit_ui": "GOALFLOW_MAILPIT_PUBLISH_HOST",
 }
+# The edge's http_port is for browsers, not download recipients: its own variable.
+PUBLISH_HOST_OF = {("edge", "http_port"): "GOALFLOW_EDGE_PUBLISH_HOST"}
 
 
 # --- reading the files ------------------------------------------------------------------
@@ -308,9 +318,9 @@ GOALFLOW = goalflow_services()
 def test_every_service_is_present_and_the_goalflow_ones_are_built_here():
     missing = [name for name in REQUIRED_SERVICES if name not in services()]
     assert not missing, f"docker-compose.yml: services missing: {missing}"
-    assert GOALFLOW == ["config", "export", "tracker"], (
-        f"the services built from this repository should be config, tracker and export, "
-        f"not {GOALFLOW}"
+    assert GOALFLOW == ["config", "edge", "export", "tracker"], (
+        f"the services built from this repository should be config, tracker, export and "
+        f"edge, not {GOALFLOW}"
     )
     for name in GOALFLOW:
         build = services()[name]["build"]
@@ -376,6 +386,8 @@ def test_values_a_container_cannot_default_are_set(service):
     cls = settings_class(service)
     given = {name.upper() for name in given_env(service)}
     for env, field_name in env_names(cls).items():
+        if service in DATABASE_FREE and field_name in UNUSED_WITHOUT_DATABASE:
+            continue
         field = cls.model_fields[field_name]
         default = None if field.is_required() else field.get_default(call_default_factory=True)
         if field.is_required():
@@ -446,7 +458,8 @@ def publish_hosts() -> dict[tuple[str, int], str]:
     """(service, container port) -> the variable binding it, for everything that should be
     published: each goalflow listener and the Mailpit inbox."""
     wanted = {
-        (service, setting(service, field)): PUBLISH_HOST[field]
+        (service, setting(service, field)): PUBLISH_HOST_OF.get((service, field),
+                                                               PUBLISH_HOST[field])
         for service in GOALFLOW for field in LISTENER_FIELDS
         if field in settings_class(service).model_fields
     }
@@ -466,7 +479,8 @@ def bind_host(entry: str | dict[str, Any]) -> str | None:
 
 
 def test_only_what_users_need_is_published():
-    """gRPC and downloads for clients, the inbox for the operator; never the database or SMTP."""
+    """gRPC and downloads for clients, the edge for browsers, the inbox for the operator;
+    never the database or SMTP."""
     got = {(service, target) for service in services() for _, target in published(service)}
     wanted = set(publish_hosts())
     assert got - wanted == set(), f"published, but nobody outside needs it: {got - wanted}"
@@ -532,6 +546,18 @@ def test_peers_are_reached_by_service_name_on_their_ports(service):
         )
 
 
+def test_database_free_services_import_none():
+    """The services said to hold no database never load the module that opens one."""
+    packages = [entry_point(s).split(":")[0].split(".")[0] for s in sorted(DATABASE_FREE)]
+    probe = subprocess.run(
+        [sys.executable, "-c", "import importlib, sys\n"
+         f"for p in {packages!r}: importlib.import_module(p + '.server')\n"
+         "print(sorted(m for m in sys.modules if m == 'goalflow_common.db'))"],
+        capture_output=True, text=True, timeout=60, check=False)
+    assert probe.returncode == 0, probe.stderr
+    assert probe.stdout.strip() == "[]", probe.stdout
+
+
 def _replica_set() -> tuple[str, str, str]:
     """(service, --replSet name, the member host the healthcheck initiates)."""
     for name, spec in services().items():
@@ -553,6 +579,9 @@ def _replica_set() -> tuple[str, str, str]:
 
 @pytest.mark.parametrize("service", GOALFLOW)
 def test_mongodb_uri_names_the_replica_set_service(service):
+    if service in DATABASE_FREE:
+        assert "MONGODB_URI" not in given_env(service), f"{service}: holds no database"
+        return
     mongo, rs_name, member = _replica_set()
     uri = given_env(service).get("MONGODB_URI")
     assert uri, f"{service}: MONGODB_URI is not set"
@@ -587,10 +616,13 @@ def test_goalflow_healthcheck_probes_the_grpc_port(service):
         f"{service}: the healthcheck module {test[3]} does not exist"
     )
     host, port = host_port(test[4])
-    grpc_port = listeners(service)["GOALFLOW_GRPC_PORT"]
+    # The edge has no gRPC port of its own: its HTTP port answers gRPC (h2c) health checks.
+    var = "GOALFLOW_GRPC_PORT" if "GOALFLOW_GRPC_PORT" in listeners(service) else (
+        "GOALFLOW_HTTP_PORT")
+    grpc_port = listeners(service)[var]
     assert is_loopback(host) and port == grpc_port, (
         f"{service}: the healthcheck probes {test[4]}, not this container's "
-        f"GOALFLOW_GRPC_PORT={grpc_port}"
+        f"{var}={grpc_port}"
     )
 
 
@@ -607,7 +639,8 @@ def test_dependencies_wait_until_healthy(service):
 def test_a_service_waits_for_what_it_calls(service):
     """The database, and every peer it calls unless that peer waits for it (a cycle)."""
     env = given_env(service)
-    needed = {host for host, _ in parse_uri(default_of(env["MONGODB_URI"]))["nodelist"]}
+    needed = set() if service in DATABASE_FREE else {
+        host for host, _ in parse_uri(default_of(env["MONGODB_URI"]))["nodelist"]}
     cls = settings_class(service)
     for var, field_name in env_names(cls).items():
         if var in env and field_name.endswith("_address"):
@@ -768,10 +801,11 @@ def test_the_image_package_is_the_runtime_library_and_the_services_only(wheel):
 
 
 def test_the_image_has_no_goalflow_cli_script(wheel):
-    """The image's console scripts are the three services and the operator's goalflow-keys;
+    """The image's console scripts are the services and the operator's goalflow-keys;
     the ``goalflow`` CLI belongs to goalflow-client (libs/client), which the image lacks."""
     assert set(wheel_console_scripts(wheel)) == {
-        "goalflow-config", "goalflow-tracker", "goalflow-export", "goalflow-keys",
+        "goalflow-config", "goalflow-tracker", "goalflow-export", "goalflow-edge",
+        "goalflow-keys",
     }
     client = tomllib.loads((ROOT / "libs" / "client" / "pyproject.toml").read_text())
     assert "goalflow" in client["project"]["scripts"]

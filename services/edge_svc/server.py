@@ -89,10 +89,10 @@ class EdgeServer:
         )
         self.serving = False
         self.app, self.subscribers = build_app(settings, self.upstreams, lambda: self.serving)
-        self._socket = socket.socket(socket.AF_INET6 if ":" in settings.http_host
+        self._socket = socket.socket(socket.AF_INET6 if ":" in settings.grpc_host
                                      else socket.AF_INET)
         self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self._socket.bind((settings.http_host, settings.http_port))
+        self._socket.bind((settings.grpc_host, settings.http_port))
         self.port: int = self._socket.getsockname()[1]
         self._shutdown = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -118,8 +118,8 @@ class EdgeServer:
             serve(self.app, config, shutdown_trigger=self._shutdown.wait, mode="asgi"))  # type: ignore[arg-type]  # ASGI typed loosely
         self.serving = True
         # hypercorn listens once its first await returns: wait for the port to answer.
-        host = "::1" if ":" in self.settings.http_host else "127.0.0.1"
-        target = self.settings.http_host if self.settings.http_host not in (
+        host = "::1" if ":" in self.settings.grpc_host else "127.0.0.1"
+        target = self.settings.grpc_host if self.settings.grpc_host not in (
             "0.0.0.0", "::") else host
         for _ in range(200):
             try:
@@ -164,7 +164,7 @@ def run(settings: EdgeSettings) -> None:
     async def main() -> None:
         server = EdgeServer(settings)
         await server.start()
-        log.info("listening", service="edge", address=f"{settings.http_host}:{server.port}",
+        log.info("listening", service="edge", address=f"{settings.grpc_host}:{server.port}",
                  tls=settings.tls_enabled, config=settings.config_address,
                  tracker=settings.tracker_address, export=settings.export_address)
         await server.serve_until_signal()

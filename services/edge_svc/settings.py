@@ -15,12 +15,9 @@ MIB = 1024 * KIB
 class EdgeSettings(ServiceSettings):
     """The edge: Connect, gRPC-Web and gRPC for browsers, in front of the three services."""
 
-    http_host: str = "127.0.0.1"
-    """Interface the edge's HTTP server binds to."""
-
     http_port: int = 8080
-    """Port of the edge (HTTP/1.1 and HTTP/2 without TLS, h2c, on the same port; 0 picks a
-    free one)."""
+    """Port of the edge: HTTP/1.1 and HTTP/2 without TLS (h2c) on the same port, bound on
+    ``grpc_host`` (it serves gRPC too); 0 picks a free one."""
 
     config_address: str = "127.0.0.1:50051"
     """Config gRPC address (goal RPCs)."""

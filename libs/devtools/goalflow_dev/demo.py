@@ -454,6 +454,7 @@ class Demo:
             tracker_port=free_port(HOST),
             export_port=free_port(HOST),
             export_http_port=free_port(HOST),
+            edge_port=free_port(HOST),
         )
         return DevStack(settings)
 
@@ -481,7 +482,7 @@ class Demo:
                 f"GOALFLOW_CLOCK_START={clock_start}")
         narrate("for now: for it, today is the data set's first day.")
         stack.start(["config"], env={"config": {"GOALFLOW_CLOCK_START": clock_start}})
-        config, tracker, export = (spec.address for spec in stack.services)
+        config, tracker, export = (spec.address for spec in stack.services[:3])
         cli = Cli(config, tracker, export, stack.keys, self.terminal)
         narrate(f"database   {stack.mongo_uri}, data in {shown(stack.dir / 'mongo')}/")
         narrate(f"smtp sink  {HOST}:{stack.settings.smtp_port}, mail lands in "

@@ -81,6 +81,9 @@ class DevSettings(BaseSettings):
     export_http_port: int = 8083
     """HTTP port of the export service (signed download links)."""
 
+    edge_port: int = 8080
+    """Port of the edge (Connect, gRPC-Web and gRPC for browsers; HTTP/1.1 and h2c)."""
+
     start_timeout_s: float = 60.0
     """How long each part may take to come up before the stack gives up."""
 
@@ -104,6 +107,8 @@ class ServiceSpec:
     health_name: str
     env: dict[str, str] = field(default_factory=dict)
     http_port: int | None = None
+    web: bool = False
+    """Its port speaks HTTP to browsers too (the edge): printed as a URL."""
 
     @property
     def address(self) -> str:
@@ -152,6 +157,18 @@ def service_table(settings: DevSettings) -> list[ServiceSpec]:
                 "GOALFLOW_LINK_SECRET": dev_link_secret(settings.dir),
             },
             http_port=settings.export_http_port,
+        ),
+        # After the three: it forwards to them. Its health check answers over gRPC (h2c)
+        # on the same port, so the stack waits for it like for the others.
+        ServiceSpec(
+            "edge", "edge_svc", settings.edge_port, "",
+            {
+                "GOALFLOW_HTTP_PORT": str(settings.edge_port),
+                "GOALFLOW_CONFIG_ADDRESS": config,
+                "GOALFLOW_TRACKER_ADDRESS": tracker,
+                "GOALFLOW_EXPORT_ADDRESS": f"{HOST}:{settings.export_port}",
+            },
+            web=True,
         ),
     ]
 
@@ -696,7 +713,7 @@ class DevStack:
             if child is None:
                 rows.append((spec.name, "not built yet", ""))
                 continue
-            where = spec.address
+            where = f"http://{spec.address}" if spec.web else spec.address
             if spec.http_port is not None:
                 where += f"  http://{HOST}:{spec.http_port}"
             rows.append((spec.name, where, f"log {shown(child.log_path)}"))

@@ -14,6 +14,7 @@ import time
 from email.message import EmailMessage
 from pathlib import Path
 
+import aiohttp
 import pytest
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -166,7 +167,7 @@ def stack_env(tmp_path: Path) -> dict[str, str]:
     env.pop("MONGODB_URI", None)
     ports = {
         name: str(free_port())
-        for name in ("MONGO", "SMTP", "CONFIG", "TRACKER", "EXPORT", "EXPORT_HTTP")
+        for name in ("MONGO", "SMTP", "CONFIG", "TRACKER", "EXPORT", "EXPORT_HTTP", "EDGE")
     }
     env.update({f"GOALFLOW_DEV_{name}_PORT": port for name, port in ports.items()})
     env["GOALFLOW_DEV_DIR"] = str(tmp_path / ".run")
@@ -192,7 +193,7 @@ def _settings(env: dict[str, str]) -> DevSettings:
         **{
             field: env[f"GOALFLOW_DEV_{field.upper()}"]
             for field in ("mongo_port", "smtp_port", "config_port", "tracker_port",
-                          "export_port", "export_http_port", "dir")
+                          "export_port", "export_http_port", "edge_port", "dir")
         }
     )
 
@@ -236,6 +237,14 @@ async def test_make_run_serves_config_mails_to_outbox_and_stops_cleanly(stack_en
         assert created.account_id == "dev"
         listing = await stub.ListGoals(config_pb2.ListGoalsRequest())
         assert [g.goal.id for g in listing.goals] == [created.id]
+    # The edge, started after the three, answers browsers' Connect JSON with the same key.
+    edge = f"http://127.0.0.1:{settings.edge_port}"
+    assert edge in summary
+    async with aiohttp.ClientSession() as session, session.post(
+            f"{edge}/goals.v1.ConfigService/ListGoals", json={},
+            headers={"authorization": f"Bearer {keys['GOALFLOW_ADMIN_KEY']}"}) as response:
+        assert response.status == 200
+        assert created.id in await response.text()
 
     # Mail sent to the sink lands in the outbox, one .eml file per message.
     message = EmailMessage()
@@ -258,7 +267,7 @@ async def test_make_run_serves_config_mails_to_outbox_and_stops_cleanly(stack_en
     # Ctrl-C stops everything it started: the database, the sink and the services.
     children = _descendants(run.proc.pid)
     commands = " ".join(children.values())
-    for expected in ("nx_27017", "goalflow_dev.smtp_sink", "config_svc"):
+    for expected in ("nx_27017", "goalflow_dev.smtp_sink", "config_svc", "edge_svc"):
         assert expected in commands
     run.proc.send_signal(signal.SIGINT)
     assert await run.wait_exit(15) == 0, run.stderr

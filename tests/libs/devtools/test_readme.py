@@ -74,7 +74,7 @@ async def _bash(script: str, cwd: Path, env: dict[str, str]) -> asyncio.subproce
 async def test_the_readme_cli_blocks_run_as_written(tmp_path: Path):
     stack_env = {k: v for k, v in os.environ.items() if not k.startswith("GOALFLOW_")}
     stack_env.pop("MONGODB_URI", None)
-    for name in ("MONGO", "SMTP", "CONFIG", "TRACKER", "EXPORT", "EXPORT_HTTP"):
+    for name in ("MONGO", "SMTP", "CONFIG", "TRACKER", "EXPORT", "EXPORT_HTTP", "EDGE"):
         stack_env[f"GOALFLOW_DEV_{name}_PORT"] = str(free_port())
     stack_env["GOALFLOW_DEV_DIR"] = str(tmp_path / ".run")
     shell = tmp_path / "shell"

@@ -42,10 +42,10 @@ class Edge:
         return self.server.settings.token_authority()
 
 
-def edge_settings(stack: Stack, export_address: str, **overrides: object) -> EdgeSettings:
+def edge_settings(services: Stack, export_address: str, **overrides: object) -> EdgeSettings:
     return EdgeSettings(
-        http_port=0, config_address=stack.config_address,
-        tracker_address=stack.tracker_address, export_address=export_address,
+        http_port=0, config_address=services.config_address,
+        tracker_address=services.tracker_address, export_address=export_address,
         cors_allowed_origins=f"{ORIGIN},http://localhost:5173", token_keys=TOKEN_KEYS,
         shutdown_grace_s=1.0, **overrides,  # type: ignore[arg-type]
     )
