@@ -33,7 +33,8 @@ from playwright.async_api import Browser, ConsoleMessage, Error, Page, async_pla
 from edge_svc.server import EdgeServer
 from edge_svc.settings import EdgeSettings
 from goalflow_common.auth import Role
-from goalflow_common.pb.goals.v1 import config_pb2
+from goalflow_common.client import make_channel
+from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2_grpc
 from goalflow_common.tokens import TokenAuthority, parse_token_keys
 from tests.conftest import Tenant
 from tests.services.tracker_svc import conftest as tracker_fixtures
@@ -280,6 +281,8 @@ class BrowserWorld:
     edge: EdgeServer
     tenant: Tenant
     tokens: TokenAuthority
+    producer: tracker_pb2_grpc.TrackerServiceStub
+    """The tracker, natively, with the tenant's ingest key, connected before the test."""
 
     @property
     def base_url(self) -> str:
@@ -307,7 +310,7 @@ class BrowserWorld:
         at = VISIT_AT
         user = f"user-{conversation_id}"
         sent_ms = time.time() * 1000
-        [ack] = await ingest(self.stack.tracker(self.tenant.keys[Role.INGEST]), [
+        [ack] = await ingest(self.producer, [
             opened(conversation_id, at, user=user),
             assigned(conversation_id, at, agent(agent_id)),
             visit("https://shop.example/checkout", at + SECOND, user=user, conv=conversation_id),
@@ -330,7 +333,15 @@ async def world(
         cors_allowed_origins=page_origin.origin, shutdown_grace_s=1.0,
     ))
     await edge.start()
+    # Connected before the clock starts: make_channel's 100 ms minimum reconnect backoff is
+    # also gRPC's connect timeout, which the in-process tracker missed once in a full
+    # `make test` on a loaded 2-core machine (UNAVAILABLE "connection attempt timed out
+    # before receiving SETTINGS frame"); channel_ready() keeps trying until connected.
+    channel = make_channel(stack.tracker_address, tenant.keys[Role.INGEST])
     try:
-        yield BrowserWorld(stack, edge, tenant, token_keys)
+        await asyncio.wait_for(channel.channel_ready(), 10)
+        yield BrowserWorld(stack, edge, tenant, token_keys,
+                           tracker_pb2_grpc.TrackerServiceStub(channel))
     finally:
+        await channel.close()
         await edge.stop()
