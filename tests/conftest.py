@@ -7,6 +7,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -19,7 +20,12 @@ from config_svc.settings import ConfigSettings
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.clock import ManualClock
 from goalflow_common.logs import configure_logging
+from goalflow_common.tokens import TokenAuthority, parse_token_keys
 from goalflow_dev.embedded_mongo import EmbeddedMongo
+
+# The token signing key every test server is configured with (GOALFLOW_TOKEN_KEYS), new per
+# session; the ``tokens`` fixture mints with it.
+TOKEN_KEYS = f"test-1:{secrets.token_urlsafe(32)}"
 
 
 @pytest.fixture(scope="session")
@@ -102,8 +108,15 @@ async def platform_key(keys: KeyStore) -> str:
 
 
 @pytest.fixture
+def tokens() -> TokenAuthority:
+    """Mints tokens the test servers accept (they verify with ``TOKEN_KEYS``)."""
+    return TokenAuthority(parse_token_keys(TOKEN_KEYS))
+
+
+@pytest.fixture
 def config_settings(mongo_uri: str, db_prefix: str) -> ConfigSettings:
-    """Config service settings on this test's databases, any free port, no tracker."""
+    """Config service settings on this test's databases, any free port, no tracker, and
+    the tests' token key."""
     return ConfigSettings(
         mongodb_uri=mongo_uri,
         auth_db_name=f"{db_prefix}_auth",
@@ -111,6 +124,7 @@ def config_settings(mongo_uri: str, db_prefix: str) -> ConfigSettings:
         grpc_port=0,
         tracker_address="",
         shutdown_grace_s=1.0,
+        token_keys=TOKEN_KEYS,
     )
 
 

@@ -31,8 +31,9 @@ from goalflow_common.pb.goals.v1 import (
     tracker_pb2_grpc,
 )
 from goalflow_common.server import GoalflowServer
+from goalflow_common.tokens import TokenAuthority
 from goalflow_dev.embedded_mongo import free_port
-from tests.conftest import Tenant
+from tests.conftest import TOKEN_KEYS, Tenant
 from tests.services.config_svc.helpers import url_condition
 from tests.services.export_svc import conftest as export_fixtures
 from tests.services.tracker_svc import conftest as tracker_fixtures
@@ -138,7 +139,13 @@ class World:
     b_goal: config_pb2.Goal
     a_secrets: list[str]
     """Strings only A's data contains: none may ever reach B."""
+    tokens: TokenAuthority
+    """Mints tokens every server of the world accepts."""
     channels: list[aio.Channel] = field(default_factory=list)
+
+    def token(self, tenant: Tenant, role: Role, agent_id: str = "") -> str:
+        """A fresh token of ``tenant`` with ``role`` (an agent token for ``agent_id``)."""
+        return self.tokens.mint(tenant.account_id, role, agent_id=agent_id).token
 
     def plain_channel(self, address: str) -> aio.Channel:
         """A channel that adds no key: each call says what it sends."""
@@ -174,7 +181,7 @@ async def wait_mailed(stub: export_pb2_grpc.ExportServiceStub,
 
 @pytest.fixture
 async def world(stack, sink, mongo_uri, db_prefix, clock, platform_key,
-                make_tenant) -> AsyncIterator[World]:
+                make_tenant, tokens) -> AsyncIterator[World]:
     smtp_port, outbox = sink
     http_port = free_port()
     export, export_port = await create_export(ExportSettings(
@@ -183,6 +190,7 @@ async def world(stack, sink, mongo_uri, db_prefix, clock, platform_key,
         public_base_url=f"http://127.0.0.1:{http_port}", tracker_address=stack.tracker_address,
         config_address=stack.config_address, smtp_port=smtp_port, link_secret="k" * 40,
         service_api_key=platform_key, lease_s=5.0, shutdown_grace_s=1.0,
+        token_keys=TOKEN_KEYS,
     ), clock=clock, ttl_indexes=False)
     await export.start()
     export_address = f"127.0.0.1:{export_port}"
@@ -225,7 +233,8 @@ async def world(stack, sink, mongo_uri, db_prefix, clock, platform_key,
         secrets = [*ids.values(), A_GOAL_NAME, "Alpha second wave", "Alpha hidden draft",
                    A_AGENT.name, A_AGENT.email, A_URL, "alpha-777", "777.00", "alpha-skill",
                    A_RECIPIENT, "Alpha", "alpha"]
-        world = World(stack, export, export_address, outbox, a, b, ids, b_goal, secrets)
+        world = World(stack, export, export_address, outbox, a, b, ids, b_goal, secrets,
+                      tokens)
         try:
             yield world
         finally:

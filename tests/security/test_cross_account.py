@@ -1,5 +1,5 @@
-"""Cross-account table: every RPC called with account B's keys (and a platform service key
-acting for B) on account A's ids — goals, exports, conversations, agents, end users, the
+"""Cross-account table: every RPC called with account B's keys and tokens (and a platform
+service key acting for B) on account A's ids — goals, exports, conversations, agents, end users, the
 account itself. Each answer must be a refusal (NOT_FOUND or PERMISSION_DENIED) or B's own
 data only, and must be exactly the answer for ids that exist nowhere: so it tells B nothing
 of A, not even that A's ids exist. No string of A's data may appear in it, and nothing of
@@ -36,6 +36,9 @@ from tests.services.config_svc.helpers import date, goal_request
 from tests.services.tracker_svc.builders import agent, assigned, ingest, message, opened, visit
 
 PLATFORM = "platform"  # the platform-wide service key, naming account B
+# B's tokens: an agent token for B's agent, a supervisor token, an admin token.
+AGENT_TOKEN, SUPERVISOR_TOKEN, ADMIN_TOKEN = "agent token", "supervisor token", "admin token"
+B_AGENT = "bravo-agent-1"
 REFUSED = {"NOT_FOUND", "PERMISSION_DENIED"}
 
 
@@ -77,14 +80,19 @@ def _b(w: World) -> str:
     return w.b.account_id
 
 
+def _name(who: Role | str) -> str:
+    return who.value if isinstance(who, Role) else who
+
+
+TOKENS = (AGENT_TOKEN, SUPERVISOR_TOKEN, ADMIN_TOKEN)
 C, T, E = "/goals.v1.ConfigService/", "/goals.v1.TrackerService/", "/goals.v1.ExportService/"
 ADMIN, AGENT, INGEST, SERVICE = Role.ADMIN, Role.AGENT, Role.INGEST, Role.SERVICE
 DAY = dt.timedelta(days=1)
 PROBES: dict[str, Probe] = {
     # Config. (CreateGoal names no ids: see test_creating_a_goal_with_as_name_reveals_nothing.)
-    **{f"GetGoal by {r.value}": Probe(
+    **{f"GetGoal by {_name(r)}": Probe(
         C + "GetGoal", r, lambda w, i: config_pb2.GetGoalRequest(goal_id=i.goal_id),
-        {"NOT_FOUND"}) for r in (ADMIN, AGENT, SERVICE)},
+        {"NOT_FOUND"}) for r in (ADMIN, AGENT, SERVICE, *TOKENS)},
     "GetGoal naming A's account": Probe(
         C + "GetGoal", SERVICE,
         lambda w, i: config_pb2.GetGoalRequest(goal_id=i.goal_id, account_id=i.account_id),
@@ -93,51 +101,66 @@ PROBES: dict[str, Probe] = {
         C + "GetGoal", PLATFORM,
         lambda w, i: config_pb2.GetGoalRequest(goal_id=i.goal_id, account_id=_b(w)),
         {"NOT_FOUND"}),
-    "UpdateGoal": Probe(
-        C + "UpdateGoal", ADMIN, lambda w, i: config_pb2.UpdateGoalRequest(
+    **{f"UpdateGoal by {_name(r)}": Probe(
+        C + "UpdateGoal", r, lambda w, i: config_pb2.UpdateGoalRequest(
             goal_id=i.idle_goal_id, goal=config_pb2.Goal(name="Taken", description="by B"),
             update_mask=FieldMask(paths=["name", "description"])),
-        {"NOT_FOUND"}),
-    **{f"ListGoals by {r.value}": Probe(
+        {"NOT_FOUND"}) for r in (ADMIN, ADMIN_TOKEN)},
+    **{f"ListGoals by {_name(r)}": Probe(
         C + "ListGoals", r, lambda w, i: config_pb2.ListGoalsRequest(page_size=200), {"OK"})
-       for r in (ADMIN, AGENT)},
-    "ActivateGoal": Probe(
-        C + "ActivateGoal", ADMIN, lambda w, i: config_pb2.ActivateGoalRequest(
-            goal_id=i.idle_goal_id, start_date=date(T0.date())), {"NOT_FOUND"}),
-    "DeactivateGoal": Probe(
-        C + "DeactivateGoal", ADMIN,
-        lambda w, i: config_pb2.DeactivateGoalRequest(goal_id=i.goal_id), {"NOT_FOUND"}),
-    "DeleteGoal": Probe(
-        C + "DeleteGoal", ADMIN,
-        lambda w, i: config_pb2.DeleteGoalRequest(goal_id=i.goal_id), {"NOT_FOUND"}),
-    **{f"ListActiveGoals naming A's account by {r.value}": Probe(
+       for r in (ADMIN, AGENT, *TOKENS)},
+    **{f"ActivateGoal by {_name(r)}": Probe(
+        C + "ActivateGoal", r, lambda w, i: config_pb2.ActivateGoalRequest(
+            goal_id=i.idle_goal_id, start_date=date(T0.date())), {"NOT_FOUND"})
+       for r in (ADMIN, ADMIN_TOKEN)},
+    **{f"DeactivateGoal by {_name(r)}": Probe(
+        C + "DeactivateGoal", r,
+        lambda w, i: config_pb2.DeactivateGoalRequest(goal_id=i.goal_id), {"NOT_FOUND"})
+       for r in (ADMIN, ADMIN_TOKEN)},
+    **{f"DeleteGoal by {_name(r)}": Probe(
+        C + "DeleteGoal", r,
+        lambda w, i: config_pb2.DeleteGoalRequest(goal_id=i.goal_id), {"NOT_FOUND"})
+       for r in (ADMIN, ADMIN_TOKEN)},
+    **{f"ListActiveGoals naming A's account by {_name(r)}": Probe(
         C + "ListActiveGoals", r,
         lambda w, i: config_pb2.ListActiveGoalsRequest(account_id=i.account_id),
-        {"PERMISSION_DENIED"}) for r in (ADMIN, SERVICE)},
+        {"PERMISSION_DENIED"}) for r in (ADMIN, SERVICE, ADMIN_TOKEN)},
     "ListActiveGoals by platform key for B": Probe(
         C + "ListActiveGoals", PLATFORM,
         lambda w, i: config_pb2.ListActiveGoalsRequest(account_id=_b(w)), {"OK"}),
-    **{f"WatchGoals naming A's account by {r.value}": Probe(
+    **{f"WatchGoals naming A's account by {_name(r)}": Probe(
         C + "WatchGoals", r, lambda w, i: config_pb2.WatchGoalsRequest(
             account_id=i.account_id, send_snapshot=True),
-        {"PERMISSION_DENIED"}, until=snapshot_done) for r in (ADMIN, SERVICE)},
+        {"PERMISSION_DENIED"}, until=snapshot_done) for r in (ADMIN, SERVICE, ADMIN_TOKEN)},
     "WatchGoals by platform key for B": Probe(
         C + "WatchGoals", PLATFORM, lambda w, i: config_pb2.WatchGoalsRequest(
             account_id=_b(w), send_snapshot=True), {"OK"}, until=snapshot_done),
     # Tracker.
     "IngestEvents on A's account and ids": Probe(
         T + "IngestEvents", INGEST, lambda w, i: _events(i), {"OK"}),
-    **{f"ListConversions of A's {field} by {r.value}": Probe(
+    **{f"ListConversions of A's {field} by {_name(r)}": Probe(
         T + "ListConversions", r,
         lambda w, i, f=field: tracker_pb2.ListConversionsRequest(**{f: getattr(i, f)}),
-        {"OK"}) for field in ("conversation_id", "agent_id", "goal_id") for r in (ADMIN, AGENT)},
-    "StreamConversions of A's goal": Probe(
-        T + "StreamConversions", ADMIN, lambda w, i: tracker_pb2.StreamConversionsRequest(
-            goal_id=i.goal_id, start_time=_ts(T0 - DAY), end_time=_ts(T0 + DAY)), {"OK"}),
-    "StreamConversions naming A's account": Probe(
-        T + "StreamConversions", SERVICE, lambda w, i: tracker_pb2.StreamConversionsRequest(
+        {"OK"}) for field in ("conversation_id", "agent_id", "goal_id")
+       for r in (ADMIN, AGENT, SUPERVISOR_TOKEN, ADMIN_TOKEN)},
+    # An agent token names an agent that is not its own (A's, or one that exists nowhere):
+    # the same refusal either way.
+    "ListConversions of A's agent_id by agent token": Probe(
+        T + "ListConversions", AGENT_TOKEN,
+        lambda w, i: tracker_pb2.ListConversionsRequest(agent_id=i.agent_id),
+        {"PERMISSION_DENIED"}),
+    **{f"ListConversions of A's {field} by agent token": Probe(
+        T + "ListConversions", AGENT_TOKEN,
+        lambda w, i, f=field: tracker_pb2.ListConversionsRequest(**{f: getattr(i, f)}),
+        {"OK"}) for field in ("conversation_id", "goal_id")},
+    **{f"StreamConversions of A's goal by {_name(r)}": Probe(
+        T + "StreamConversions", r, lambda w, i: tracker_pb2.StreamConversionsRequest(
+            goal_id=i.goal_id, start_time=_ts(T0 - DAY), end_time=_ts(T0 + DAY)), {"OK"})
+       for r in (ADMIN, ADMIN_TOKEN)},
+    **{f"StreamConversions naming A's account by {_name(r)}": Probe(
+        T + "StreamConversions", r, lambda w, i: tracker_pb2.StreamConversionsRequest(
             account_id=i.account_id, goal_id=i.goal_id, start_time=_ts(T0 - DAY),
-            end_time=_ts(T0 + DAY)), {"PERMISSION_DENIED"}),
+            end_time=_ts(T0 + DAY)), {"PERMISSION_DENIED"}) for r in (SERVICE, ADMIN_TOKEN)},
     "StreamConversions of A's goal by platform key for B": Probe(
         T + "StreamConversions", PLATFORM, lambda w, i: tracker_pb2.StreamConversionsRequest(
             account_id=_b(w), goal_id=i.goal_id, start_time=_ts(T0 - DAY),
@@ -146,31 +169,36 @@ PROBES: dict[str, Probe] = {
         T + "CountConversions", r, lambda w, i: tracker_pb2.CountConversionsRequest(
             since=_ts(T0 - DAY), goal_ids=[i.goal_id, i.second_goal_id]), {"OK"})
        for r in (ADMIN, SERVICE)},
-    "CountConversions naming A's account": Probe(
-        T + "CountConversions", SERVICE, lambda w, i: tracker_pb2.CountConversionsRequest(
-            account_id=i.account_id, since=_ts(T0 - DAY)), {"PERMISSION_DENIED"}),
+    **{f"CountConversions naming A's account by {_name(r)}": Probe(
+        T + "CountConversions", r, lambda w, i: tracker_pb2.CountConversionsRequest(
+            account_id=i.account_id, since=_ts(T0 - DAY)), {"PERMISSION_DENIED"})
+       for r in (SERVICE, ADMIN_TOKEN)},
     "CountConversions by platform key for B": Probe(
         T + "CountConversions", PLATFORM, lambda w, i: tracker_pb2.CountConversionsRequest(
             account_id=_b(w), since=_ts(T0 - DAY), goal_ids=[i.goal_id, w.b_goal.id]),
         {"OK"}),
-    "GetReport filtered on A's goal and agent": Probe(
-        T + "GetReport", ADMIN, lambda w, i: tracker_pb2.GetReportRequest(
+    **{f"GetReport filtered on A's goal and agent by {_name(r)}": Probe(
+        T + "GetReport", r, lambda w, i: tracker_pb2.GetReportRequest(
             start_date=JUNE_1, end_date=JUNE_1, group_by=tracker_pb2.REPORT_GROUPING_AGENT,
-            goal_ids=[i.goal_id], agent_ids=[i.agent_id]), {"OK"}),
-    "GetReport of everything B may see": Probe(
-        T + "GetReport", ADMIN, lambda w, i: tracker_pb2.GetReportRequest(
+            goal_ids=[i.goal_id], agent_ids=[i.agent_id]), {"OK"})
+       for r in (ADMIN, SUPERVISOR_TOKEN, ADMIN_TOKEN)},
+    **{f"GetReport of everything B may see by {_name(r)}": Probe(
+        T + "GetReport", r, lambda w, i: tracker_pb2.GetReportRequest(
             start_date=JUNE_1, end_date=JUNE_1, group_by=tracker_pb2.REPORT_GROUPING_GOAL),
-        {"OK"}),
+        {"OK"}) for r in (ADMIN, SUPERVISOR_TOKEN)},
     # Export.
-    "RequestExport of A's goal": Probe(
-        E + "RequestExport", ADMIN, lambda w, i: export_pb2.RequestExportRequest(
+    **{f"RequestExport of A's goal by {_name(r)}": Probe(
+        E + "RequestExport", r, lambda w, i: export_pb2.RequestExportRequest(
             goal_id=i.goal_id, start_date=JUNE_1, end_date=JUNE_1,
-            recipient_email="thief@bravo.example", request_id="steal"), {"NOT_FOUND"}),
-    "GetExport of A's export": Probe(
-        E + "GetExport", ADMIN,
-        lambda w, i: export_pb2.GetExportRequest(export_id=i.export_id), {"NOT_FOUND"}),
-    "ListExports": Probe(
-        E + "ListExports", ADMIN, lambda w, i: export_pb2.ListExportsRequest(), {"OK"}),
+            recipient_email="thief@bravo.example", request_id="steal"), {"NOT_FOUND"})
+       for r in (ADMIN, ADMIN_TOKEN)},
+    **{f"GetExport of A's export by {_name(r)}": Probe(
+        E + "GetExport", r,
+        lambda w, i: export_pb2.GetExportRequest(export_id=i.export_id), {"NOT_FOUND"})
+       for r in (ADMIN, ADMIN_TOKEN)},
+    **{f"ListExports by {_name(r)}": Probe(
+        E + "ListExports", r, lambda w, i: export_pb2.ListExportsRequest(), {"OK"})
+       for r in (ADMIN, ADMIN_TOKEN)},
 }
 
 
@@ -180,8 +208,15 @@ def test_every_rpc_has_a_cross_account_probe():
     assert covered | {C + "CreateGoal", T + "SubscribeConversions"} == set(METHODS)
 
 
-def _key(world: World, who: Role | str, platform_key: str) -> str:
-    return platform_key if who == PLATFORM else world.b.keys[who]
+def _key(world: World, who: Role | str, platform_key: str, agent_id: str = B_AGENT) -> str:
+    """B's credential: a key of a role, the platform key, or one of B's tokens."""
+    if who == PLATFORM:
+        return platform_key
+    if isinstance(who, Role):
+        return world.b.keys[who]
+    role = {AGENT_TOKEN: Role.AGENT, SUPERVISOR_TOKEN: Role.SUPERVISOR,
+            ADMIN_TOKEN: Role.ADMIN}[who]
+    return world.token(world.b, role, agent_id if role is Role.AGENT else "")
 
 
 _CHANGE_TIME = re.compile(r"change_time \{[^}]*\}")
@@ -254,9 +289,11 @@ async def test_creating_a_goal_with_as_name_reveals_nothing(world, mongo, db_pre
     assert touching(await snapshot(mongo, db_prefix), _a_markers(world)) == before
 
 
-@pytest.mark.parametrize("role", [ADMIN, AGENT])
+@pytest.mark.parametrize("role", [ADMIN, AGENT, AGENT_TOKEN, SUPERVISOR_TOKEN],
+                         ids=lambda r: _name(r).replace(" ", "-"))
 @pytest.mark.parametrize("target", ["conversation_id", "agent_id"])
-async def test_live_feed_on_as_ids_delivers_only_bs_conversions(target, role, world):
+async def test_live_feed_on_as_ids_delivers_only_bs_conversions(target, role, world,
+                                                                platform_key):
     """B follows A's conversation (or agent) id. A then converts on exactly that target,
     and B on a target of its own with the same id: the first thing B receives must be its
     own conversion (A's, published first, would have come first)."""
@@ -280,7 +317,8 @@ async def test_live_feed_on_as_ids_delivers_only_bs_conversions(target, role, wo
     outcome = await invoke(
         world, T + "SubscribeConversions",
         tracker_pb2.SubscribeConversionsRequest(**{target: getattr(ids, target)}),
-        f"Bearer {world.b.keys[role]}", until=first, on_open=a_then_b)
+        f"Bearer {_key(world, role, platform_key, agent_id=b_agent)}", until=first,
+        on_open=a_then_b)
     assert outcome.code == "OK", outcome
     [received] = outcome.responses
     assert received.conversion.account_id == world.b.account_id

@@ -1,6 +1,7 @@
 """The role matrix: every RPC of every service (read from the generated descriptors, so a
-new RPC cannot be forgotten) called with each role's key of the account, no key, a
-malformed key, a forged secret and a revoked key. Each outcome must be what
+new RPC cannot be forgotten) called with each role's key of the account, a platform key,
+each role's token (agent, supervisor, admin), no key, a malformed key, a forged secret, a
+revoked key, and expired or forged tokens. Each outcome must be what
 ``goalflow_common.auth.METHOD_ROLES`` says, and the issue's explicit rules must hold in that
 table. A refused call answers UNAUTHENTICATED or PERMISSION_DENIED and changes nothing in any
 database; an allowed call succeeds."""
@@ -8,7 +9,9 @@ database; an allowed call succeeds."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+import inspect
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +23,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from goalflow_common.auth import METHOD_ROLES, Role, roles_for
 from goalflow_common.pb.goals.v1 import config_pb2, export_pb2, tracker_pb2
-from tests.security.conftest import JUNE_1, T0, World, revoked_key, snapshot
+from tests.security import forged
+from tests.security.conftest import A_AGENT, JUNE_1, T0, World, revoked_key, snapshot
 from tests.security.rpcs import METHODS, Outcome, convert_again, first, invoke, snapshot_done
 from tests.services.config_svc.helpers import date, goal_request
 from tests.services.tracker_svc.builders import message
@@ -43,6 +47,9 @@ class Case:
     until: Callable[[list[Message]], bool] | None = None
     opens_live_stream: bool = False
     """A live subscription: it is fed a new conversion once open, and must deliver it."""
+    fresh: Callable[[World], Awaitable[Any]] | None = None
+    """For a call that succeeds once per target (deleting a goal): the request of each
+    allowed caller, on a target made for it."""
 
 
 def _one(outcome: Outcome) -> Any:
@@ -52,7 +59,7 @@ def _one(outcome: Outcome) -> Any:
 
 CASES: dict[str, Case] = {
     "/goals.v1.ConfigService/CreateGoal": Case(
-        lambda w: goal_request("Made by the matrix"),
+        lambda w: goal_request(f"Made by the matrix {uuid.uuid4().hex[:6]}"),
         lambda w, o: _one(o).goal.account_id == w.a.account_id),
     "/goals.v1.ConfigService/GetGoal": Case(
         lambda w: config_pb2.GetGoalRequest(goal_id=w.a_ids.goal_id),
@@ -74,7 +81,7 @@ CASES: dict[str, Case] = {
         lambda w, o: not _one(o).goal.active),
     "/goals.v1.ConfigService/DeleteGoal": Case(
         lambda w: config_pb2.DeleteGoalRequest(goal_id=w.a_ids.idle_goal_id),
-        lambda w, o: len(o.responses) == 1),
+        lambda w, o: len(o.responses) == 1, fresh=lambda w: _idle_goal_to_delete(w)),
     "/goals.v1.ConfigService/ListActiveGoals": Case(
         lambda w: config_pb2.ListActiveGoalsRequest(),
         lambda w, o: len(_one(o).goals) == 2),
@@ -119,6 +126,12 @@ CASES: dict[str, Case] = {
         lambda w, o: [e.id for e in _one(o).exports] == [w.a_ids.export_id]),
 }
 
+async def _idle_goal_to_delete(world: World) -> config_pb2.DeleteGoalRequest:
+    created = await world.config(world.a.admin).CreateGoal(
+        goal_request(f"Doomed {uuid.uuid4().hex[:6]}"))
+    return config_pb2.DeleteGoalRequest(goal_id=created.goal.id)
+
+
 FORGED = "gf_0123456789abcdef_" + "a" * 43
 BAD_HEADERS: dict[str, str | None] = {
     "no key": None,
@@ -127,6 +140,17 @@ BAD_HEADERS: dict[str, str | None] = {
     "wrong scheme": f"Basic {FORGED}",
     "empty bearer": "Bearer ",
 }
+KEY_ROLES = (Role.ADMIN, Role.AGENT, Role.INGEST, Role.SERVICE)  # an account's keys
+TOKEN_ROLES = (Role.AGENT, Role.SUPERVISOR, Role.ADMIN)
+# Forged tokens tried on every RPC (all of them are tried on a few in test_tokens.py).
+MATRIX_FORGERIES = ("expired", "tampered payload (agent made admin)",
+                    "signed with an unknown key", "another secret under the known kid",
+                    "alg none")
+READS_OF_A_SUPERVISOR = {"/goals.v1.ConfigService/GetGoal", "/goals.v1.ConfigService/ListGoals",
+                         "/goals.v1.TrackerService/SubscribeConversions",
+                         "/goals.v1.TrackerService/ListConversions",
+                         "/goals.v1.TrackerService/GetReport"}
+READS_OF_AN_AGENT = READS_OF_A_SUPERVISOR - {"/goals.v1.TrackerService/GetReport"}
 
 
 def test_every_rpc_of_every_service_is_in_the_policy_and_the_matrix():
@@ -139,44 +163,69 @@ def test_every_rpc_of_every_service_is_in_the_policy_and_the_matrix():
 
 def test_the_policy_keeps_the_issues_explicit_rules():
     """Agent keys create no goals and request no exports; ingest keys read nothing; no RPC
-    but health is open; the platform-to-platform RPCs do not take agent or ingest keys."""
+    but health is open; the platform-to-platform RPCs do not take agent or ingest keys.
+    Tokens: an agent calls no config write, report or export (its goal reads and its
+    conversions only); a supervisor reads goals, conversions and reports and writes
+    nothing; a platform key calls none of these services' RPCs."""
     for path, roles in METHOD_ROLES.items():
         if path.endswith(("/CreateGoal", "/UpdateGoal", "/ActivateGoal", "/DeactivateGoal",
                           "/DeleteGoal", "/RequestExport")):
             assert Role.AGENT not in roles, path
         if not path.endswith("/IngestEvents"):
             assert Role.INGEST not in roles, path
+        assert (Role.AGENT in roles) == (path in READS_OF_AN_AGENT), path
+        assert (Role.SUPERVISOR in roles) == (path in READS_OF_A_SUPERVISOR), path
+        assert Role.PLATFORM not in roles, path
     assert METHOD_ROLES["/goals.v1.TrackerService/IngestEvents"] == {Role.INGEST}
-    assert METHOD_ROLES["/goals.v1.TrackerService/GetReport"] == {Role.ADMIN}
-    for path in ("/goals.v1.ExportService/GetExport", "/goals.v1.ExportService/ListExports"):
+    assert METHOD_ROLES["/goals.v1.TrackerService/GetReport"] == {Role.ADMIN, Role.SUPERVISOR}
+    for path in ("/goals.v1.ExportService/RequestExport", "/goals.v1.ExportService/GetExport",
+                 "/goals.v1.ExportService/ListExports"):
         assert METHOD_ROLES[path] == {Role.ADMIN}
     assert roles_for("/grpc.health.v1.Health/Check") is None
     assert roles_for("/grpc.health.v1.Health/Watch") is None
     assert roles_for("/goals.v1.ConfigService/NoSuchRpc") == frozenset()
 
 
+async def _callers(world: World, keys, allowed: frozenset[Role]
+                   ) -> list[tuple[str, str | None, set[str]]]:
+    """(who, authorization header, acceptable codes) of every caller the matrix tries:
+    every role, as a key and as a token where it can be one, and the bad credentials."""
+    a = world.a
+    platform = await keys.create_key(None, Role.PLATFORM, label="matrix")
+    good = [(f"{role.value} key", a.keys[role], role) for role in KEY_ROLES]
+    good.append(("platform key", platform, Role.PLATFORM))
+    good += [(f"{role.value} token",
+              world.token(a, role, A_AGENT.id if role is Role.AGENT else ""), role)
+             for role in TOKEN_ROLES]
+    assert {role for _, _, role in good} == set(Role), "a role the matrix does not try"
+    callers: list[tuple[str, str | None, set[str]]] = [
+        (who, f"Bearer {credential}", {"OK"} if role in allowed else {"PERMISSION_DENIED"})
+        for who, credential, role in good
+    ]
+    callers += [(name, header, {"UNAUTHENTICATED"}) for name, header in BAD_HEADERS.items()]
+    # A revoked key of a role the RPC admits: revocation must beat the role.
+    revoked = await revoked_key(keys, a.account_id, min(allowed))
+    forged_secret = f"gf_{a.admin.split('_')[1]}_" + "b" * 43
+    callers += [("admin key id with a forged secret", f"Bearer {forged_secret}",
+                 {"UNAUTHENTICATED"}),
+                (f"revoked {min(allowed).value} key", f"Bearer {revoked}", {"UNAUTHENTICATED"})]
+    tokens = forged.forgeries(a.account_id, world.token(a, Role.AGENT, A_AGENT.id))
+    callers += [(f"token: {name}", f"Bearer {tokens[name][0]}", {"UNAUTHENTICATED"})
+                for name in MATRIX_FORGERIES]
+    return callers
+
+
 @pytest.mark.parametrize("path", sorted(METHODS), ids=lambda p: p.rsplit("/", 1)[1])
 async def test_role_matrix(path, world, keys, mongo, db_prefix):
     case, allowed = CASES[path], METHOD_ROLES[path]
-    a = world.a
-    # A revoked key of a role the RPC admits: revocation must beat the role.
-    revoked = await revoked_key(keys, a.account_id, min(allowed))
-    expected: list[tuple[str, str | None, set[str]]] = [
-        (f"{role.value} key", f"Bearer {a.keys[role]}",
-         {"OK"} if role in allowed else {"PERMISSION_DENIED"})
-        for role in Role
-    ]
-    expected += [(name, header, {"UNAUTHENTICATED"}) for name, header in BAD_HEADERS.items()]
-    forged_secret = f"gf_{a.admin.split('_')[1]}_" + "b" * 43
-    expected += [("admin key id with a forged secret", f"Bearer {forged_secret}",
-                  {"UNAUTHENTICATED"}),
-                 (f"revoked {min(allowed).value} key", f"Bearer {revoked}", {"UNAUTHENTICATED"})]
+    expected = await _callers(world, keys, allowed)
 
     mismatches = []
     refused = [e for e in expected if e[2] != {"OK"}]
     for who, header, codes in refused:
+        request = case.request(world)
         before = await snapshot(mongo, db_prefix)
-        outcome = await invoke(world, path, case.request(world), header, until=case.until)
+        outcome = await invoke(world, path, request, header, until=case.until)
         if outcome.code not in codes:
             mismatches.append(f"{who}: {outcome.code} {outcome.details!r}, wanted {codes}")
         elif outcome.responses:
@@ -185,8 +234,11 @@ async def test_role_matrix(path, world, keys, mongo, db_prefix):
             mismatches.append(f"{who}: the refused call changed the database")
     # Allowed calls last: some change data the refused ones are checked against.
     for who, header, _ in (e for e in expected if e[2] == {"OK"}):
+        request = case.request(world) if case.fresh is None else case.fresh(world)
+        if inspect.isawaitable(request):
+            request = await request
         outcome = await invoke(
-            world, path, case.request(world), header, until=case.until,
+            world, path, request, header, until=case.until,
             on_open=(lambda: convert_again(world)) if case.opens_live_stream else None)
         if outcome.code != "OK":
             mismatches.append(f"{who}: {outcome.code} {outcome.details!r}, wanted OK")

@@ -220,7 +220,7 @@ class AuthInterceptor(aio.ServerInterceptor):
         self._keys = keys
         self._guard = guard or RequestGuard({})
         # Without signing keys every token is refused, saying that tokens are not accepted.
-        self._tokens = tokens or TokenAuthority(())
+        self._tokens = tokens if tokens is not None else TokenAuthority(())
 
     async def intercept_service(
         self,

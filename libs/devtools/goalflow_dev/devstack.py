@@ -121,15 +121,27 @@ class ServiceSpec:
             return False
 
 
-def dev_link_secret(folder: Path) -> str:
-    """The development HMAC key for download links, kept in ``<dev dir>/link-secret`` so
-    links mailed by an earlier run stay valid."""
-    path = folder / "link-secret"
+def _dev_secret(path: Path) -> str:
+    """A random secret kept in ``path`` (owner-only), made on first use."""
     if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def dev_link_secret(folder: Path) -> str:
+    """The development HMAC key for download links, kept in ``<dev dir>/link-secret`` so
+    links mailed by an earlier run stay valid."""
+    return _dev_secret(folder / "link-secret")
+
+
+def dev_token_keys(folder: Path) -> str:
+    """``GOALFLOW_TOKEN_KEYS`` of the dev stack: one signing key (kid ``dev``) kept in
+    ``<dev dir>/token-key``, so tokens minted before a restart stay valid until they
+    expire. Every service gets it; a ``GOALFLOW_TOKEN_KEYS`` in the environment wins (to
+    try a rotation, say)."""
+    return f"dev:{_dev_secret(folder / 'token-key')}"
 
 
 def service_table(settings: DevSettings) -> list[ServiceSpec]:
@@ -612,6 +624,7 @@ class DevStack:
         }
         # Nobody has RPCs in flight worth 10 s during development; Ctrl-C should be quick.
         env.setdefault("GOALFLOW_SHUTDOWN_GRACE_S", "2")
+        env.setdefault("GOALFLOW_TOKEN_KEYS", dev_token_keys(self.dir))  # tokens enabled
         return self._spawn(spec.name, ["-m", spec.package], env)
 
     def _wait_serving(self, spec: ServiceSpec, child: _Child) -> None:

@@ -233,7 +233,7 @@ class ConversionFeed(Generic[M]):
     def _dispatch(self, record: ConversionRecord) -> None:
         account_id = record.account_id
         credited = record.credited_agent_ids
-        # A scoped subscriber is a set member test on the dispatch path, nothing more.
+        # A scoped subscriber costs a look through the conversion's few credited agents.
         targets: set[Subscriber[M]] = {
             sub for sub in
             self._subscribers.get(("conversation", account_id, record.conversation_id), ())

@@ -22,10 +22,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
+from goalflow_common.tokens import TokenAuthority, parse_token_keys
 from goalflow_dev.devstack import (
     DevSettings,
     DevStack,
     StackError,
+    dev_token_keys,
     read_env_file,
     service_table,
 )
@@ -245,6 +247,13 @@ async def test_make_run_serves_config_mails_to_outbox_and_stops_cleanly(stack_en
             headers={"authorization": f"Bearer {keys['GOALFLOW_ADMIN_KEY']}"}) as response:
         assert response.status == 200
         assert created.id in await response.text()
+    # Tokens are enabled: one signed with the dev token key (kept in the dev dir) works.
+    dev_tokens = TokenAuthority(parse_token_keys(dev_token_keys(settings.dir)))
+    token = dev_tokens.mint("dev", Role.SUPERVISOR).token
+    async with make_channel(config, token) as channel:
+        listing = await config_pb2_grpc.ConfigServiceStub(channel).ListGoals(
+            config_pb2.ListGoalsRequest())
+        assert [g.goal.id for g in listing.goals] == [created.id]
 
     # Mail sent to the sink lands in the outbox, one .eml file per message.
     message = EmailMessage()

@@ -14,6 +14,7 @@ from goalflow_common.client import make_channel
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2_grpc
 from goalflow_common.server import GoalflowServer
 from goalflow_dev.embedded_mongo import free_port
+from tests.conftest import TOKEN_KEYS
 from tracker_svc.server import create_server as create_tracker
 from tracker_svc.settings import TrackerSettings
 from tracker_svc.store.documents import Document, event_from_document
@@ -56,7 +57,7 @@ async def stack(mongo_uri, db_prefix, clock, platform_key, config_settings) -> A
         mongodb_uri=mongo_uri, auth_db_name=f"{db_prefix}_auth",
         tracker_db_name=f"{db_prefix}_tracker", grpc_port=tracker_port,
         config_address=f"127.0.0.1:{config_port}", shutdown_grace_s=1.0,
-        service_api_key=platform_key, goal_resync_max_backoff_s=0.5,
+        service_api_key=platform_key, goal_resync_max_backoff_s=0.5, token_keys=TOKEN_KEYS,
     )
     tracker, tracker_port = await create_tracker(tracker_settings, clock=clock)
     await tracker.start()

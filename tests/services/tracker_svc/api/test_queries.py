@@ -457,10 +457,11 @@ ALLOWED = {
 
 
 async def test_roles(stack, make_tenant):
-    """The ingest key is refused on all four read RPCs; each other role only where allowed."""
+    """The ingest key is refused on all four read RPCs; each other role only where allowed.
+    (An account has keys of these roles; every role, tokens too: tests/security's matrix.)"""
     tenant = await make_tenant()
     for rpc, allowed in ALLOWED.items():
-        for role in Role:
+        for role in tenant.keys:
             stub = stack.tracker(tenant.keys[role])
             if role in allowed:
                 if rpc != "SubscribeConversions":  # would wait for a conversion
