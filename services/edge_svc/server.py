@@ -29,6 +29,7 @@ from edge_svc.api.endpoints import (
 from edge_svc.api.interceptors import CallerCheck
 from edge_svc.domain.cors import CorsPolicy
 from edge_svc.domain.routes import ROUTES, Upstream
+from edge_svc.h2_guard import install as install_h2_guard
 from edge_svc.settings import EdgeSettings
 from goalflow_common.logs import configure_logging
 from goalflow_common.server import SHUTDOWN_DRAIN_S
@@ -113,6 +114,7 @@ class EdgeServer:
         return config
 
     async def start(self) -> None:
+        install_h2_guard()
         config = self._config()
         self._task = asyncio.create_task(
             serve(self.app, config, shutdown_trigger=self._shutdown.wait, mode="asgi"))  # type: ignore[arg-type]  # ASGI typed loosely

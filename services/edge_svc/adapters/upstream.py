@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -112,7 +112,7 @@ class Upstreams:
             raise connect_error(error, route.upstream) from None
 
     async def stream(self, route: Route, request: Any, response_type: type[Any],
-                     options: CallOptions) -> AsyncIterator[Any]:
+                     options: CallOptions) -> AsyncGenerator[Any, None]:
         """The upstream's messages; the upstream call is cancelled when this generator is
         closed or cancelled, and the stream ends cleanly (no error) when the edge stops."""
         channel = next(self._next[route.upstream])

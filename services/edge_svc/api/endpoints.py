@@ -7,6 +7,7 @@ the codecs of :mod:`edge_svc.api.codecs` read and write them."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -64,11 +65,14 @@ def forwarding_endpoint(route: Route, upstreams: Upstreams, *, unary_timeout_s: 
     info = method_info(route.path, streaming=route.streaming, safe=route.safe)
     if route.streaming:
         async def stream(request: Any, ctx: RequestContext[Any, Any]) -> AsyncIterator[Any]:
+            # aclosing: the upstream call is cancelled when this stream is closed, not
+            # when the garbage collector finalizes the inner generator.
             with subscribers.slot():
                 try:
-                    async for message in upstreams.stream(route, request, info.output,
-                                                          _options(ctx, None)):
-                        yield message
+                    async with contextlib.aclosing(upstreams.stream(
+                            route, request, info.output, _options(ctx, None))) as messages:
+                        async for message in messages:
+                            yield message
                 except (ConnectError, GeneratorExit):
                     raise
                 except Exception as exc:

@@ -37,13 +37,13 @@ async def convert(edge, conv: str, agent_id: str = "agent-7") -> None:
     assert acks[0].conversions == 1
 
 
-async def raw_subscription(edge, **target: str) -> tuple[asyncio.StreamReader,
-                                                          asyncio.StreamWriter]:
+async def raw_subscription(edge, port: int | None = None, **target: str
+                           ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A Connect streaming call on a bare HTTP/1.1 connection, so a test can stop reading
     or drop the connection as a browser tab does."""
     body = json.dumps(target).encode()
     envelope = b"\x00" + len(body).to_bytes(4, "big") + body
-    reader, writer = await asyncio.open_connection("127.0.0.1", edge.server.port)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port or edge.server.port)
     writer.write(
         f"POST {SUBSCRIBE} HTTP/1.1\r\nhost: edge\r\n"
         "content-type: application/connect+json\r\nconnect-protocol-version: 1\r\n"

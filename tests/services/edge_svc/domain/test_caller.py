@@ -65,3 +65,18 @@ def test_expired_forged_and_unknown_key_tokens():
 def test_rotation_old_key_still_verifies():
     old = TokenAuthority(parse_token_keys("k0:" + "b" * 40)).mint("acct", Role.ADMIN).token
     assert check_caller(f"Bearer {old}", CREATE, AUTHORITY) is not None
+
+
+def test_wrong_audience_and_unknown_role_tokens():
+    import jwt
+
+    now = int(time.time())
+    claims = {"iss": "goalflow", "aud": "another-app", "acct": "acct", "role": "admin",
+              "iat": now, "exp": now + 60}
+    other_audience = jwt.encode(claims, "a" * 40, algorithm="HS256", headers={"kid": "k1"})
+    with pytest.raises(Unauthenticated, match="another audience"):
+        check_caller(f"Bearer {other_audience}", CREATE, AUTHORITY)
+    platform = jwt.encode({**claims, "aud": "goalflow", "role": "platform"}, "a" * 40,
+                          algorithm="HS256", headers={"kid": "k1"})
+    with pytest.raises(Unauthenticated, match="no valid role"):
+        check_caller(f"Bearer {platform}", CREATE, AUTHORITY)
