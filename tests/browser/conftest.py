@@ -35,8 +35,8 @@ from edge_svc.settings import EdgeSettings
 from goalflow_common.auth import Role
 from goalflow_common.client import make_channel
 from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2_grpc
-from goalflow_common.tokens import TokenAuthority, parse_token_keys
-from tests.conftest import Tenant
+from goalflow_common.tokens import TokenAuthority
+from tests.conftest import TOKEN_KEYS, Tenant
 from tests.services.tracker_svc import conftest as tracker_fixtures
 from tests.services.tracker_svc.builders import agent, assigned, create_goal, ingest, opened, visit
 from tests.services.tracker_svc.conftest import Stack
@@ -247,16 +247,7 @@ async def pages(browser: Browser, console: Console) -> AsyncIterator[Pages]:
 
 # -- the system behind the edge ----------------------------------------------------------
 
-TOKEN_KEYS = "browser-tests:" + "s" * 40  # GOALFLOW_TOKEN_KEYS of every service here
 AGENT_A, AGENT_B = "agent-a", "agent-b"
-
-
-@pytest.fixture(autouse=True)
-def token_keys(monkeypatch: pytest.MonkeyPatch) -> TokenAuthority:
-    """The token keys every service of the test reads from its environment (set before
-    any settings are built), and the authority that mints with them, as a backend would."""
-    monkeypatch.setenv("GOALFLOW_TOKEN_KEYS", TOKEN_KEYS)
-    return TokenAuthority(parse_token_keys(TOKEN_KEYS))
 
 
 stack = tracker_fixtures.stack
@@ -323,7 +314,7 @@ class BrowserWorld:
 @pytest.fixture
 async def world(
     stack: Stack, make_tenant: Callable[[], Awaitable[Tenant]], page_origin: PageServer,
-    token_keys: TokenAuthority,
+    tokens: TokenAuthority,
 ) -> AsyncIterator[BrowserWorld]:
     tenant = await make_tenant()
     await create_goal(stack, tenant, "Checkout", model=config_pb2.ATTRIBUTION_MODEL_LAST_TOUCH)
@@ -331,6 +322,7 @@ async def world(
         http_port=0, config_address=stack.config_address,
         tracker_address=stack.tracker_address, export_address="127.0.0.1:1",
         cors_allowed_origins=page_origin.origin, shutdown_grace_s=1.0,
+        token_keys=TOKEN_KEYS,  # the services' GOALFLOW_TOKEN_KEYS (tests/conftest.py)
     ))
     await edge.start()
     # Connected before the clock starts: make_channel's 100 ms minimum reconnect backoff is
@@ -340,7 +332,7 @@ async def world(
     channel = make_channel(stack.tracker_address, tenant.keys[Role.INGEST])
     try:
         await asyncio.wait_for(channel.channel_ready(), 10)
-        yield BrowserWorld(stack, edge, tenant, token_keys,
+        yield BrowserWorld(stack, edge, tenant, tokens,
                            tracker_pb2_grpc.TrackerServiceStub(channel))
     finally:
         await channel.close()
