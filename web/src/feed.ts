@@ -6,16 +6,14 @@ import type { Transport } from "@connectrpc/connect";
 import type { Conversion } from "./gen/goals/v1/tracker_pb.js";
 import { TrackerService } from "./gen/goals/v1/tracker_pb.js";
 
-/** The tracker's initial metadata once the subscription is live (tracker servicer). */
-export const SUBSCRIBED_HEADER = "x-goalflow-subscribed";
-
 /** Attempts of one subscription when the edge answers Unavailable ("retry with backoff"),
  * and the first wait between them (doubled each time: 0.1, 0.2, 0.4, 0.8 s). */
 export const MAX_ATTEMPTS = 5;
 export const FIRST_BACKOFF_MS = 100;
 
 export interface FeedHandlers {
-  /** Response headers arrived. The edge sends them with the first message, not before. */
+  /** Response headers arrived. The edge (connectrpc) sends them with the first message, not
+   * when the subscription is registered, so this is no "live" signal. */
   onLive?(headers: Headers): void;
   onConversion(conversion: Conversion): void;
   /** The stream failed for good (not called when stopped by the caller). */

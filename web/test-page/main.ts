@@ -5,7 +5,7 @@
 import { Code } from "@connectrpc/connect";
 import type { ConnectError } from "@connectrpc/connect";
 
-import { followAgent, SUBSCRIBED_HEADER } from "../src/feed.js";
+import { followAgent } from "../src/feed.js";
 import { edgeTransport, isProtocol } from "../src/transport.js";
 
 /** A conversion as the page saw it, with the page's clocks at receipt. */
@@ -36,8 +36,6 @@ interface FeedState {
   retries: PageError[];
   /** Date.now() when the response headers arrived (with the first message), else null. */
   liveAtMs: number | null;
-  /** The x-goalflow-subscribed header if the edge exposes it to scripts, else null. */
-  subscribedHeader: string | null;
   ended: boolean;
   stop: () => void;
 }
@@ -55,7 +53,6 @@ const state: FeedState = {
   errors: [],
   retries: [],
   liveAtMs: null,
-  subscribedHeader: null,
   ended: false,
   stop: () => undefined,
 };
@@ -89,10 +86,9 @@ function start(params: URLSearchParams): void {
     binary: params.get("binary") === "1",
   });
   state.stop = followAgent(transport, agent, {
-    onLive(headers) {
+    onLive() {
       state.liveAtMs = Date.now();
-      state.subscribedHeader = headers.get(SUBSCRIBED_HEADER);
-      show(`live (${protocol})`);
+      show(`headers (${protocol})`);
     },
     onConversion(conversion) {
       state.received.push({
