@@ -35,7 +35,7 @@ from edge_svc.settings import EdgeSettings
 from goalflow_common.auth import Role
 from goalflow_common.client import make_channel
 from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2_grpc
-from goalflow_common.tokens import TokenAuthority
+from goalflow_common.tokens import TokenAuthority, parse_token_keys
 from tests.conftest import TOKEN_KEYS, Tenant
 from tests.services.tracker_svc import conftest as tracker_fixtures
 from tests.services.tracker_svc.builders import agent, assigned, create_goal, ingest, opened, visit
@@ -279,8 +279,14 @@ class BrowserWorld:
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.edge.port}"
 
-    def agent_token(self, agent_id: str) -> str:
-        return self.tokens.mint(self.tenant.account_id, Role.AGENT, agent_id=agent_id).token
+    def agent_token(self, agent_id: str, minted_s_ago: float = 0) -> str:
+        """A token for ``agent_id`` of the tenant, as a backend mints it (``minted_s_ago``:
+        by a minter whose clock is that far behind, to make an expired one)."""
+        minter = self.tokens
+        if minted_s_ago:
+            minter = TokenAuthority(parse_token_keys(TOKEN_KEYS),
+                                    now=lambda: time.time() - minted_s_ago)
+        return minter.mint(self.tenant.account_id, Role.AGENT, agent_id=agent_id).token
 
     async def subscribed(self, count: int, within_s: float = LIVE_WITHIN_MS / 1000) -> None:
         """Until the tracker holds ``count`` live-feed subscriptions. The edge's response

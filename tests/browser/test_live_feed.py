@@ -5,7 +5,8 @@ conversions are ingested over native gRPC as a producer sends them.
 
 - the agent's page receives its conversion within a second of the batch being stored;
 - a page with another agent's token receives nothing of it, and may not follow this agent;
-- a page from an origin the edge does not allow is blocked by CORS and receives nothing."""
+- a page from an origin the edge does not allow is blocked by CORS and receives nothing;
+- an expired token is refused, and the page learns why."""
 
 from __future__ import annotations
 
@@ -106,3 +107,18 @@ async def test_page_from_a_disallowed_origin_is_blocked_by_cors(
     for feed in pages.opened[1:]:
         assert await feed.received() == []
     assert any("blocked by CORS policy" in line for line in console.errors)
+
+
+@pytest.mark.parametrize(("protocol", "binary"), PROTOCOLS)
+async def test_expired_token_is_refused_and_the_page_says_so(
+    world: BrowserWorld, pages: Pages, page_origin: PageServer, protocol: Protocol,
+    binary: bool,
+) -> None:
+    expired = world.agent_token(AGENT_A, minted_s_ago=3600)
+    feed = await pages.open(page_origin, base=world.base_url, agent=AGENT_A, token=expired,
+                            protocol=protocol, binary=binary)
+    [error] = await feed.wait_failed()
+    assert error["code"] == "Unauthenticated", error
+    assert "expired" in error["message"], error
+    await world.subscribed(0)
+    assert await feed.received() == []
