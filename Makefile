@@ -7,7 +7,7 @@ INSTALLED := $(VENV)/.installed
 GENERATED := libs/common/goalflow_common/pb/.generated
 BUF := node_modules/.bin/buf
 
-.PHONY: run demo test bench protos lint typecheck lint-protos lock venv clean
+.PHONY: run demo test bench protos web browser lint typecheck lint-protos lock venv clean
 
 venv: $(INSTALLED)
 
@@ -37,6 +37,34 @@ $(BUF): package.json package-lock.json
 lint-protos: $(BUF)
 	$(BUF) lint
 
+# The browser client: TypeScript messages and service descriptors generated from protos/
+# (protoc-gen-es, web/buf.gen.yaml), type-checked by tsc, and the browser tests' page bundled
+# by esbuild into web/dist. All of it is build output (.gitignore), rebuilt when a source or
+# a proto changes.
+WEB_GEN := web/src/gen/.generated
+WEB_DIST := web/dist
+WEB_PAGE := $(WEB_DIST)/test-page/main.js
+NODE_BIN := node_modules/.bin
+
+web: $(WEB_PAGE)
+
+$(WEB_GEN): $(BUF) web/buf.gen.yaml $(wildcard protos/goals/v1/*.proto)
+	$(BUF) generate --template web/buf.gen.yaml
+	touch $@
+
+$(WEB_PAGE): $(WEB_GEN) web/tsconfig.json $(wildcard web/src/*.ts web/test-page/*)
+	$(NODE_BIN)/tsc --noEmit -p web
+	$(NODE_BIN)/esbuild web/test-page/main.ts --bundle --format=iife --target=es2022 \
+		--sourcemap --log-level=warning --outfile=$@
+	cp web/test-page/index.html $(WEB_DIST)/test-page/index.html
+
+# The browser tests drive the distribution's Chromium (tests/browser); nothing downloads one.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || { echo "No Chromium at $(CHROMIUM): the browser tests need it." \
+		"Install it with: apt-get update && apt-get install -y chromium (as root)," \
+		"or point CHROMIUM=/path/to/chromium at another build." >&2; exit 1; }
+
 # The production image installs exactly these pins (the Dockerfile): the runtime dependencies
 # of pyproject.toml and everything they pull in, and grpcio-tools resolved against those pins
 # (the same grpcio and protobuf; the tool itself of that grpcio's release, not newer) for the
@@ -64,11 +92,11 @@ run: protos
 demo: protos
 	$(PY) -m goalflow_dev.demo
 
-test: protos lint-protos lint typecheck
-	$(PY) -m pytest
+test: protos lint-protos web browser lint typecheck
+	GOALFLOW_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
 
 bench: protos
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) node_modules .run libs/common/goalflow_common/pb
+	rm -rf $(VENV) node_modules .run libs/common/goalflow_common/pb web/src/gen $(WEB_DIST)
