@@ -190,6 +190,12 @@ class FeedPage:
         )
         return await self.errors()
 
+    async def wait_live(self, within_ms: float = LIVE_WITHIN_MS) -> None:
+        """Until the page's subscription says it is live (its first, ``subscribed``,
+        message): what a workspace waits for before telling the agent it is following."""
+        await self.page.wait_for_function("window.feed && window.feed.liveAtMs !== null",
+                                          timeout=within_ms)
+
     async def wait_received(self, conversation_id: str, within_ms: float) -> Received:
         """The first conversion of ``conversation_id`` the page receives."""
         await self.page.wait_for_function(
@@ -289,9 +295,8 @@ class BrowserWorld:
         return minter.mint(self.tenant.account_id, Role.AGENT, agent_id=agent_id).token
 
     async def subscribed(self, count: int, within_s: float = LIVE_WITHIN_MS / 1000) -> None:
-        """Until the tracker holds ``count`` live-feed subscriptions. The edge's response
-        headers reach the page only with the first message (connectrpc sends them then), so
-        the page cannot tell when it is live; the tracker can."""
+        """Until the tracker holds ``count`` live-feed subscriptions (pages see their own
+        with :meth:`FeedPage.wait_live`; this counts every page's, refused ones included)."""
         feed = self.stack.tracker_server.components["feed"] if self.stack.tracker_server else None
         assert feed is not None
         deadline = time.monotonic() + within_s

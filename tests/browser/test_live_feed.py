@@ -41,6 +41,8 @@ async def test_agent_page_receives_its_conversion_within_a_second_and_no_other(
                             token=world.agent_token(AGENT_A), protocol=protocol, binary=binary)
     other = await pages.open(page_origin, base=world.base_url, agent=AGENT_B,
                              token=world.agent_token(AGENT_B), protocol=protocol, binary=binary)
+    await mine.wait_live()
+    await other.wait_live()
     await world.subscribed(2)
 
     batch = await world.convert("conv-a", AGENT_A)

@@ -11,10 +11,15 @@ import { TrackerService } from "./gen/goals/v1/tracker_pb.js";
 export const MAX_ATTEMPTS = 5;
 export const FIRST_BACKOFF_MS = 100;
 
+/** Seconds between keep-alive notices on an idle feed: proxies commonly close a connection
+ * idle for 60 s. */
+export const HEARTBEAT_SECONDS = 25;
+
 export interface FeedHandlers {
-  /** Response headers arrived. The edge (connectrpc) sends them with the first message, not
-   * when the subscription is registered, so this is no "live" signal. */
-  onLive?(headers: Headers): void;
+  /** The subscription is live: every conversion recorded from now on will arrive. (The
+   * feed asks for a first `subscribed` message: the edge sends response headers only with
+   * the first message, so headers are no signal.) */
+  onLive?(): void;
   onConversion(conversion: Conversion): void;
   /** The stream failed for good (not called when stopped by the caller). */
   onError(error: ConnectError): void;
@@ -45,11 +50,17 @@ export function followAgent(
   const abort = new AbortController();
   const once = async (): Promise<void> => {
     const stream = client.subscribeConversions(
-      { target: { case: "agentId", value: agentId } },
-      { signal: abort.signal, onHeader: (headers) => handlers.onLive?.(headers) },
+      {
+        target: { case: "agentId", value: agentId },
+        announce: true,
+        heartbeatSeconds: HEARTBEAT_SECONDS,
+      },
+      { signal: abort.signal },
     );
     for await (const message of stream) {
-      if (message.conversion) {
+      if (message.subscribed) {
+        handlers.onLive?.();
+      } else if (message.conversion) {
         handlers.onConversion(message.conversion);
       }
     }

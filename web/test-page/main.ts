@@ -34,7 +34,7 @@ interface FeedState {
   errors: PageError[];
   /** Unavailable answers the feed retried after (see src/feed.ts). */
   retries: PageError[];
-  /** Date.now() when the response headers arrived (with the first message), else null. */
+  /** Date.now() when the subscription became live (its `subscribed` message), else null. */
   liveAtMs: number | null;
   ended: boolean;
   stop: () => void;
@@ -88,7 +88,7 @@ function start(params: URLSearchParams): void {
   state.stop = followAgent(transport, agent, {
     onLive() {
       state.liveAtMs = Date.now();
-      show(`headers (${protocol})`);
+      show(`live (${protocol})`);
     },
     onConversion(conversion) {
       state.received.push({
