@@ -7,7 +7,9 @@ as processes of their own, creates one goal, then opens ``--subscribers`` Connec
 server-streaming subscriptions over HTTP/1.1 (one connection each, as browser tabs do),
 spread over ``--agents`` agent ids. Each round ingests one converting conversation for one
 agent and times, for every subscriber of that agent, the batch being sent to the conversion
-arriving. Prints ``name value`` lines:
+arriving. Each tab subscribes with its agent's token (the run sets ``GOALFLOW_TOKEN_KEYS``),
+as a workspace does, so the edge and the tracker both verify tokens. Prints ``name value``
+lines:
 
 - ``browser_subscribers_held``: subscriptions that received their conversion and were still
   open at the end;
@@ -26,6 +28,7 @@ import asyncio
 import datetime as dt
 import json
 import re
+import secrets
 import sys
 import time
 import uuid
@@ -49,9 +52,11 @@ from bench.harness import (
 )
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
+from goalflow_common.tokens import TokenAuthority, parse_token_keys
 from goalflow_dev.embedded_mongo import free_port
 
 SUBSCRIBE = "/goals.v1.TrackerService/SubscribeConversions"
+TOKEN_TTL_S = 3600  # outlives any run
 _CONVERSATION = re.compile(rb'"conversationId": "([^"]+)"')
 
 
@@ -191,6 +196,12 @@ async def _run(bench: BenchRun, external_db: bool) -> dict[str, str]:
         ingest_key = await keys.create_key(account, Role.INGEST, label="bench")
         stack = bench_stack(bench.workdir, bench.uri, names,
                             await keys.create_key(None, Role.SERVICE, label="bench"))
+        # Tabs subscribe as browsers do: each with its agent's token, which the edge and
+        # the tracker both verify.
+        token_keys = f"bench:{secrets.token_urlsafe(32)}"
+        for service in (stack.config, stack.tracker):
+            service.env["GOALFLOW_TOKEN_KEYS"] = token_keys
+        authority = TokenAuthority(parse_token_keys(token_keys), max_ttl_s=TOKEN_TTL_S)
         edge_port = free_port(HOST)
         edge = Service("edge_svc", {
             **stack.config.env, "GOALFLOW_HTTP_PORT": str(edge_port),
@@ -218,11 +229,13 @@ async def _run(bench: BenchRun, external_db: bool) -> dict[str, str]:
         figures = await _hop(args, bench, stack.address["config"], edge_address, admin, goal.id)
 
         agents = [f"agent-{n}" for n in range(args.agents)]
+        tokens = {agent: authority.mint(account, Role.AGENT, agent, ttl_s=TOKEN_TTL_S).token
+                  for agent in agents}
         arrived = asyncio.Event()
         subs = [Subscriber(agents[n % len(agents)], arrived) for n in range(args.subscribers)]
         opened = time.perf_counter()
         for n, sub in enumerate(subs):
-            sub.task = asyncio.create_task(_subscribe(edge_port, admin, sub))
+            sub.task = asyncio.create_task(_subscribe(edge_port, tokens[sub.agent_id], sub))
             if n % 100 == 99:
                 await asyncio.sleep(0.05)  # tabs open over time, not in one burst
         await asyncio.sleep(args.settle)
