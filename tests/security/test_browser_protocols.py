@@ -2,27 +2,29 @@
 protocol (Connect JSON and binary, gRPC-Web, and gRPC over h2c): the edge grants nothing the
 native services refuse and hides nothing they allow.
 
-For every exposed RPC, each key of account A and every bad credential of the role matrix
+For every exposed RPC, each key and token of account A and every bad credential of the role matrix
 gets, through the edge, the code ``METHOD_ROLES`` gives natively, and a refused call changes
 nothing in any database; account B's probes on A's ids answer through the edge exactly as
 they answer for ids that exist nowhere, with none of A's strings in them.
 
-``CREDENTIALS`` is the table to extend (tokens, for one): each entry names a header and the
-roles it stands for."""
+``credentials`` is the table (keys and tokens of every role, bad and forged credentials):
+each entry names a header and the role it stands for."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 import pytest
 
 from goalflow_common.auth import METHOD_ROLES, Role
-from tests.security.conftest import Ids, World, revoked_key, snapshot, touching
+from tests.security import forged
+from tests.security.conftest import A_AGENT, Ids, World, revoked_key, snapshot, touching
 from tests.security.edge_rpcs import EXPOSED, PROTOCOLS, EdgeWorld, invoke_edge, start_edge
 from tests.security.rpcs import Outcome, convert_again
 from tests.security.test_cross_account import PROBES, _a_markers, _comparable, _key, _leaks
-from tests.security.test_role_matrix import BAD_HEADERS, CASES
+from tests.security.test_role_matrix import BAD_HEADERS, CASES, MATRIX_FORGERIES, TOKEN_ROLES
 
 
 @pytest.fixture
@@ -48,15 +50,26 @@ class Credential:
 
 
 def credentials(world: World) -> list[Credential]:
-    """Account A's keys, one per role it has, then every bad header of the role matrix."""
+    """Account A's keys, one per role it has, A's tokens of every token role, then every bad
+    header of the role matrix and its forged or expired tokens."""
     table = [Credential(f"{role.value} key", lambda w, k=key: f"Bearer {k}", role)
              for role, key in world.a.keys.items()]
+    table += [Credential(f"{role.value} token", lambda w, r=role: _token(w, r), role)
+              for role in TOKEN_ROLES]
+    bad_tokens = forged.forgeries(world.a.account_id,
+                                  world.token(world.a, Role.AGENT, A_AGENT.id))
+    table += [Credential(f"token: {name}", lambda w, t=bad_tokens[name][0]: f"Bearer {t}", None)
+              for name in MATRIX_FORGERIES]
     table += [Credential(name, lambda w, h=header: h, None)
               for name, header in BAD_HEADERS.items()]
-    forged = f"gf_{world.a.admin.split('_')[1]}_" + "b" * 43
+    forged_key = f"gf_{world.a.admin.split('_')[1]}_" + "b" * 43
     table.append(Credential("admin key id with a forged secret",
-                            lambda w: f"Bearer {forged}", None))
+                            lambda w: f"Bearer {forged_key}", None))
     return table
+
+
+def _token(world: World, role: Role) -> str:
+    return f"Bearer {world.token(world.a, role, A_AGENT.id if role is Role.AGENT else '')}"
 
 
 def expected(credential: Credential, path: str, protocol: str = "") -> str:
@@ -91,8 +104,11 @@ async def test_role_matrix_through_the_edge(path, protocol, edge_world, keys, mo
             mismatches.append(f"{credential.name}: the refused call changed the database")
     # Allowed calls last: some change data the refused ones are checked against.
     for credential in (c for c in table if expected(c, path) == "OK"):
+        request = case.request(world) if case.fresh is None else case.fresh(world)
+        if inspect.isawaitable(request):
+            request = await request
         outcome = await invoke_edge(
-            edge_world, protocol, path, case.request(world), credential.header(world),
+            edge_world, protocol, path, request, credential.header(world),
             until=case.until,
             on_open=(lambda: convert_again(world)) if case.opens_live_stream else None)
         if outcome.code != "OK":
