@@ -83,8 +83,9 @@ lint: $(INSTALLED)
 typecheck: $(GENERATED)
 	$(PY) -m mypy
 
-# Starts the embedded database, the SMTP sink and the services; Ctrl-C stops them all.
-run: protos
+# Starts the embedded database, the SMTP sink, the three services and the edge (npm ci first:
+# the README's buf curl examples use node_modules/.bin/buf); Ctrl-C stops them all.
+run: protos $(BUF)
 	$(PY) -m goalflow_dev.devstack
 
 # The whole system end to end on free ports (work folder .run/demo): goals, 30 days of
