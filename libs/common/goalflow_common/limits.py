@@ -8,7 +8,9 @@ code can use them; ``protoconv`` re-exports them beside the conversions they bou
 - ``EPOCH`` is 1970-01-01 UTC.
 - ``check_printable`` refuses, naming the field, text that carries control or invisible
   format characters (Unicode Cc, Cf, Zl, Zp): names and labels the CLIs print to a
-  terminal, where ESC sequences or a U+202E override would rewrite what the operator sees.
+  terminal, where ESC sequences or a U+202E override would rewrite what the operator sees;
+  ``escape_unprintable`` shows such characters as ``\\uXXXX`` (for text stored before the
+  check, or written to the auth database directly).
 """
 
 from __future__ import annotations
@@ -46,11 +48,20 @@ _UNPRINTABLE = frozenset({"Cc", "Cf", "Zl", "Zp"})
 _JOINERS = frozenset({"\u200c", "\u200d"})
 
 
+def _unprintable(char: str) -> bool:
+    return char not in _JOINERS and unicodedata.category(char) in _UNPRINTABLE
+
+
+def escape_unprintable(value: str) -> str:
+    """``value`` with every character ``check_printable`` refuses written ``\\uXXXX``."""
+    return "".join(f"\\u{ord(c):04x}" if _unprintable(c) else c for c in value)
+
+
 def check_printable(field: str, value: str) -> str:
     """``value`` if it holds no control or format character; otherwise ``InvalidArgument``
     naming ``field`` and the first offending code point (never echoing the text itself)."""
     for position, char in enumerate(value):
-        if char not in _JOINERS and unicodedata.category(char) in _UNPRINTABLE:
+        if _unprintable(char):
             raise InvalidArgument(
                 field, f"control or format character U+{ord(char):04X} at position "
                 f"{position} is not allowed"

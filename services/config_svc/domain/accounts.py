@@ -32,9 +32,9 @@ from goalflow_common.errors import InvalidArgument, PermissionDenied
 from goalflow_common.limits import check_printable
 
 MAX_NAME = 100
-_ACCOUNT_ID_RULE = "1-63 of a-z 0-9 _ -, starting with a letter or digit"
 MAX_LABEL = 200
 KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+_ACCOUNT_ID_RULE = "1-63 of a-z 0-9 _ -, starting with a letter or digit"
 ACCOUNT_KEY_ROLES = frozenset({Role.ADMIN, Role.AGENT, Role.INGEST})
 """What an admin may issue for its account."""
 PLATFORM_ISSUED_ACCOUNT_ROLES = ACCOUNT_KEY_ROLES | {Role.SERVICE}
