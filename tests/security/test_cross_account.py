@@ -220,10 +220,17 @@ PROBES: dict[str, Probe] = {
         AC + "ListKeys", ADMIN,
         lambda w, i: accounts_pb2.ListKeysRequest(account_id=i.account_id),
         {"PERMISSION_DENIED"}),
+    "RevokeKey of A's admin key by admin key": Probe(
+        AC + "RevokeKey", ADMIN,
+        lambda w, i: accounts_pb2.RevokeKeyRequest(key_id=i.key_id), {"NOT_FOUND"}),
+    # A token revokes no key at all (I12-A4), refused before any lookup: nothing told.
     **{f"RevokeKey of A's admin key by {_name(r)}": Probe(
         AC + "RevokeKey", r,
-        lambda w, i: accounts_pb2.RevokeKeyRequest(key_id=i.key_id), {"NOT_FOUND"})
-       for r in (ADMIN, ADMIN_TOKEN)},
+        lambda w, i: accounts_pb2.RevokeKeyRequest(key_id=i.key_id), {"PERMISSION_DENIED"})
+       for r in (ADMIN_TOKEN, AGENT_TOKEN)},
+    "CreateKey in A by admin token": Probe(
+        AC + "CreateKey", ADMIN_TOKEN, lambda w, i: accounts_pb2.CreateKeyRequest(
+            account_id=i.account_id, role=accounts_pb2.ROLE_ADMIN), {"PERMISSION_DENIED"}),
     **{f"MintToken for A's agent by {r.value}": Probe(
         AC + "MintToken", r, lambda w, i: accounts_pb2.MintTokenRequest(
             account_id=i.account_id, role=accounts_pb2.ROLE_AGENT, agent_id=i.agent_id),

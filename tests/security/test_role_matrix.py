@@ -21,6 +21,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from config_svc.domain.accounts import TOKEN_GRANTS
 from goalflow_common.auth import METHOD_ROLES, Role, roles_for
 from goalflow_common.pb.goals.v1 import accounts_pb2, config_pb2, export_pb2, tracker_pb2
 from tests.security import forged
@@ -50,6 +51,11 @@ class Case:
     fresh: Callable[[World], Awaitable[Any]] | None = None
     """For a call that succeeds once per target (deleting a goal): the request of each
     allowed caller, on a target made for it."""
+    key_only: bool = False
+    """Takes an API key, never a token, whatever its role (AccountService: issuing keys or
+    tokens, revoking keys): refused PERMISSION_DENIED."""
+    refused_keys: frozenset[Role] = frozenset()
+    """Key roles METHOD_ROLES lets in that this request's own rule then refuses."""
 
 
 def _one(outcome: Outcome) -> Any:
@@ -136,21 +142,25 @@ CASES: dict[str, Case] = {
     "/goals.v1.AccountService/ListAccounts": Case(
         lambda w: accounts_pb2.ListAccountsRequest(page_size=200),
         lambda w, o: w.a.account_id in {a.id for a in _one(o).accounts}),
+    # I12-A4: an admin token issued permanent keys and revoked every key of the account.
     "/goals.v1.AccountService/CreateKey": Case(
         lambda w: accounts_pb2.CreateKeyRequest(account_id=w.a.account_id,
                                                 role=accounts_pb2.ROLE_AGENT),
         lambda w, o: _one(o).api_key.account_id == w.a.account_id
-        and _one(o).key.startswith(f"gf_{_one(o).api_key.key_id}_")),
+        and _one(o).key.startswith(f"gf_{_one(o).api_key.key_id}_"), key_only=True),
     "/goals.v1.AccountService/ListKeys": Case(
         lambda w: accounts_pb2.ListKeysRequest(account_id=w.a.account_id, page_size=200),
         lambda w, o: w.a_ids.key_id in {k.key_id for k in _one(o).api_keys}),
     "/goals.v1.AccountService/RevokeKey": Case(
         lambda w: accounts_pb2.RevokeKeyRequest(key_id=w.a.keys[Role.INGEST].split("_")[1]),
-        lambda w, o: _one(o).api_key.revoked),
+        lambda w, o: _one(o).api_key.revoked, key_only=True),
+    # A supervisor token: I12-A8, an agent key minted one and so read GetReport, which the
+    # agent key itself may not; agent keys mint agent tokens only.
     "/goals.v1.AccountService/MintToken": Case(
         lambda w: accounts_pb2.MintTokenRequest(account_id=w.a.account_id,
                                                 role=accounts_pb2.ROLE_SUPERVISOR),
-        lambda w, o: _one(o).token.count(".") == 2 and _one(o).HasField("expire_time")),
+        lambda w, o: _one(o).token.count(".") == 2 and _one(o).HasField("expire_time"),
+        key_only=True, refused_keys=frozenset({Role.AGENT})),
 }
 
 async def _idle_goal_to_delete(world: World) -> config_pb2.DeleteGoalRequest:
@@ -218,6 +228,11 @@ def test_the_policy_keeps_the_issues_explicit_rules():
     for name in ("GetAccount", "CreateKey", "ListKeys", "RevokeKey"):
         assert METHOD_ROLES[accounts + name] == {Role.PLATFORM, Role.ADMIN}, name
     assert METHOD_ROLES[accounts + "MintToken"] == {Role.PLATFORM, Role.ADMIN, Role.AGENT}
+    # Past the table: no token issues keys or tokens or revokes keys, and an agent key
+    # mints agent tokens only (config_svc.domain.accounts; the cases' key_only/refused_keys).
+    assert {p.rsplit("/", 1)[1] for p, c in CASES.items() if c.key_only} == {
+        "CreateKey", "RevokeKey", "MintToken"}
+    assert TOKEN_GRANTS[Role.AGENT] == {Role.AGENT}
     for path, roles in METHOD_ROLES.items():
         assert (Role.PLATFORM in roles) == path.startswith(accounts), path
         if path.startswith(accounts):
@@ -227,11 +242,11 @@ def test_the_policy_keeps_the_issues_explicit_rules():
     assert roles_for("/goals.v1.ConfigService/NoSuchRpc") == frozenset()
 
 
-async def _callers(world: World, keys, allowed: frozenset[Role], mints: bool = False
+async def _callers(world: World, keys, allowed: frozenset[Role], case: Case
                    ) -> list[tuple[str, str | None, set[str]]]:
     """(who, authorization header, acceptable codes) of every caller the matrix tries:
-    every role, as a key and as a token where it can be one, and the bad credentials.
-    ``mints``: the RPC mints tokens, which no token may call whatever its role."""
+    every role, as a key and as a token where it can be one, and the bad credentials;
+    ``case`` may refuse every token (``key_only``) and some key roles (``refused_keys``)."""
     a = world.a
     platform = await keys.create_key(None, Role.PLATFORM, label="matrix")
     good = [(f"{role.value} key", a.keys[role], role) for role in KEY_ROLES]
@@ -242,7 +257,8 @@ async def _callers(world: World, keys, allowed: frozenset[Role], mints: bool = F
     assert {role for _, _, role in good} == set(Role), "a role the matrix does not try"
     callers: list[tuple[str, str | None, set[str]]] = [
         (who, f"Bearer {credential}",
-         {"OK"} if role in allowed and not (mints and who.endswith(" token"))
+         {"OK"} if role in allowed and not (case.key_only and who.endswith(" token"))
+         and not (role in case.refused_keys and who.endswith(" key"))
          else {"PERMISSION_DENIED"})
         for who, credential, role in good
     ]
@@ -262,7 +278,7 @@ async def _callers(world: World, keys, allowed: frozenset[Role], mints: bool = F
 @pytest.mark.parametrize("path", sorted(METHODS), ids=lambda p: p.rsplit("/", 1)[1])
 async def test_role_matrix(path, world, keys, mongo, db_prefix):
     case, allowed = CASES[path], METHOD_ROLES[path]
-    expected = await _callers(world, keys, allowed, mints=path.endswith("/MintToken"))
+    expected = await _callers(world, keys, allowed, case)
 
     mismatches = []
     refused = [e for e in expected if e[2] != {"OK"}]

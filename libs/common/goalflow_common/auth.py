@@ -44,13 +44,16 @@ class Role(enum.StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the key's account (None for a platform-wide key) and role, and for
-    an agent token the one agent whose conversions it may see (``agent_id``)."""
+    """Who is calling: the key's account (None for a platform-wide key) and role, for an
+    agent token the one agent whose conversions it may see (``agent_id``), and whether the
+    credential was a token (``via_token``: set by ``goalflow_common.tokens`` only), which
+    the AccountService needs: a short-lived token must not turn itself into a lasting key."""
 
     key_id: str
     account_id: str | None
     role: Role
     agent_id: str | None = None
+    via_token: bool = False
 
     def resolve_account(self, requested: str = "") -> str | None:
         """The account a request acts on.

@@ -43,6 +43,7 @@ from goalflow_common.auth import KEY_RE, KeyStore, Role
 from goalflow_common.client import make_channel, tls_credentials
 from goalflow_common.db import Client
 from goalflow_common.errors import DomainError
+from goalflow_common.limits import escape_unprintable
 from goalflow_common.pb.goals.v1 import accounts_pb2, accounts_pb2_grpc
 from goalflow_common.settings import ServiceSettings
 
@@ -163,7 +164,7 @@ async def _list_keys(stub: Stub, args: argparse.Namespace) -> None:
                 else "no"
             _out(f"{key.key_id}\t{_role_name(key.role)}\t"
                  f"{_time(key.create_time, key.HasField('create_time'))}\t{revoked}\t"
-                 f"{key.label}")
+                 f"{escape_unprintable(key.label)}")  # no terminal escapes, even old ones
         if not page.next_page_token:
             return
         request.page_token = page.next_page_token

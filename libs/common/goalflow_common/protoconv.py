@@ -22,7 +22,8 @@ Contract:
   asked for, ``None`` for an empty token, and raises ``InvalidArgument("page_token", ...)``
   for anything it did not issue (wrong shape or types: "not a token from a previous
   response") and for a token of another filter set ("was issued for a different set of
-  filters"). Tokens are opaque, not secret: the server re-checks the caller's account on
+  filters"). A token longer than ``MAX_PAGE_TOKEN_CHARS`` is refused the same way before it
+  is decoded. Tokens are opaque, not secret: the server re-checks the caller's account on
   every page.
 """
 
@@ -45,6 +46,11 @@ from goalflow_common.limits import MAX_ID as MAX_ID
 from goalflow_common.pb.goals.v1 import common_pb2
 
 _NOT_A_TOKEN = "not a token from a previous response"
+# The longest token issued is ListGoals': a name key of 100 x U+FDFA (NFKC turns each into
+# 18 letters, every one \u-escaped) and a 128-character id: 14,460 characters. About twice that is
+# refused unread; a 53 KB token of 20,000 nested '[' took json.loads into RecursionError
+# (INTERNAL and a logged traceback), and the shorter nestings that still fit are caught below.
+MAX_PAGE_TOKEN_CHARS = 32768
 _FOREIGN_TOKEN = "was issued for a different set of filters"
 
 TokenValue = str | int | dt.datetime
@@ -159,6 +165,8 @@ def decode_page_token(
     for an empty token. ``fingerprint`` must be the one it was issued with (see above)."""
     if not token:
         return None
+    if len(token) > MAX_PAGE_TOKEN_CHARS:
+        raise InvalidArgument("page_token", _NOT_A_TOKEN)
     width = len(types) + (fingerprint is not None)
     try:
         values = json.loads(base64.urlsafe_b64decode(token.encode()))
@@ -168,7 +176,9 @@ def decode_page_token(
         given = values[-1] if fingerprint is not None else None
         if fingerprint is not None and not isinstance(given, str):
             raise ValueError
-    except (ValueError, TypeError, OverflowError):
+    except (ValueError, TypeError, OverflowError, RecursionError):
+        # RecursionError: under the length cap ~3,000 nested arrays still fit, and json.loads
+        # gives up on them past the interpreter's recursion limit (1,000 by default).
         raise InvalidArgument("page_token", _NOT_A_TOKEN) from None
     if given != fingerprint:
         raise InvalidArgument("page_token", _FOREIGN_TOKEN)

@@ -17,7 +17,9 @@ Roles a token can carry: ``agent`` (sees only conversions crediting its agent id
 ``supervisor`` (a team lead: the whole account's conversions and reports, no writes) and
 ``admin`` (the web console: what an admin key may do). The contract of :meth:`verify`:
 anything but a well-formed, unexpired token of a listed key, this audience and issuer,
-and a known role, raises :class:`~goalflow_common.errors.Unauthenticated` saying why.
+a known role, and a lifetime (``exp - iat``) of at most the maximum this authority mints,
+already valid (``nbf``, when present), raises
+:class:`~goalflow_common.errors.Unauthenticated` saying why.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import jwt
 
 from goalflow_common.auth import ACCOUNT_ID_RE, Principal, Role
 from goalflow_common.errors import InvalidArgument, Unauthenticated
-from goalflow_common.limits import MAX_ID
+from goalflow_common.limits import MAX_ID, check_printable
 
 ALGORITHM = "HS256"
 AUDIENCE = "goalflow"
@@ -131,6 +133,7 @@ class TokenAuthority:
             raise InvalidArgument("agent_id", "required for an agent token")
         if len(agent_id) > MAX_ID:
             raise InvalidArgument("agent_id", f"at most {MAX_ID} characters")
+        check_printable("agent_id", agent_id)  # logged and shown by consoles and CLIs
         ttl = ttl_s or self.default_ttl_s
         if ttl < 0 or ttl > self.max_ttl_s:
             raise InvalidArgument("ttl_seconds", f"between 1 and {self.max_ttl_s}")
@@ -182,21 +185,32 @@ class TokenAuthority:
             raise Unauthenticated("token signature is invalid") from exc
         except jwt.PyJWTError as exc:
             raise Unauthenticated(f"invalid token: {exc}") from exc
-        _check_times(claims, self._now(), self._leeway)
+        _check_times(claims, self._now(), self._leeway, self.max_ttl_s)
         return _principal(claims)
 
 
-def _check_times(claims: dict[str, object], now: float, leeway: int) -> None:
-    """Expired (``exp`` at or before ``now``) or issued in the future, give or take
-    ``leeway`` seconds of clock skew between replicas: Unauthenticated."""
-    exp, iat = claims["exp"], claims["iat"]
-    if not isinstance(exp, int) or not isinstance(iat, int) or isinstance(exp, bool) \
-            or isinstance(iat, bool):
-        raise Unauthenticated("invalid token: exp and iat must be integers")
+def _int_claim(claims: dict[str, object], name: str) -> int:
+    value = claims[name]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise Unauthenticated(f"invalid token: {name} must be an integer")
+    return value
+
+
+def _check_times(claims: dict[str, object], now: float, leeway: int, max_ttl: int) -> None:
+    """Expired (``exp`` at or before ``now``), issued in the future, not valid yet
+    (``nbf``), or living longer than ``max_ttl``, give or take ``leeway`` seconds of clock
+    skew between replicas: Unauthenticated."""
+    exp, iat = _int_claim(claims, "exp"), _int_claim(claims, "iat")
     if exp <= now - leeway:
         raise Unauthenticated("token expired; ask for a new one")
     if iat > now + leeway:
         raise Unauthenticated("token issued in the future")
+    # Mint never signs more than max_ttl; a longer one (exp 10**30 was accepted) comes from
+    # a leaked signing secret or another deployment's settings, and would never expire.
+    if exp - iat > max_ttl + leeway:
+        raise Unauthenticated(f"token lifetime exceeds the maximum of {max_ttl} s")
+    if "nbf" in claims and _int_claim(claims, "nbf") > now + leeway:
+        raise Unauthenticated("token not valid yet (nbf)")
 
 
 def _principal(claims: dict[str, object]) -> Principal:
@@ -213,4 +227,5 @@ def _principal(claims: dict[str, object]) -> Principal:
         account_id=account,
         role=Role(role),
         agent_id=agent if role == "agent" else None,
+        via_token=True,
     )

@@ -98,7 +98,8 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         goals = await self._store.page(account_id, after, size + 1)
         rows, more = self._fill_page(goals, size, today, tz)
         counts = await seven_day_counts(
-            self._counts, account_id, today, tz, [row.goal.id for row in rows]
+            self._counts, account_id, today, tz, [row.goal.id for row in rows],
+            agent_id=current_principal().agent_id,
         )
         if counts is not None:
             for row in rows:

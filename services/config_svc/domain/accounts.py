@@ -5,13 +5,17 @@ the AccountService; the rules here decide, per request, which account and which 
 token role each may act on:
 
 - a platform key (role platform, no account) may do everything for any account;
-- an account's admin key or admin token reads its own account and issues, lists and
-  revokes admin, agent and ingest keys of its own account: no accounts, no platform or
-  service keys; another account's key is NOT_FOUND (the store looks keys up within the
-  caller's account, so nothing says whether it exists elsewhere);
-- MintToken takes an API key only, never a token (a token minting tokens would outlive any
-  expiry): admin keys mint agent, supervisor and admin tokens of their account, agent keys
-  agent and supervisor tokens, platform keys any of them for the account they name.
+- an account's admin key reads its own account and issues, lists and revokes admin, agent
+  and ingest keys of its own account: no accounts, no platform or service keys; another
+  account's key is NOT_FOUND (the store looks keys up within the caller's account, so
+  nothing says whether it exists elsewhere);
+- an admin token reads its account and lists its keys, but CreateKey, RevokeKey and
+  MintToken take an API key only, never a token: a token issuing keys or tokens would
+  outlive any expiry (a stolen 15-minute browser token became a permanent admin key), and
+  one revoking keys could lock the account's owner out;
+- admin keys mint agent, supervisor and admin tokens of their account, agent keys agent
+  tokens only (a supervisor token reads GetReport, which the agent key itself may not),
+  platform keys any of them for the account they name.
 
 Every refusal is PermissionDenied or InvalidArgument, its message starting with the field.
 """
@@ -25,10 +29,12 @@ from dataclasses import dataclass
 
 from goalflow_common.auth import ACCOUNT_ID_RE, Principal, Role
 from goalflow_common.errors import InvalidArgument, PermissionDenied
+from goalflow_common.limits import check_printable
 
 MAX_NAME = 100
 MAX_LABEL = 200
 KEY_ID_RE = re.compile(r"^[0-9a-f]{16}$")
+_ACCOUNT_ID_RULE = "1-63 of a-z 0-9 _ -, starting with a letter or digit"
 ACCOUNT_KEY_ROLES = frozenset({Role.ADMIN, Role.AGENT, Role.INGEST})
 """What an admin may issue for its account."""
 PLATFORM_ISSUED_ACCOUNT_ROLES = ACCOUNT_KEY_ROLES | {Role.SERVICE}
@@ -36,15 +42,27 @@ PLATFORM_WIDE_KEY_ROLES = frozenset({Role.SERVICE, Role.PLATFORM})
 TOKEN_GRANTS: dict[Role, frozenset[Role]] = {
     Role.PLATFORM: frozenset({Role.AGENT, Role.SUPERVISOR, Role.ADMIN}),
     Role.ADMIN: frozenset({Role.AGENT, Role.SUPERVISOR, Role.ADMIN}),
-    Role.AGENT: frozenset({Role.AGENT, Role.SUPERVISOR}),
+    Role.AGENT: frozenset({Role.AGENT}),
 }
-"""The token roles each key role may mint."""
+"""The token roles each key role may mint: never more than the key itself may read."""
 
 
 def is_token(principal: Principal) -> bool:
-    """Whether the caller presented a token (``goalflow_common.tokens`` names its principals
-    ``token:<jti>``; a key id is 16 hex digits)."""
-    return principal.key_id == "token" or principal.key_id.startswith("token:")
+    """Whether the caller presented a token rather than an API key."""
+    return principal.via_token
+
+
+def _require_key(principal: Principal, action: str) -> None:
+    if is_token(principal):
+        raise PermissionDenied(f"authorization: a token cannot {action}; use an API key")
+
+
+def _named_account(requested: str) -> str:
+    """An account id a platform caller names, checked before any lookup: '../x' is not an
+    id that could exist, which the caller hears as such, not as NOT_FOUND."""
+    if requested and not ACCOUNT_ID_RE.fullmatch(requested):
+        raise InvalidArgument("account_id", _ACCOUNT_ID_RULE)
+    return requested
 
 
 def is_platform(principal: Principal) -> bool:
@@ -85,12 +103,11 @@ def _time_zones() -> frozenset[str]:
 def new_account(account_id: str, name: str, time_zone: str) -> NewAccount:
     """A CreateAccount request's values, checked field by field in declaration order."""
     if not ACCOUNT_ID_RE.fullmatch(account_id):
-        raise InvalidArgument(
-            "account_id", "1-63 of a-z 0-9 _ -, starting with a letter or digit"
-        )
+        raise InvalidArgument("account_id", _ACCOUNT_ID_RULE)
     name = name.strip()
     if len(name) > MAX_NAME:
         raise InvalidArgument("name", f"at most {MAX_NAME} characters")
+    check_printable("name", name)
     time_zone = time_zone.strip() or "UTC"
     if time_zone not in _time_zones():
         raise InvalidArgument(
@@ -104,7 +121,7 @@ def account_to_read(principal: Principal, requested: str) -> str:
     if is_platform(principal):
         if not requested:
             raise InvalidArgument("account_id", "required with a platform key")
-        return requested
+        return _named_account(requested)
     return _own_account(principal, requested)
 
 
@@ -124,8 +141,10 @@ def key_owner(
 ) -> tuple[str | None, Role]:
     """The account a CreateKey request issues a key for (None: platform-wide) and the
     key's role, once the caller may issue a key of that role there."""
+    _require_key(principal, "issue keys")
     role = _check_key_role(role)
     if is_platform(principal):
+        _named_account(requested)
         if requested and role not in PLATFORM_ISSUED_ACCOUNT_ROLES:
             raise InvalidArgument("role", "platform keys are platform-wide: leave account_id "
                                   "empty")
@@ -142,20 +161,21 @@ def check_label(label: str) -> str:
     label = label.strip()
     if len(label) > MAX_LABEL:
         raise InvalidArgument("label", f"at most {MAX_LABEL} characters")
-    return label
+    return check_printable("label", label)  # `keys list` prints it to a terminal
 
 
 def keys_to_list(principal: Principal, requested: str) -> str | None:
     """Whose keys ListKeys shows: a platform key, the named account's (the platform-wide
     keys if it names none); an admin, its own account's."""
     if is_platform(principal):
-        return requested or None
+        return _named_account(requested) or None
     return _own_account(principal, requested)
 
 
 def revoke_scope(principal: Principal) -> str | None:
     """The account a revoked key must belong to (None: any, for a platform key). A key
     outside it is looked up as if it did not exist: NOT_FOUND, whoever owns it."""
+    _require_key(principal, "revoke keys")
     if is_platform(principal):
         return None
     return _own_account(principal, "")
@@ -176,8 +196,7 @@ def token_grant(
     """The account a MintToken request mints for and the token's role, once the caller may
     mint a token of that role there. The token's own limits (agent id, lifetime) are the
     TokenAuthority's."""
-    if is_token(principal):
-        raise PermissionDenied("authorization: a token cannot mint tokens; use an API key")
+    _require_key(principal, "mint tokens")
     if role is None or role not in TOKEN_GRANTS[Role.PLATFORM]:
         raise InvalidArgument("role", "required: agent, supervisor or admin")
     if agent_id and role is not Role.AGENT:
@@ -185,9 +204,9 @@ def token_grant(
     grants = TOKEN_GRANTS.get(principal.role, frozenset())
     if role not in grants:
         allowed = ", ".join(sorted(r.value for r in grants)) or "no"
-        raise PermissionDenied(f"role: a {principal.role.value} key mints {allowed} tokens")
+        raise PermissionDenied(f"role: {principal.role.value} keys mint {allowed} tokens only")
     if is_platform(principal):
         if not requested:
             raise InvalidArgument("account_id", "required with a platform key")
-        return requested, role
+        return _named_account(requested), role
     return _own_account(principal, requested), role

@@ -177,3 +177,21 @@ async def test_keys_cli_reports_an_unreachable_service_or_database(db_env):
         f"goalflow-keys: error: cannot reach the database at {env['MONGODB_URI']} "
         "(is `make run` running?)"
     ]
+
+
+async def test_list_keys_escapes_control_characters_stored_before_the_check(api_env,
+                                                                             keys: KeyStore):
+    """I12-A5: labels with control characters are refused now, but one stored earlier (or
+    by a direct write to the auth database) must still not reach the operator's terminal
+    raw: ``list-keys`` shows it as \\u escapes."""
+    await keys.create_account("acme")
+    await keys.create_key("acme", Role.INGEST, label="ok\x1b[2J\x1b[32mALL KEYS REVOKED\u202e")
+    listed = await keys_cli(api_env, "list-keys", "--account", "acme")
+    assert listed.returncode == 0, listed.stderr
+    assert "\x1b" not in listed.stdout and "\u202e" not in listed.stdout
+    assert listed.stdout.splitlines()[1].endswith(
+        "\tok\\u001b[2J\\u001b[32mALL KEYS REVOKED\\u202e")
+    refused = await keys_cli(api_env, "create-key", "--account", "acme", "--role", "agent",
+                             "--label", "a\x1b[2Jb")
+    assert refused.returncode != 0 and "label: control or format character U+001B" in (
+        refused.stderr)

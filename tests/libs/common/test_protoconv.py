@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import unicodedata
 
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -18,6 +19,7 @@ from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, tracker_pb2
 from goalflow_common.protoconv import (
     FIRST_DAY,
     LAST_DAY,
+    MAX_PAGE_TOKEN_CHARS,
     calendar_date,
     date_between,
     date_message,
@@ -210,6 +212,29 @@ def test_tampered_tokens_are_refused(token, types, fingerprint):
     with pytest.raises(InvalidArgument) as refused:
         decode_page_token(token, types, fingerprint)
     assert str(refused.value) == NOT_A_TOKEN
+
+
+@pytest.mark.parametrize("depth", [20_000, 3_000, 1_100])
+def test_a_deeply_nested_token_is_refused_not_an_internal_error(depth):
+    """I12-A3: 20,000 nested '[' (53 KB, under every body limit) raised RecursionError out
+    of json.loads: INTERNAL and a logged traceback on every List RPC. Over the length cap it
+    is refused unread; a nesting that fits under the cap still recurses too deep."""
+    token = base64.urlsafe_b64encode(b"[" * depth + b"]" * depth).decode()
+    with pytest.raises(InvalidArgument) as refused:
+        decode_page_token(token, (str,), "fingerprint")
+    assert str(refused.value) == NOT_A_TOKEN
+
+
+def test_the_longest_token_issued_fits_under_the_cap():
+    """The largest sort key a listing issues (ListGoals: a name key NFKC-expanded 18-fold,
+    every character escaped, and a 128-character id) still decodes."""
+    key = ("\ufdfa" * 100, "\U0001f600" * 128)
+    wide = (unicodedata.normalize("NFKC", key[0]).casefold(), key[1])
+    token = encode_page_token(wide, "f" * 16)
+    assert len(token) <= MAX_PAGE_TOKEN_CHARS
+    assert decode_page_token(token, (str, str), "f" * 16) == wide
+    with pytest.raises(InvalidArgument):
+        decode_page_token("A" * (MAX_PAGE_TOKEN_CHARS + 4), (str,))
 
 
 def test_a_token_of_other_filters_is_refused():

@@ -117,6 +117,11 @@ def test_only_an_agent_token_carries_an_agent_scope():
     ({"role": Role.PLATFORM}, "role"),
     ({"role": Role.AGENT}, "agent_id"),
     ({"role": Role.AGENT, "agent_id": "x" * 129}, "agent_id"),
+    # I12-A5: an agent id is logged and printed; terminal escapes and bidi overrides are not
+    # ids.
+    ({"role": Role.AGENT, "agent_id": "a\x1b[2Jb"}, "agent_id"),
+    ({"role": Role.AGENT, "agent_id": "a\x00b"}, "agent_id"),
+    ({"role": Role.AGENT, "agent_id": "\u202eevil"}, "agent_id"),
     ({"ttl_s": 3601}, "ttl_seconds"),
     ({"ttl_s": -1}, "ttl_seconds"),
 ])
@@ -167,6 +172,46 @@ def test_a_token_from_the_future_is_refused():
     future = authority(clock=Clock(T + 3600))
     with pytest.raises(Unauthenticated):
         authority().verify(future.mint("acct", Role.ADMIN).token)
+
+
+def _signed(claims: dict[str, object]) -> str:
+    """A token signed with the authority's real key, carrying exactly ``claims``."""
+    base = {"iss": "goalflow", "aud": "goalflow", "acct": "acct", "role": "admin",
+            "iat": int(T), "exp": int(T) + 60, "jti": "j"}
+    return jwt.encode({**base, **claims}, S1, algorithm="HS256", headers={"kid": "k1"})
+
+
+@pytest.mark.parametrize("exp", [10**30, int(T) + 3600 + 6, int(T) + 10 * 365 * 86400])
+def test_a_token_living_longer_than_the_maximum_is_refused(exp):
+    """I12-A10: a token the real key signed with exp 10**30 was accepted (for ever). Mint
+    never signs more than max_ttl_s; verify holds every token to it (plus the leeway)."""
+    with pytest.raises(Unauthenticated, match=r"lifetime exceeds the maximum of 3600 s"):
+        authority(max_ttl_s=3600, leeway_s=5).verify(_signed({"exp": exp}))
+
+
+def test_the_longest_lifetime_mint_allows_still_verifies():
+    tokens = authority(max_ttl_s=3600, leeway_s=5)
+    assert tokens.verify(tokens.mint("acct", Role.ADMIN, ttl_s=3600).token).role is Role.ADMIN
+    assert tokens.verify(_signed({"exp": int(T) + 3605})).role is Role.ADMIN  # leeway
+
+
+def test_a_token_not_valid_yet_is_refused():
+    """I12-A10: ``nbf`` is honoured when present (mint sets none), with the same leeway."""
+    clock = Clock()
+    tokens = authority(clock=clock, leeway_s=5)
+    early = _signed({"nbf": int(T) + 30})
+    with pytest.raises(Unauthenticated, match=r"not valid yet"):
+        tokens.verify(early)
+    clock.now = T + 26  # within the leeway
+    assert tokens.verify(early).account_id == "acct"
+    with pytest.raises(Unauthenticated, match="nbf must be an integer"):
+        tokens.verify(_signed({"nbf": "soon"}))
+
+
+def test_a_tokens_principal_says_it_came_from_a_token():
+    tokens = authority()
+    assert tokens.verify(tokens.mint("acct", Role.ADMIN).token).via_token
+    assert not Principal("0123456789abcdef", "acct", Role.ADMIN).via_token
 
 
 # -- rotation ----------------------------------------------------------------------------

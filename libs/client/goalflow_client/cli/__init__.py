@@ -47,7 +47,8 @@ class _Goalflow(click.Group):
 
 @click.group(cls=_Goalflow, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--key", envvar="GOALFLOW_KEY", show_envvar=True,
-              help="API key (gf_<id>_<secret>); its role decides what may be called.")
+              help="API key (gf_<id>_<secret>) or token (goalflow token mint); its role "
+              "decides what may be called.")
 @click.option("--config-address", envvar="GOALFLOW_CONFIG_ADDRESS", show_envvar=True,
               default="127.0.0.1:50051", show_default=True, help="Config service.")
 @click.option("--tracker-address", envvar="GOALFLOW_TRACKER_ADDRESS", show_envvar=True,

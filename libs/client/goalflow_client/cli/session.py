@@ -70,14 +70,18 @@ class Session:
         # goalflow_common.auth and .client pull in pymongo and pydantic (half a second):
         # imported when a command calls a service, so --help and usage errors stay quick.
         from goalflow_common.auth import KEY_RE
+        from goalflow_common.tokens import looks_like_token
 
         key = self.options.key
         if not key:
             raise CliError("no API key: pass --key or set GOALFLOW_KEY", EXIT_AUTH)
-        if not KEY_RE.fullmatch(key):
+        # A token (`goalflow token mint`) is sent exactly like a key, as every service
+        # accepts either; only the shape is checked here, the services verify it.
+        if not (KEY_RE.fullmatch(key) or looks_like_token(key)):
             # Caught here: some malformed keys (spaces, newlines) cannot even be sent.
             raise CliError("malformed API key (--key / GOALFLOW_KEY): expected "
-                           "gf_<16 hex digits>_<43-character secret>", EXIT_AUTH)
+                           "gf_<16 hex digits>_<43-character secret> or a token",
+                           EXIT_AUTH)
         return key
 
     @property

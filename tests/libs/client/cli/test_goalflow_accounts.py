@@ -125,3 +125,24 @@ async def test_token_mint(cli_stack: CliStack):
         result = await cli_stack.run("token", "mint", *args, key=key)
         assert result.code == code, (args, result)
         assert text in result.error_line, (args, result.err)
+
+
+async def test_a_token_is_accepted_wherever_a_key_is(cli_stack: CliStack):
+    """The README: a token is sent exactly like a key. The CLI refused one in GOALFLOW_KEY
+    and --key ("malformed API key ... expected gf_..."); the services decide what it may do,
+    and a token issues no keys (I12-A4)."""
+    admin = (await cli_stack.run("token", "mint", "--role", "admin", key=Role.ADMIN)).out.strip()
+    agent = (await cli_stack.run("token", "mint", "--role", "agent", "--agent", "agent-7",
+                                 key=Role.ADMIN)).out.strip()
+    listed = await cli_stack.run("keys", "list", key=admin)
+    assert listed.code == 0, listed.err
+    assert cli_stack.keys[Role.ADMIN].split("_")[1] in listed.out
+    goals = await cli_stack.run("--key", agent, "goals", "list", key=None)
+    assert goals.code == 0, goals.err
+    issued = await cli_stack.run("keys", "create", "--role", "agent", key=admin)
+    assert issued.code == 4 and issued.out == ""
+    assert "PERMISSION_DENIED: authorization: a token cannot issue keys" in issued.error_line
+    for bad in ("a.b", "x" * 3000 + ".y.z", "one.two.three four"):
+        refused = await cli_stack.run("goals", "list", key=bad)
+        assert refused.code == 4
+        assert refused.error_line.startswith("error: malformed API key (--key / GOALFLOW_KEY)")

@@ -193,6 +193,8 @@ async def test_a_platform_key_creates_reads_and_lists_accounts(accounts: Account
     ({"account_id": ""}, "account_id"),
     ({"account_id": "x" * 64}, "account_id"),
     ({"account_id": "ok", "name": "n" * 101}, "name"),
+    ({"account_id": "ok", "name": "Acme\x1b[2J\x1b[H"}, "name"),  # I12-A5
+    ({"account_id": "ok", "name": "\u202eemca"}, "name"),
     ({"account_id": "ok", "time_zone": "Mars/Olympus"}, "time_zone"),
     ({"account_id": "ok", "time_zone": "localtime"}, "time_zone"),
     ({"account_id": "ok", "time_zone": "../../etc/passwd"}, "time_zone"),
@@ -391,7 +393,17 @@ async def test_a_platform_key_issues_any_key_and_lists_platform_wide_ones(accoun
         (P.CreateKeyRequest(role=P.ROLE_ADMIN), "INVALID_ARGUMENT", "account_id"),
         (P.CreateKeyRequest(account_id=accounts.a_id, role=P.ROLE_AGENT, label="l" * 201),
          "INVALID_ARGUMENT", "label"),
+        (P.CreateKeyRequest(account_id=accounts.a_id, role=P.ROLE_AGENT,
+                            label="ok\x1b[2J\x1b[32mALL KEYS REVOKED"), "INVALID_ARGUMENT",
+         "label"),  # I12-A5: `keys list` printed it raw
+        (P.CreateKeyRequest(account_id=accounts.a_id, role=P.ROLE_AGENT, label="a\x00b"),
+         "INVALID_ARGUMENT", "label"),
         (P.CreateKeyRequest(account_id="nobody-here", role=P.ROLE_ADMIN), "NOT_FOUND", ""),
+        # Not an account id at all: said so (it answered NOT_FOUND).
+        (P.CreateKeyRequest(account_id="../x", role=P.ROLE_ADMIN), "INVALID_ARGUMENT",
+         "account_id"),
+        (P.CreateKeyRequest(account_id="A" * 70, role=P.ROLE_SERVICE), "INVALID_ARGUMENT",
+         "account_id"),
     ):
         outcome = await accounts.call(platform, "CreateKey", request)
         assert outcome.code == code, (request, outcome)
@@ -412,7 +424,8 @@ async def _keys_snapshot(accounts: Accounts) -> list[dict]:
 MINT_CASES = [
     ("admin", P.ROLE_AGENT, "OK"), ("admin", P.ROLE_SUPERVISOR, "OK"),
     ("admin", P.ROLE_ADMIN, "OK"),
-    ("agent", P.ROLE_AGENT, "OK"), ("agent", P.ROLE_SUPERVISOR, "OK"),
+    # I12-A8: agent keys mint agent tokens only (a supervisor token reads GetReport).
+    ("agent", P.ROLE_AGENT, "OK"), ("agent", P.ROLE_SUPERVISOR, "PERMISSION_DENIED"),
     ("agent", P.ROLE_ADMIN, "PERMISSION_DENIED"),
     ("platform", P.ROLE_AGENT, "OK"), ("platform", P.ROLE_SUPERVISOR, "OK"),
     ("platform", P.ROLE_ADMIN, "OK"),
@@ -476,6 +489,10 @@ async def test_mint_token_lifetimes_and_bad_requests(accounts: Accounts):
          "INVALID_ARGUMENT", "agent_id"),
         ("admin", P.MintTokenRequest(role=P.ROLE_SUPERVISOR, agent_id="a"),
          "INVALID_ARGUMENT", "agent_id"),
+        ("admin", P.MintTokenRequest(role=P.ROLE_AGENT, agent_id="a\x1b]0;pwned\x07"),
+         "INVALID_ARGUMENT", "agent_id"),  # I12-A5
+        ("platform", P.MintTokenRequest(account_id="../x", role=P.ROLE_SUPERVISOR),
+         "INVALID_ARGUMENT", "account_id"),
         ("admin", P.MintTokenRequest(account_id=accounts.b_id, role=P.ROLE_SUPERVISOR),
          "PERMISSION_DENIED", "account_id"),
         ("agent", P.MintTokenRequest(account_id=accounts.b_id, role=P.ROLE_AGENT, agent_id="a"),
@@ -492,7 +509,10 @@ async def test_mint_token_lifetimes_and_bad_requests(accounts: Accounts):
         assert outcome.details.startswith(f"{name}: " if name else ""), outcome.details
 
 
-async def test_tokens_cannot_mint_tokens_and_admin_tokens_manage_keys(accounts: Accounts):
+async def test_tokens_mint_no_tokens_and_issue_or_revoke_no_keys(accounts: Accounts):
+    """A token only reads the key list: CreateKey, RevokeKey and MintToken take an API key.
+    I12-A4: an admin token issued a permanent admin key (a stolen 15-minute browser token
+    became lasting access) and revoked every key of the account."""
     minted = await accounts.ok(accounts.a[Role.ADMIN], "MintToken",
                                P.MintTokenRequest(role=P.ROLE_ADMIN))
     agent = await accounts.ok(accounts.a[Role.AGENT], "MintToken",
@@ -506,15 +526,23 @@ async def test_tokens_cannot_mint_tokens_and_admin_tokens_manage_keys(accounts: 
             role=P.ROLE_AGENT, agent_id="agent-7"))
         assert outcome.code == "PERMISSION_DENIED", outcome
         assert outcome.details.startswith("authorization: a token cannot mint tokens")
-    made = await accounts.ok(minted.token, "CreateKey", P.CreateKeyRequest(role=P.ROLE_INGEST))
-    assert made.api_key.account_id == accounts.a_id
+    snapshot = await _keys_snapshot(accounts)
+    for role in (P.ROLE_ADMIN, P.ROLE_INGEST):
+        outcome = await accounts.call(minted.token, "CreateKey", P.CreateKeyRequest(role=role))
+        assert (outcome.code, outcome.details) == (
+            "PERMISSION_DENIED", "authorization: a token cannot issue keys; use an API key")
+    # The account's own admin key, another account's key, and no key: all refused alike,
+    # before any lookup.
+    for key_id in (_key_id(accounts.a[Role.ADMIN]), _key_id(accounts.b[Role.ADMIN]),
+                   uuid.uuid4().hex[:16], "not-an-id"):
+        outcome = await accounts.call(minted.token, "RevokeKey",
+                                      P.RevokeKeyRequest(key_id=key_id))
+        assert (outcome.code, outcome.details) == (
+            "PERMISSION_DENIED", "authorization: a token cannot revoke keys; use an API key")
+    assert await _keys_snapshot(accounts) == snapshot, "a token changed the keys"
     listed = await accounts.ok(minted.token, "ListKeys", P.ListKeysRequest())
-    assert made.api_key.key_id in {k.key_id for k in listed.api_keys}
-    assert (await accounts.ok(minted.token, "RevokeKey", P.RevokeKeyRequest(
-        key_id=made.api_key.key_id))).api_key.revoked
-    other = await accounts.call(minted.token, "RevokeKey",
-                                P.RevokeKeyRequest(key_id=_key_id(accounts.b[Role.ADMIN])))
-    assert other.code == "NOT_FOUND"
+    assert _key_id(accounts.a[Role.ADMIN]) in {k.key_id for k in listed.api_keys}
+    assert (await accounts.list_goals(accounts.a[Role.ADMIN])).code == "OK"
     assert (await accounts.call(agent.token, "ListKeys", P.ListKeysRequest())).code == \
         "PERMISSION_DENIED"
 

@@ -203,3 +203,27 @@ async def test_each_page_asks_for_its_own_goals(tracker, config_for, make_tenant
     assert [list(r.goal_ids) for r in fake.requests] == [ids[:2], ids[2:]]
     rows = [*first.goals, *second.goals]
     assert [(r.goal.id, r.seven_day_conversions) for r in rows] == list(fake.counts.items())
+
+
+async def test_an_agent_token_gets_no_account_wide_counts(tracker, config_for, make_tenant,
+                                                         tokens):
+    """I12-A9 / D22: an agent token sees only its agent's conversions, and the 7-day counts
+    are account-wide (other agents' conversions included), so with an agent token the list
+    carries none and the tracker is not asked. Supervisor tokens and every key, the agent
+    key included, keep the account-wide view."""
+    fake, address = tracker
+    stub = await config_for(address)
+    tenant = await make_tenant()
+    goal = (await stub(tenant.admin).CreateGoal(goal_request("Shared"))).goal
+    fake.counts[goal.id] = 9
+
+    agent_token = tokens.mint(tenant.account_id, Role.AGENT, agent_id="agent-7").token
+    reply, _ = await _list(stub(agent_token))
+    _assert_unavailable(reply, {goal.id})
+    assert not fake.requests, "the tracker was asked for counts the caller may not see"
+
+    supervisor = tokens.mint(tenant.account_id, Role.SUPERVISOR).token
+    for credential in (supervisor, tenant.keys[Role.AGENT], tenant.admin):
+        reply, _ = await _list(stub(credential))
+        assert reply.seven_day_conversions_available
+        assert [row.seven_day_conversions for row in reply.goals] == [9]
