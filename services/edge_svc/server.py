@@ -72,7 +72,8 @@ def build_app(settings: EdgeSettings, upstreams: Upstreams, serving: Any
                                      read_max_bytes=settings.max_body_bytes,
                                      caller_check=None)
     cors = CorsPolicy(settings.allowed_origins, settings.cors_max_age_s)
-    return EdgeApp(cors, apps, serving), subscribers
+    return (EdgeApp(cors, apps, serving, body_timeout_s=settings.body_timeout_s),
+            subscribers)
 
 
 class EdgeServer:

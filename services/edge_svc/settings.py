@@ -59,6 +59,13 @@ class EdgeSettings(ServiceSettings):
     max_subscribers: int = Field(default=10_000, ge=1)
     """Live-feed subscriptions held open at once; more are refused RESOURCE_EXHAUSTED."""
 
+    body_timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds a call's request body may take to arrive after its headers (every route);
+    a slower one is refused DEADLINE_EXCEEDED and, over HTTP/1.1, its connection closed.
+    Bodies are at most 2 MiB: 10 s is ~1.7 Mbit/s for the largest goal write, and the
+    usual body of a few hundred bytes arrives with its headers. Only the body: a live-feed
+    response stream is not limited by it."""
+
     @model_validator(mode="after")
     def _origins(self) -> EdgeSettings:
         parse_origins(self.cors_allowed_origins)  # fail at start-up, naming the entry
