@@ -98,8 +98,8 @@ async def _healthz(port: int, within_s: float) -> bytes:
 def _rapid_reset_burst(port: int, calls: int) -> None:
     """One h2c connection: HEADERS, DATA and RST_STREAM for ``calls`` health checks (the
     edge answers them itself: the reviewer's ListGoals with a made-up key does the same to
-    the edge, and makes config look up 3,000 keys), then the client goes away. What the edge answers is read and dropped
-    meanwhile, so that neither side blocks writing to the other."""
+    the edge, and makes config look up 3,000 keys), then the client goes away. What the
+    edge answers is read and dropped meanwhile, so that neither side blocks writing."""
     sock = socket.create_connection(("127.0.0.1", port))
 
     def drop_answers() -> None:
