@@ -67,7 +67,8 @@ def build_app(settings: EdgeSettings, upstreams: Upstreams, serving: Any
     """The ASGI application: one connectrpc application per route (its body limit), and
     the open health check."""
     check = CallerCheck(settings.token_authority())
-    subscribers = SubscriberLimit(settings.max_subscribers)
+    subscribers = SubscriberLimit(settings.max_subscribers,
+                                  settings.max_subscribers_per_credential)
     apps = {
         route.path: connect_app(
             {route.path: forwarding_endpoint(route, upstreams,
