@@ -280,9 +280,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.browser_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subscribers", type=int, default=2000)
-    parser.add_argument("--agents", type=int, default=20,
+    # 200 agents, 10 tabs each: every token stays under the edge's
+    # GOALFLOW_MAX_SUBSCRIBERS_PER_CREDENTIAL (16); 400 rounds keep 4,000 deliveries.
+    parser.add_argument("--agents", type=int, default=200,
                         help="agent ids the subscribers follow (each round converts for one)")
-    parser.add_argument("--rounds", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=400)
     parser.add_argument("--settle", type=float, default=3.0,
                         help="seconds to wait after opening before the first round")
     parser.add_argument("--wait", type=float, default=5.0,

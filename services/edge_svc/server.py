@@ -4,7 +4,9 @@ one port, and the channels to the three services.
 Stopping (SIGTERM): ``/healthz`` and the health check answer NOT_SERVING for ``drain_s``
 while calls are still served (a load balancer learns of it from the edge itself), then
 every live-feed stream is ended cleanly (browsers reconnect, to another replica), then
-hypercorn stops accepting and gives calls in flight ``shutdown_grace_s`` to finish."""
+hypercorn stops accepting and gives calls in flight ``shutdown_grace_s`` to finish. What
+is still running :data:`FORCED_EXIT_S` after that is cancelled, and the process exits
+whether or not it ends: a rolling restart never waits for a SIGKILL."""
 
 from __future__ import annotations
 
@@ -36,6 +38,12 @@ from goalflow_common.server import SHUTDOWN_DRAIN_S
 
 log = structlog.get_logger(__name__)
 
+# hypercorn cancels the calls still running ``shutdown_grace_s`` after stopping, then waits
+# for the cancellations without a limit: a connection stuck by a hypercorn bug (I12-A6: an
+# HTTP/2 rapid-reset burst, see h2_guard) kept the edge running minutes past its 2 s grace
+# until SIGKILL. Cancelling takes milliseconds when it works; past this much, it does not.
+FORCED_EXIT_S = 2.0
+
 
 class _ToStructlog(logging.Handler):
     """hypercorn's error log as JSON lines like every other log line."""
@@ -59,7 +67,8 @@ def build_app(settings: EdgeSettings, upstreams: Upstreams, serving: Any
     """The ASGI application: one connectrpc application per route (its body limit), and
     the open health check."""
     check = CallerCheck(settings.token_authority())
-    subscribers = SubscriberLimit(settings.max_subscribers)
+    subscribers = SubscriberLimit(settings.max_subscribers,
+                                  settings.max_subscribers_per_credential)
     apps = {
         route.path: connect_app(
             {route.path: forwarding_endpoint(route, upstreams,
@@ -72,7 +81,8 @@ def build_app(settings: EdgeSettings, upstreams: Upstreams, serving: Any
                                      read_max_bytes=settings.max_body_bytes,
                                      caller_check=None)
     cors = CorsPolicy(settings.allowed_origins, settings.cors_max_age_s)
-    return EdgeApp(cors, apps, serving), subscribers
+    return (EdgeApp(cors, apps, serving, body_timeout_s=settings.body_timeout_s),
+            subscribers)
 
 
 class EdgeServer:
@@ -149,7 +159,7 @@ class EdgeServer:
         self.upstreams.end_streams()
         self._shutdown.set()
         if self._task is not None:
-            await self._task
+            await _bounded(self._task, self.settings.shutdown_grace_s + FORCED_EXIT_S)
         await self.upstreams.close()
 
     async def serve_until_signal(self) -> None:
@@ -161,6 +171,26 @@ class EdgeServer:
         log.info("shutdown_started")
         await self.stop(drain_s=SHUTDOWN_DRAIN_S)
         log.info("shutdown_complete")
+
+
+async def _bounded(task: asyncio.Task[None], within_s: float) -> None:
+    """Wait for ``task`` up to ``within_s``, then cancel it and wait
+    :data:`FORCED_EXIT_S` more at most; return either way."""
+    if (await asyncio.wait({task}, timeout=within_s))[0]:
+        task.result()
+        return
+    log.warning("shutdown_forced", waited_s=within_s, tasks=len(asyncio.all_tasks()))
+    task.cancel()
+    await asyncio.wait({task}, timeout=FORCED_EXIT_S)
+
+
+def _cancel_leftovers(loop: asyncio.AbstractEventLoop) -> None:
+    """asyncio.run's ending, bounded: it waits for every cancelled task without a limit."""
+    left = asyncio.all_tasks(loop)
+    for task in left:
+        task.cancel()
+    if left:
+        loop.run_until_complete(asyncio.wait(left, timeout=FORCED_EXIT_S))
 
 
 def run(settings: EdgeSettings) -> None:
@@ -175,4 +205,9 @@ def run(settings: EdgeSettings) -> None:
                  tracker=settings.tracker_address, export=settings.export_address)
         await server.serve_until_signal()
 
-    asyncio.run(main())
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(main())
+    finally:
+        _cancel_leftovers(loop)
+        loop.close()

@@ -59,6 +59,19 @@ class EdgeSettings(ServiceSettings):
     max_subscribers: int = Field(default=10_000, ge=1)
     """Live-feed subscriptions held open at once; more are refused RESOURCE_EXHAUSTED."""
 
+    max_subscribers_per_credential: int = Field(default=16, ge=1)
+    """Live-feed subscriptions one bearer credential (an API key or a token) may hold open
+    on this edge; more are refused RESOURCE_EXHAUSTED naming the limit. Without it one
+    token took every slot of ``max_subscribers`` (8,682 streams, edge RSS 647 MB). 16: an
+    agent's tabs."""
+
+    body_timeout_s: float = Field(default=10.0, gt=0)
+    """Seconds a call's request body may take to arrive after its headers (every route);
+    a slower one is refused DEADLINE_EXCEEDED and, over HTTP/1.1, its connection closed.
+    Bodies are at most 2 MiB: 10 s is ~1.7 Mbit/s for the largest goal write, and the
+    usual body of a few hundred bytes arrives with its headers. Only the body: a live-feed
+    response stream is not limited by it."""
+
     @model_validator(mode="after")
     def _origins(self) -> EdgeSettings:
         parse_origins(self.cors_allowed_origins)  # fail at start-up, naming the entry

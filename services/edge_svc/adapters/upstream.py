@@ -5,8 +5,8 @@ Contract:
 - every call carries the caller's ``authorization`` (the service authenticates it again:
   defence in depth) and the edge's ``x-request-id``, and the caller's deadline;
 - a failed call raises :class:`connectrpc.errors.ConnectError` with the service's status
-  code and message (gRPC ``CANCELLED`` is Connect's ``canceled``); a service that cannot be
-  reached is UNAVAILABLE without the internal address;
+  code and message (gRPC ``CANCELLED`` is Connect's ``canceled``); every UNAVAILABLE is
+  one generic message naming the service, never its address (the real one is logged);
 - a live-feed subscription (:meth:`Upstream.stream`) is one upstream call per browser
   subscriber, cancelled as soon as the subscriber's generator is closed (the browser went
   away, or the edge stops), so the tracker drops it at once. Back pressure is per call:
@@ -28,12 +28,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import structlog
 from connectrpc.code import Code
 from connectrpc.errors import ConnectError
 from grpc import aio
 
 from edge_svc.domain.routes import Route, Upstream
 from goalflow_common.client import make_channel
+
+log = structlog.get_logger("goalflow.edge")
 
 _CODES: dict[grpc.StatusCode, Code] = {
     status: Code.CANCELED if status is grpc.StatusCode.CANCELLED else Code[status.name]
@@ -54,8 +57,12 @@ def connect_error(error: grpc.RpcError, upstream: Upstream) -> ConnectError:
     """The Connect error a browser gets for a failed upstream call."""
     code = _CODES.get(error.code(), Code.UNKNOWN)
     message = error.details() or ""
-    if code is Code.UNAVAILABLE and ("failed to connect" in message or not message
-                                     or "Socket closed" in message):
+    if code is Code.UNAVAILABLE:
+        # gRPC's channel writes the internal address into its messages in many shapes
+        # ("errors resolving internal-export.corp:50053: ...", "failed to connect to all
+        # addresses; last error: ... ipv4:10.0.3.7:50053"), and the edge forwards a made-up
+        # gf_ key before any lookup, so anyone could read them (I12-A2): none is passed on.
+        log.warning("upstream_unavailable", upstream=upstream.value, detail=message)
         message = f"the {upstream.value} service is unreachable; retry with backoff"
     return ConnectError(code, message)
 

@@ -5,14 +5,25 @@ Routing by path happens before anything is read: an unknown path is 404, a disal
 origin is 403 with no CORS header, a preflight is answered here. Each route's connectrpc
 application has that route's body limit (``read_max_bytes``: a larger body is refused
 RESOURCE_EXHAUSTED as soon as the bytes read pass it, before it is parsed) and the
-interceptors that check the caller before the body is read."""
+interceptors that check the caller before the body is read.
+
+The request body must arrive within ``body_timeout_s`` of the request's headers (every
+route; the call is refused DEADLINE_EXCEEDED naming the limit, and over HTTP/1.1 the
+connection is closed, as its body was not read to the end). Only the body: once it is in, a
+live-feed stream's response runs as long as it likes. An unknown path's body is drained for
+at most :data:`UNKNOWN_PATH_DRAIN_S` before its 404."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 from connectrpc._server_shared import EndpointServerStream, EndpointUnary
+from connectrpc.code import Code
+from connectrpc.errors import ConnectError
 from connectrpc.server import ConnectASGIApplication
 
 from edge_svc.api.codecs import CODECS
@@ -60,10 +71,11 @@ class EdgeApp:
     """The ASGI callable hypercorn serves."""
 
     def __init__(self, cors: CorsPolicy, apps: Mapping[str, ConnectASGIApplication[None]],
-                 serving: Callable[[], bool]) -> None:
+                 serving: Callable[[], bool], *, body_timeout_s: float = 10.0) -> None:
         self._cors = cors
         self._apps = dict(apps)
         self._serving = serving
+        self._body_timeout_s = body_timeout_s
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable,
                        send: ASGISendCallable) -> None:
@@ -91,26 +103,67 @@ class EdgeApp:
         if app is None:
             # A gRPC client still sending its request reads an answer that ends the stream
             # first as a broken stream (UNKNOWN, 2 runs in 6) instead of 404 (UNIMPLEMENTED):
-            # let a small request finish first.
-            await _drain(receive, limit=UNKNOWN_PATH_DRAIN_BYTES)
+            # let a small request finish first, for a short while only.
+            await _drain(receive, UNKNOWN_PATH_DRAIN_BYTES, UNKNOWN_PATH_DRAIN_S)
             await _plain(send, 404, b"not found\n", decision.headers)
             return
-        await app(scope, receive, _adding(send, decision.headers))
+        await app(scope, BodyDeadline(receive, self._body_timeout_s),
+                  _adding(send, decision.headers))
 
 
 UNKNOWN_PATH_DRAIN_BYTES = 64 * 1024
+# A gRPC client's small request is in within a millisecond on loopback; a client that sends
+# headers announcing a body and then nothing held its connection (and a descriptor) forever
+# here: 20,000 of them, without any credential, exhausted the edge's descriptors (I12-A1).
+UNKNOWN_PATH_DRAIN_S = 0.5
 
 
-async def _drain(receive: ASGIReceiveCallable, limit: int) -> None:
-    """Read and drop the request body, up to ``limit`` bytes."""
+async def _drain(receive: ASGIReceiveCallable, limit: int, within_s: float) -> None:
+    """Read and drop the request body, up to ``limit`` bytes and ``within_s`` seconds."""
     seen = 0
-    while seen <= limit:
-        message = await receive()
-        if message["type"] != "http.request":
-            return
-        seen += len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(within_s):
+            while seen <= limit:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return
+                seen += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return
+
+
+class BodyDeadline:
+    """``receive`` for one call, bounded until the request body is complete.
+
+    The deadline runs from the request's headers, over every chunk of the body; it raises
+    DEADLINE_EXCEEDED naming the limit (connectrpc answers the call with it). Once the last
+    chunk is in, ``receive`` is the server's own again: connectrpc then waits on it for the
+    client's disconnect for as long as a live-feed stream lasts.
+
+    Why: a client that announced a body (``content-length: 60000``) and sent none held the
+    call, its connection and a descriptor for ever, on a known path with a valid
+    credential too (I12-A1; hypercorn's ``read_timeout`` cannot help, it would also cut the
+    live feed, whose client sends nothing after its request)."""
+
+    def __init__(self, receive: ASGIReceiveCallable, timeout_s: float) -> None:
+        self._receive = receive
+        self._timeout_s = timeout_s
+        self._deadline = time.monotonic() + timeout_s
+        self._complete = False
+
+    async def __call__(self) -> dict[str, Any]:
+        if self._complete:
+            return await self._receive()
+        try:
+            async with asyncio.timeout(max(self._deadline - time.monotonic(), 0.0)):
+                message = await self._receive()
+        except TimeoutError:
+            raise ConnectError(
+                Code.DEADLINE_EXCEEDED,
+                f"request body not received within {self._timeout_s:g} s") from None
+        if message["type"] != "http.request" or not message.get("more_body", False):
+            self._complete = True
+        return message
 
 
 def _adding(send: ASGISendCallable, headers: Iterable[tuple[str, str]]) -> ASGISendCallable:

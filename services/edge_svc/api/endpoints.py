@@ -67,10 +67,11 @@ def forwarding_endpoint(route: Route, upstreams: Upstreams, *, unary_timeout_s: 
         async def stream(request: Any, ctx: RequestContext[Any, Any]) -> AsyncIterator[Any]:
             # aclosing: the upstream call is cancelled when this stream is closed, not
             # when the garbage collector finalizes the inner generator.
-            with subscribers.slot():
+            options = _options(ctx, None)
+            with subscribers.slot(options.authorization):
                 try:
                     async with contextlib.aclosing(upstreams.stream(
-                            route, request, info.output, _options(ctx, None))) as messages:
+                            route, request, info.output, options)) as messages:
                         async for message in messages:
                             yield message
                 except (ConnectError, GeneratorExit):
@@ -95,29 +96,52 @@ def forwarding_endpoint(route: Route, upstreams: Upstreams, *, unary_timeout_s: 
 
 
 class SubscriberLimit:
-    """How many live-feed subscriptions are open, refusing one past ``limit``."""
+    """How many live-feed subscriptions are open, refusing one past ``limit`` on this edge
+    or past ``per_credential`` for one bearer credential (key or token).
 
-    def __init__(self, limit: int) -> None:
+    Why per credential: the global limit alone let one token take every slot (8,682
+    streams, edge RSS 647 MB, I12-A7) and lock out every other tenant's browsers. An
+    agent's workspace has a few tabs; 16 leaves room for them."""
+
+    def __init__(self, limit: int, per_credential: int = 16) -> None:
         self.limit = limit
+        self.per_credential = per_credential
         self.open = 0
+        self._by_credential: dict[str, int] = {}
 
-    def slot(self) -> _Slot:
-        return _Slot(self)
+    def slot(self, credential: str) -> _Slot:
+        return _Slot(self, credential)
+
+    def _take(self, credential: str) -> None:
+        if self.open >= self.limit:
+            raise ConnectError(Code.RESOURCE_EXHAUSTED,
+                               f"this edge holds its maximum of {self.limit} "
+                               "subscriptions; retry with backoff")
+        held = self._by_credential.get(credential, 0)
+        if held >= self.per_credential:
+            raise ConnectError(Code.RESOURCE_EXHAUSTED,
+                               f"this credential holds its maximum of {self.per_credential} "
+                               "subscriptions on this edge; close one first")
+        self._by_credential[credential] = held + 1
+        self.open += 1
+
+    def _release(self, credential: str) -> None:
+        self.open -= 1
+        held = self._by_credential.pop(credential) - 1
+        if held:
+            self._by_credential[credential] = held
 
 
 class _Slot:
-    def __init__(self, owner: SubscriberLimit) -> None:
+    def __init__(self, owner: SubscriberLimit, credential: str) -> None:
         self._owner = owner
+        self._credential = credential
 
     def __enter__(self) -> None:
-        if self._owner.open >= self._owner.limit:
-            raise ConnectError(Code.RESOURCE_EXHAUSTED,
-                               f"this edge holds its maximum of {self._owner.limit} "
-                               "subscriptions; retry with backoff")
-        self._owner.open += 1
+        self._owner._take(self._credential)
 
     def __exit__(self, *exc: object) -> None:
-        self._owner.open -= 1
+        self._owner._release(self._credential)
 
 
 def health_endpoint(serving: Callable[[], bool]) -> EndpointUnary[Any, Any]:

@@ -74,6 +74,8 @@ class CallerCheck:
         if principal is not None:
             structlog.contextvars.bind_contextvars(account_id=principal.account_id,
                                                    key_id=principal.key_id)
+            if principal.agent_id is not None:  # an agent token: whose tab made the call
+                structlog.contextvars.bind_contextvars(agent_id=principal.agent_id)
 
     async def on_end(self, token: None, ctx: RequestContext[Any, Any],
                      error: Exception | None) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
+import aiohttp
 import grpc
 import pytest
 from connectrpc.code import Code
@@ -12,8 +13,11 @@ from connectrpc.errors import ConnectError
 
 from edge_svc.adapters.upstream import CallOptions, Upstreams, connect_error
 from edge_svc.domain.routes import ROUTES_BY_PATH, Upstream
+from edge_svc.server import EdgeServer
 from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2
 from goalflow_dev.embedded_mongo import free_port
+from tests.services.edge_svc.conftest import edge_settings
+from tests.services.edge_svc.helpers import bearer
 
 KEY = "gf_0123456789abcdef_" + "A" * 43
 
@@ -60,6 +64,23 @@ async def test_an_unreachable_service_is_unavailable_without_its_address():
         assert upstreams.open_streams == 0
     finally:
         await upstreams.close()
+
+
+async def test_an_unresolvable_service_name_is_not_passed_on(edge):
+    """A name that does not resolve came back verbatim, to a made-up key too (I12-A2):
+    "errors resolving internal-export.corp:50053: ...". Through the real edge, over HTTP."""
+    hidden = "internal-export.invalid:50053"
+    server = EdgeServer(edge_settings(edge.stack, hidden))
+    await server.start()
+    try:
+        async with aiohttp.ClientSession() as session, session.post(
+                f"http://127.0.0.1:{server.port}/goals.v1.ExportService/ListExports",
+                json={}, headers=bearer(KEY)) as response:
+            body = await response.json()
+    finally:
+        await server.stop()
+    assert body == {"code": "unavailable",
+                    "message": "the export service is unreachable; retry with backoff"}
 
 
 async def test_the_callers_deadline_is_passed_on(edge):

@@ -39,8 +39,8 @@ async def convert(edge, conv: str, agent_id: str = "agent-7") -> None:
     assert acks[0].conversions == 1
 
 
-async def raw_subscription(edge, port: int | None = None, **target: str
-                           ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def raw_subscription(edge, port: int | None = None, *, credential: str | None = None,
+                           **target: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A Connect streaming call on a bare HTTP/1.1 connection, so a test can stop reading
     or drop the connection as a browser tab does."""
     body = json.dumps(target).encode()
@@ -49,7 +49,7 @@ async def raw_subscription(edge, port: int | None = None, **target: str
     writer.write(
         f"POST {SUBSCRIBE} HTTP/1.1\r\nhost: edge\r\n"
         "content-type: application/connect+json\r\nconnect-protocol-version: 1\r\n"
-        f"authorization: Bearer {edge.tenant.admin}\r\n"
+        f"authorization: Bearer {credential or edge.tenant.admin}\r\n"
         f"content-length: {len(envelope)}\r\n\r\n".encode() + envelope)
     await writer.drain()
     return reader, writer
@@ -161,5 +161,37 @@ async def test_subscriptions_past_the_limit_are_refused(edge):
         assert feed(edge).subscriber_count == 1
         first.transport.abort()
         await wait_until(lambda: limited.subscribers.open == 0, what="slot freed")
+    finally:
+        await limited.stop()
+
+
+async def test_one_credential_cannot_take_every_subscription(edge):
+    """The global limit alone let one token open 8,682 streams (I12-A7): each credential
+    holds at most ``max_subscribers_per_credential``; another credential still subscribes."""
+    limited = EdgeServer(edge_settings(edge.stack, edge.export_address,
+                                       max_subscribers_per_credential=2))
+    await limited.start()
+    try:
+        held = [await raw_subscription(edge, limited.port, agent_id="agent-7")
+                for _ in range(2)]
+        await wait_until(lambda: limited.subscribers.open == 2, what="two subscriptions")
+        connect = client(f"http://127.0.0.1:{limited.port}")
+        method = method_info(SUBSCRIBE, streaming=True)
+        request = tracker_pb2.SubscribeConversionsRequest(agent_id="agent-8")
+        refused = None
+        try:
+            async for _ in connect.execute_server_stream(
+                    request=request, method=method, headers=bearer(edge.tenant.admin)):
+                pass
+        except ConnectError as error:
+            refused = error
+        assert refused is not None and refused.code.name == "RESOURCE_EXHAUSTED"
+        assert "this credential holds its maximum of 2 subscriptions" in refused.message
+        held.append(await raw_subscription(edge, limited.port, agent_id="agent-7",
+                                           credential=edge.tenant.keys[Role.AGENT]))
+        await wait_until(lambda: limited.subscribers.open == 3, what="another credential")
+        for _, writer in held:
+            writer.transport.abort()
+        await wait_until(lambda: limited.subscribers.open == 0, what="slots freed")
     finally:
         await limited.stop()
