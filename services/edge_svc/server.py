@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import socket
 from typing import Any
 
@@ -33,6 +32,7 @@ from edge_svc.domain.cors import CorsPolicy
 from edge_svc.domain.routes import ROUTES, Upstream
 from edge_svc.h2_guard import install as install_h2_guard
 from edge_svc.settings import EdgeSettings
+from goalflow_common.lifecycle import until_stop_signal
 from goalflow_common.logs import configure_logging
 from goalflow_common.server import SHUTDOWN_DRAIN_S
 
@@ -163,11 +163,7 @@ class EdgeServer:
         await self.upstreams.close()
 
     async def serve_until_signal(self) -> None:
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_stop_signal()
         log.info("shutdown_started")
         await self.stop(drain_s=SHUTDOWN_DRAIN_S)
         log.info("shutdown_complete")

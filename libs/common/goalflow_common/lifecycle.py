@@ -12,9 +12,20 @@ Contract:
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from typing import Any
+
+
+async def until_stop_signal() -> None:
+    """Return once the process gets SIGTERM or SIGINT (what every server waits for before
+    its graceful stop)."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
 
 
 async def cancel_and_wait(*tasks: asyncio.Future[Any], retry_s: float = 0.1) -> None:

@@ -8,7 +8,6 @@ served service, health and reflection included."""
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +21,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_g
 
 from goalflow_common.auth import KeyStore
 from goalflow_common.interceptors import AuthInterceptor, ContextInterceptor
-from goalflow_common.lifecycle import Lifecycle
+from goalflow_common.lifecycle import Lifecycle, until_stop_signal
 from goalflow_common.logs import configure_logging
 from goalflow_common.request_guard import RequestBudget, RequestGuard
 from goalflow_common.settings import ServiceSettings
@@ -186,11 +185,7 @@ class GoalflowServer:
 
     async def serve_until_signal(self) -> None:
         """Serve until SIGTERM or SIGINT, then stop gracefully."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        await stop.wait()
+        await until_stop_signal()
         log.info("shutdown_started")
         await self.stop(drain_s=SHUTDOWN_DRAIN_S)
         log.info("shutdown_complete")
