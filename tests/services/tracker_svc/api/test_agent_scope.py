@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-from collections.abc import AsyncIterator
 
 import grpc
 import pytest
@@ -15,20 +14,11 @@ from grpc import aio
 
 from goalflow_common.auth import Role
 from goalflow_common.pb.goals.v1 import tracker_pb2
-from tests.services.tracker_svc.api.test_feed import Subscriptions, receive
 from tests.services.tracker_svc.documents import T0, conversion_doc
+from tests.services.tracker_svc.feeds import receive
 
 SECOND = dt.timedelta(seconds=1)
 ONLY_OWN = "agent_id: an agent token sees only the conversions crediting its own agent"
-
-
-@pytest.fixture
-async def subs() -> AsyncIterator[Subscriptions]:
-    subscriptions = Subscriptions()
-    try:
-        yield subscriptions
-    finally:
-        await subscriptions.close()
 
 
 async def test_an_agent_token_following_a_conversation_gets_only_what_credits_its_agent(

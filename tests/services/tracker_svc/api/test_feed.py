@@ -32,55 +32,14 @@ from tests.services.tracker_svc.builders import (
     visit,
 )
 from tests.services.tracker_svc.documents import T0, conversion_doc
+from tests.services.tracker_svc.feeds import MAX_LATENCY_S, receive
 from tracker_svc.api.servicer import TrackerServicer, feed_message
 from tracker_svc.domain.feed import ConversionFeed
 from tracker_svc.server import create_server as create_tracker
 from tracker_svc.settings import TrackerSettings
 from tracker_svc.store.tracker_store import TrackerStore
 
-MAX_LATENCY_S = 1.0  # docs/rules.md: a workspace sees each new conversion as it happens
 SECOND = dt.timedelta(seconds=1)
-
-
-class Subscriptions:
-    """SubscribeConversions calls on plain channels: make_channel's interceptor pumps every
-    response into a client-side queue at once, so a client that stops reading would never
-    push back on the server (and its pending pump task is left behind on cancel)."""
-
-    def __init__(self) -> None:
-        self.channels: list[aio.Channel] = []
-
-    async def open(self, address: str, key: str, **target: str) -> aio.UnaryStreamCall:
-        """Start a subscription and wait until the server has registered it (it sends its
-        initial metadata then), so whatever is inserted afterwards must be delivered."""
-        # No BDP probing: the flow-control window stays small, as for a stalled client.
-        channel = aio.insecure_channel(address, options=[("grpc.http2.bdp_probe", 0)])
-        self.channels.append(channel)
-        call = tracker_pb2_grpc.TrackerServiceStub(channel).SubscribeConversions(
-            tracker_pb2.SubscribeConversionsRequest(**target),
-            metadata=(("authorization", f"Bearer {key}"),),
-        )
-        await asyncio.wait_for(call.initial_metadata(), 5.0)
-        return call
-
-    async def close(self) -> None:
-        for channel in self.channels:
-            await channel.close()
-
-
-@pytest.fixture
-async def subs() -> AsyncIterator[Subscriptions]:
-    subscriptions = Subscriptions()
-    try:
-        yield subscriptions
-    finally:
-        await subscriptions.close()
-
-
-async def receive(call, within_s: float = MAX_LATENCY_S) -> tracker_pb2.Conversion:
-    message = await asyncio.wait_for(call.read(), within_s)
-    assert message is not aio.EOF, "the stream ended"
-    return message.conversion
 
 
 async def test_subscriber_of_a_conversation_gets_its_conversions_only(
