@@ -38,25 +38,35 @@ lint-protos: $(BUF)
 	$(BUF) lint
 
 # The browser client: TypeScript messages and service descriptors generated from protos/
-# (protoc-gen-es, web/buf.gen.yaml), type-checked by tsc, and the browser tests' page bundled
-# by esbuild into web/dist. All of it is build output (.gitignore), rebuilt when a source or
-# a proto changes.
+# (protoc-gen-es, web/buf.gen.yaml), type-checked by tsc, and bundled by esbuild into
+# web/dist: the web console (web/console, Preact and ECharts; the edge serves it), the
+# embeddable agent notice (web/embed) and the browser tests' page (web/test-page). All of it
+# is build output (.gitignore), rebuilt when a source or a proto changes.
 WEB_GEN := web/src/gen/.generated
 WEB_DIST := web/dist
-WEB_PAGE := $(WEB_DIST)/test-page/main.js
+WEB_STAMP := $(WEB_DIST)/.built
 NODE_BIN := node_modules/.bin
+WEB_SOURCES := web/tsconfig.json $(shell find web/src web/console web/embed web/test-page \
+	-path web/src/gen -prune -o -type f -print 2>/dev/null)
+ESBUILD := $(NODE_BIN)/esbuild --bundle --format=iife --target=es2022 --log-level=warning \
+	--jsx=automatic --jsx-import-source=preact
 
-web: $(WEB_PAGE)
+web: $(WEB_STAMP)
 
 $(WEB_GEN): $(BUF) web/buf.gen.yaml $(wildcard protos/goals/v1/*.proto)
 	$(BUF) generate --template web/buf.gen.yaml
 	touch $@
 
-$(WEB_PAGE): $(WEB_GEN) web/tsconfig.json $(wildcard web/src/*.ts web/test-page/*)
+$(WEB_STAMP): $(WEB_GEN) $(WEB_SOURCES)
 	$(NODE_BIN)/tsc --noEmit -p web
-	$(NODE_BIN)/esbuild web/test-page/main.ts --bundle --format=iife --target=es2022 \
-		--sourcemap --log-level=warning --outfile=$@
+	$(ESBUILD) web/test-page/main.ts --sourcemap --outfile=$(WEB_DIST)/test-page/main.js
 	cp web/test-page/index.html $(WEB_DIST)/test-page/index.html
+	$(ESBUILD) web/console/main.tsx --minify --sourcemap --outfile=$(WEB_DIST)/console/console.js
+	$(ESBUILD) web/embed/agent-notice.ts --minify --sourcemap \
+		--outfile=$(WEB_DIST)/console/embed/goalflow-agent.js
+	cp web/console/index.html web/console/console.css $(WEB_DIST)/console/
+	cp web/embed/example.html $(WEB_DIST)/console/embed/example.html
+	touch $@
 
 # The browser tests drive the distribution's Chromium (tests/browser); nothing downloads one.
 CHROMIUM ?= /usr/bin/chromium
@@ -83,15 +93,17 @@ lint: $(INSTALLED)
 typecheck: $(GENERATED)
 	$(PY) -m mypy
 
-# Starts the embedded database, the SMTP sink, the three services and the edge (npm ci first:
-# the README's buf curl examples use node_modules/.bin/buf); Ctrl-C stops them all.
-run: protos $(BUF)
+# Starts the embedded database, the SMTP sink, the three services and the edge serving the
+# web console (built first; npm ci brings buf, which the README's buf curl examples use too);
+# Ctrl-C stops them all.
+run: protos web
 	$(PY) -m goalflow_dev.devstack
 
 # The whole system end to end on free ports (work folder .run/demo): goals, 30 days of
-# recorded traffic, live conversions, reports, a mailed export. Stops what it started.
-demo: protos
-	$(PY) -m goalflow_dev.demo
+# recorded traffic, live conversions, reports, a mailed export, then the web console's
+# address. Stops what it started; KEEP=1 keeps it all up for the console until Ctrl-C.
+demo: protos web
+	$(PY) -m goalflow_dev.demo $(if $(KEEP),--keep-running)
 
 test: protos lint-protos web browser lint typecheck
 	GOALFLOW_CHROMIUM=$(CHROMIUM) $(PY) -m pytest

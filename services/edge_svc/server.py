@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -28,6 +29,7 @@ from edge_svc.api.endpoints import (
     health_endpoint,
 )
 from edge_svc.api.interceptors import CallerCheck
+from edge_svc.api.site import Site
 from edge_svc.domain.cors import CorsPolicy
 from edge_svc.domain.routes import ROUTES, Upstream
 from edge_svc.h2_guard import install as install_h2_guard
@@ -81,7 +83,8 @@ def build_app(settings: EdgeSettings, upstreams: Upstreams, serving: Any
                                      read_max_bytes=settings.max_body_bytes,
                                      caller_check=None)
     cors = CorsPolicy(settings.allowed_origins, settings.cors_max_age_s)
-    return (EdgeApp(cors, apps, serving, body_timeout_s=settings.body_timeout_s),
+    site = Site.load(Path(settings.console_dir)) if settings.console_dir else None
+    return (EdgeApp(cors, apps, serving, body_timeout_s=settings.body_timeout_s, site=site),
             subscribers)
 
 

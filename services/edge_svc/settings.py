@@ -72,6 +72,12 @@ class EdgeSettings(ServiceSettings):
     usual body of a few hundred bytes arrives with its headers. Only the body: a live-feed
     response stream is not limited by it."""
 
+    console_dir: str = ""
+    """Directory of the built web console (``web/dist/console``, ``make web``) to serve at
+    ``/`` on the edge's port, or empty: no console, the edge serves RPCs only. Read once at
+    start-up. Its pages call the edge from its own origin, allowed without being listed
+    in ``cors_allowed_origins``."""
+
     @model_validator(mode="after")
     def _origins(self) -> EdgeSettings:
         parse_origins(self.cors_allowed_origins)  # fail at start-up, naming the entry

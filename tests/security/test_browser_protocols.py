@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import pytest
 
 from goalflow_common.auth import METHOD_ROLES, Role
+from goalflow_common.pb.goals.v1 import accounts_pb2
 from tests.security import forged
 from tests.security.conftest import A_AGENT, Ids, World, revoked_key, snapshot, touching
 from tests.security.edge_rpcs import EXPOSED, PROTOCOLS, EdgeWorld, invoke_edge, start_edge
@@ -79,7 +80,11 @@ def expected(credential: Credential, path: str, protocol: str = "") -> str:
             # the server's HTTP/2 layer refuses by closing the connection, unread.
             return "UNAVAILABLE"
         return credential.refusal
-    return "OK" if credential.role in METHOD_ROLES[path] else "PERMISSION_DENIED"
+    case, token = CASES[path], credential.name.endswith(" token")
+    allowed = (credential.role in METHOD_ROLES[path]
+               and not (case.key_only and token)
+               and not (credential.role in case.refused_keys and not token))
+    return "OK" if allowed else "PERMISSION_DENIED"
 
 
 @pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
@@ -145,3 +150,18 @@ async def test_cross_account_probes_through_the_edge(protocol, edge_world, platf
             assert not _leaks(world, outcome, ids), (where, outcome)
             outcomes.append(outcome)
         assert _comparable(outcomes[0], world.a_ids, phantom) == _comparable(outcomes[1]), name
+
+
+@pytest.mark.parametrize("protocol", ["connect-json", "grpc-web"])
+async def test_a_platform_key_mints_no_token_through_the_edge(protocol, edge_world, keys):
+    """Natively a platform key mints a token for any account (test_role_matrix); through
+    the edge, where a browser would have to hold it, it mints none, for any account."""
+    world = edge_world.world
+    platform = await keys.create_key(None, Role.PLATFORM, label="edge")
+    for account_id in (world.a.account_id, ""):
+        outcome = await invoke_edge(
+            edge_world, protocol, "/goals.v1.AccountService/MintToken",
+            accounts_pb2.MintTokenRequest(account_id=account_id, role=accounts_pb2.ROLE_ADMIN),
+            f"Bearer {platform}")
+        assert (outcome.code, outcome.responses) == ("PERMISSION_DENIED", []), outcome
+        assert "through the edge" in outcome.details

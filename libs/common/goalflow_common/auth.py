@@ -42,6 +42,12 @@ class Role(enum.StrEnum):
     SUPERVISOR = "supervisor"  # tokens only (goalflow_common.tokens): a team lead, read-only
 
 
+VIA_EDGE = ("x-goalflow-via", "edge")
+"""Metadata the edge adds to every call it forwards (replacing the browser's headers, so a
+page cannot drop it). It only ever restricts: a caller without it is one that reached the
+service directly, as it always could."""
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
     """Who is calling: the key's account (None for a platform-wide key) and role, for an
@@ -54,6 +60,8 @@ class Principal:
     role: Role
     agent_id: str | None = None
     via_token: bool = False
+    via_edge: bool = False
+    """The call came through the browser edge (its :data:`VIA_EDGE` mark)."""
 
     def resolve_account(self, requested: str = "") -> str | None:
         """The account a request acts on.

@@ -3,6 +3,7 @@ RPC and maps domain errors to status codes."""
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import re
 import time
@@ -17,6 +18,7 @@ from pymongo.errors import ConnectionFailure
 
 from goalflow_common.auth import (
     OPEN_PREFIXES,
+    VIA_EDGE,
     KeyStore,
     Principal,
     Role,
@@ -253,6 +255,8 @@ class AuthInterceptor(aio.ServerInterceptor):
             principal = await self._keys.authenticate(credential)
         if principal.role not in roles:
             raise PermissionDenied(f"role {principal.role.value!r} may not call {details.method}")
+        if _metadata(details).get(VIA_EDGE[0]) == VIA_EDGE[1]:
+            principal = dataclasses.replace(principal, via_edge=True)
         return principal
 
 

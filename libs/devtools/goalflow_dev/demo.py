@@ -12,7 +12,10 @@ in a fresh work folder (``.run/demo`` by default), then, narrating each step:
    subscription prints the first conversions of one agent as they are recorded;
 3. prints a report by agent and one by day of the week;
 4. requests an export of one goal's conversions over the 30 days, waits for the mail, and
-   shows where it landed, its link, and the first rows of the CSV downloaded from it.
+   shows where it landed, its link, and the first rows of the CSV downloaded from it;
+5. prints the web console's address (served by the edge) and the key to sign in with.
+   With ``--keep-running`` (``make demo KEEP=1``) everything stays up, the data loaded,
+   until Ctrl-C.
 
 Every step that a person could do by hand is done with the ``goalflow`` command-line client
 and echoed as ``$ goalflow ...``. Everything started is stopped at the end, also on an
@@ -51,7 +54,14 @@ import yaml
 from google.protobuf import json_format
 
 from goalflow_common.pb.goals.v1 import config_pb2
-from goalflow_dev.devstack import HOST, DevSettings, DevStack, StackError, shown
+from goalflow_dev.devstack import (
+    HOST,
+    DevSettings,
+    DevStack,
+    StackError,
+    console_url,
+    shown,
+)
 from goalflow_dev.embedded_mongo import free_port
 
 DEFAULT_EVENTS = Path("demo/events.jsonl.gz")
@@ -423,6 +433,7 @@ class Options:
     conversations: int | None
     live: int
     export_goal: int
+    keep_running: bool = False
 
 
 class Demo:
@@ -501,7 +512,7 @@ class Demo:
 
         heading(3, "Back to the real clock: restart config, start the tracker and export")
         stack.stop_service("config")
-        stack.start_services(["config", "tracker", "export"])
+        stack.start_services(["config", "tracker", "export", "edge"])
         narrate(f"config {config}, tracker {tracker}, export {export}")
         narrate(f"signed download links on http://{HOST}:{stack.settings.export_http_port}")
         cli.run("goals", "list")
@@ -520,8 +531,20 @@ class Demo:
         cli.run("export", "request", "--goal", goal_ids[index], *period,
                 "--email", RECIPIENT, "--wait")
         self.show_mail(stack.outbox)
+
+        heading(7, "The web console")
+        edge = stack.services[3]
+        narrate(f"Open {console_url(edge)} and sign in with the admin key "
+                f"({ADMIN} in {shown(stack.key_file)}):")
+        say(f"  {stack.keys[ADMIN]}")
+        narrate("Goals, reports over the same days as charts, exports, and (with an agent "
+                "key and its agent id) an agent's live conversions.")
         say()
         narrate(f"Done in {time.monotonic() - started:.0f} s.")
+        if opts.keep_running:
+            narrate(f"Everything stays up for the console at {console_url(edge)}: Ctrl-C "
+                    "stops it.")
+            stack.wait()
 
     def create_goal(self, cli: Cli, number: int, goal: dict[str, Any], day: dt.date) -> str:
         """Write the goal with its start date to its own file, create it, return its id."""
@@ -647,12 +670,14 @@ def _interrupt(signum: int, frame: object) -> None:
               help="How many conversions the live subscription prints (0: none).")
 @click.option("--export-goal", type=click.IntRange(min=1), default=3, show_default=True,
               help="Which goal of the goals file to export (1 = the first).")
+@click.option("--keep-running", is_flag=True,
+              help="Keep everything up after the demo, for the web console, until Ctrl-C.")
 def main(events: Path, goals: Path, workdir: Path, conversations: int | None, live: int,
-         export_goal: int) -> None:
+         export_goal: int, keep_running: bool) -> None:
     """The goalflow demo: start everything, replay 30 days of traffic, show the results.
 
     Needs nothing running beforehand; stops everything it started, also on Ctrl-C."""
-    demo = Demo(Options(events, goals, workdir, conversations, live, export_goal))
+    demo = Demo(Options(events, goals, workdir, conversations, live, export_goal, keep_running))
     # SIGTERM ends the demo as Ctrl-C does: the current step stops, the cleanup runs.
     signal.signal(signal.SIGTERM, _interrupt)
     code = 1

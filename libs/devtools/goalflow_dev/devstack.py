@@ -42,6 +42,8 @@ from goalflow_dev.embedded_mongo import EmbeddedMongo
 from goalflow_dev.parent_death import dying_with_this_process
 
 HOST = "127.0.0.1"
+CONSOLE_DIR = Path(__file__).resolve().parents[3] / "web" / "dist" / "console"
+"""The built web console (``make web``), served by the edge when it is there."""
 DEV_ACCOUNT = "dev"
 
 # The dev keys, as variables in .run/dev-keys.env: (account, role). None = platform-wide.
@@ -152,6 +154,11 @@ def dev_token_keys(folder: Path) -> str:
     return f"dev:{_dev_secret(folder / 'token-key')}"
 
 
+def console_url(edge: ServiceSpec) -> str:
+    """Where the edge ``edge`` serves the web console."""
+    return f"http://{edge.address}/"
+
+
 def service_table(settings: DevSettings) -> list[ServiceSpec]:
     """The services in start order, each with the addresses of the others it calls."""
     config = f"{HOST}:{settings.config_port}"
@@ -187,6 +194,8 @@ def service_table(settings: DevSettings) -> list[ServiceSpec]:
                 "GOALFLOW_CONFIG_ADDRESS": config,
                 "GOALFLOW_TRACKER_ADDRESS": tracker,
                 "GOALFLOW_EXPORT_ADDRESS": f"{HOST}:{settings.export_port}",
+                **({"GOALFLOW_CONSOLE_DIR": str(CONSOLE_DIR)}
+                   if (CONSOLE_DIR / "index.html").is_file() else {}),
             },
             web=True,
         ),
@@ -411,6 +420,12 @@ class DevStack:
         return code
 
     # --- start-up ---------------------------------------------------------------------
+
+    def wait(self) -> None:
+        """Until interrupted (KeyboardInterrupt), failing if a child stops on its own."""
+        while True:
+            self._check_children()
+            time.sleep(0.2)
 
     def _start_and_watch(self) -> int:
         try:
@@ -746,6 +761,14 @@ class DevStack:
         _out(f"\ndev account {DEV_ACCOUNT!r} (UTC); keys saved in {keys_at}:")
         for var, key in self.keys.items():
             _out(f"  {var}={key}  {KEY_NOTES.get(var, '')}".rstrip())
+        edge = started.get("edge")
+        if edge is not None:
+            spec = self._spec("edge")
+            if "GOALFLOW_CONSOLE_DIR" in spec.env:
+                _out(f"\nweb console: {console_url(spec)}  (sign in with "
+                     "GOALFLOW_ADMIN_KEY, or an agent key and its agent id)")
+            else:
+                _out(f"\nno web console: {shown(CONSOLE_DIR)} is not built (`make web`)")
         if "config" in started:
             # The README's first lines: `goalflow` is in the virtualenv, the keys in the file.
             activate = shown(Path(sys.prefix) / "bin" / "activate")

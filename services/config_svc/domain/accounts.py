@@ -119,6 +119,9 @@ def new_account(account_id: str, name: str, time_zone: str) -> NewAccount:
 def account_to_read(principal: Principal, requested: str) -> str:
     """The account GetAccount reads: any named one for a platform key, else the caller's."""
     if is_platform(principal):
+        if principal.via_edge:
+            raise PermissionDenied("platform keys may not mint tokens through the edge "
+                                   "(browsers); call the config service directly")
         if not requested:
             raise InvalidArgument("account_id", "required with a platform key")
         return _named_account(requested)
@@ -206,6 +209,9 @@ def token_grant(
         allowed = ", ".join(sorted(r.value for r in grants)) or "no"
         raise PermissionDenied(f"role: {principal.role.value} keys mint {allowed} tokens only")
     if is_platform(principal):
+        if principal.via_edge:
+            raise PermissionDenied("platform keys may not mint tokens through the edge "
+                                   "(browsers); call the config service directly")
         if not requested:
             raise InvalidArgument("account_id", "required with a platform key")
         return _named_account(requested), role

@@ -34,6 +34,7 @@ from connectrpc.errors import ConnectError
 from grpc import aio
 
 from edge_svc.domain.routes import Route, Upstream
+from goalflow_common.auth import VIA_EDGE
 from goalflow_common.client import make_channel
 
 log = structlog.get_logger("goalflow.edge")
@@ -156,4 +157,7 @@ class Upstreams:
 
 
 def _metadata(options: CallOptions) -> tuple[tuple[str, str], ...]:
-    return (("authorization", options.authorization), ("x-request-id", options.request_id))
+    """What a forwarded call carries: the caller's credential and request id, and always
+    the edge's mark (never the caller's headers: a browser cannot remove the mark)."""
+    return (("authorization", options.authorization), ("x-request-id", options.request_id),
+            VIA_EDGE)

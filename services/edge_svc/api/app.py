@@ -28,7 +28,8 @@ from connectrpc.server import ConnectASGIApplication
 
 from edge_svc.api.codecs import CODECS
 from edge_svc.api.interceptors import CallerCheck, CallLog
-from edge_svc.domain.cors import CorsPolicy, Verdict
+from edge_svc.api.site import CACHE_CONTROL, SECURITY_HEADERS, Asset, Site, accepts_gzip
+from edge_svc.domain.cors import CorsDecision, CorsPolicy, Verdict, is_same_origin
 
 # ASGI's shapes, loosely (asgiref's TypedDicts are not installed).
 Scope = dict[str, Any]
@@ -71,11 +72,20 @@ class EdgeApp:
     """The ASGI callable hypercorn serves."""
 
     def __init__(self, cors: CorsPolicy, apps: Mapping[str, ConnectASGIApplication[None]],
-                 serving: Callable[[], bool], *, body_timeout_s: float = 10.0) -> None:
+                 serving: Callable[[], bool], *, body_timeout_s: float = 10.0,
+                 site: Site | None = None) -> None:
         self._cors = cors
         self._apps = dict(apps)
         self._serving = serving
         self._body_timeout_s = body_timeout_s
+        self._site = site
+
+    def _cors_decision(self, scope: Scope) -> CorsDecision:
+        origin = _header(scope, b"origin")
+        if self._site is not None and is_same_origin(origin, _header(scope, b"host")):
+            return CorsDecision(Verdict.NOT_CORS)  # the console, calling its own edge
+        return self._cors.decide(origin, scope["method"],
+                                 _header(scope, b"access-control-request-method"))
 
     async def __call__(self, scope: Scope, receive: ASGIReceiveCallable,
                        send: ASGISendCallable) -> None:
@@ -85,8 +95,7 @@ class EdgeApp:
         if scope["type"] != "http":
             return
         method = scope["method"]
-        decision = self._cors.decide(_header(scope, b"origin"), method,
-                                     _header(scope, b"access-control-request-method"))
+        decision = self._cors_decision(scope)
         if decision.verdict is Verdict.REFUSED:
             await _plain(send, 403, b"origin not allowed\n", decision.headers)
             return
@@ -100,6 +109,11 @@ class EdgeApp:
                          b"serving\n" if ok else b"shutting down\n", decision.headers)
             return
         app = self._apps.get(path)
+        if app is None and self._site is not None and method in ("GET", "HEAD"):
+            asset = self._site.find(path)
+            if asset is not None:
+                await _asset(scope, send, asset, method == "HEAD")
+                return
         if app is None:
             # A gRPC client still sending its request reads an answer that ends the stream
             # first as a broken stream (UNKNOWN, 2 runs in 6) instead of 404 (UNIMPLEMENTED):
@@ -202,6 +216,26 @@ async def _grpc_unimplemented(send: ASGISendCallable,
     await send({"type": "http.response.body", "body": b"", "more_body": False})
     await send({"type": "http.response.trailers", "more_trailers": False,
                 "headers": [(b"grpc-status", b"12"), (b"grpc-message", b"unknown method")]})
+
+
+async def _asset(scope: Scope, send: ASGISendCallable, asset: Asset, head: bool) -> None:
+    """One console file: 304 when the browser's copy is current, gzip when it takes it."""
+    headers = [(b"cache-control", CACHE_CONTROL.encode()), (b"etag", asset.etag.encode()),
+               (b"vary", b"Accept-Encoding"),
+               *((k.encode(), v.encode()) for k, v in SECURITY_HEADERS)]
+    if _header(scope, b"if-none-match") == asset.etag:
+        await send({"type": "http.response.start", "status": 304, "headers": headers})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return
+    body = asset.body
+    if asset.gzipped is not None and accepts_gzip(_header(scope, b"accept-encoding")):
+        body = asset.gzipped
+        headers.append((b"content-encoding", b"gzip"))
+    headers += [(b"content-type", asset.content_type.encode()),
+                (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body,
+                "more_body": False})
 
 
 async def _plain(send: ASGISendCallable, status: int, body: bytes,

@@ -26,11 +26,11 @@ from grpc_health.v1 import health_pb2
 from edge_svc.adapters.upstream import CallOptions, Upstreams
 from edge_svc.api.interceptors import request_id_var
 from edge_svc.domain.routes import Route
-from goalflow_common.pb.goals.v1 import config_pb2, export_pb2, tracker_pb2
+from goalflow_common.pb.goals.v1 import accounts_pb2, config_pb2, export_pb2, tracker_pb2
 
 log = structlog.get_logger("goalflow.edge")
 
-_LOADED = (config_pb2, tracker_pb2, export_pb2, health_pb2)  # their classes, by descriptor
+_LOADED = (accounts_pb2, config_pb2, tracker_pb2, export_pb2, health_pb2)  # classes by descriptor
 HEALTH_CHECK = "/grpc.health.v1.Health/Check"
 INTERNAL = "internal error; see the edge's logs"
 

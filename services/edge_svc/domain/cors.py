@@ -11,6 +11,11 @@ Contract of :meth:`CorsPolicy.decide`:
 - an origin not on the list: REFUSED, and the response carries no CORS header at all, so
   the browser shows the page nothing (the request is refused before it reaches a service).
 
+A page served by this edge (the web console) calls it from its own origin: browsers send
+``Origin`` on those POSTs too. :func:`is_same_origin` tells them apart (the origin's host
+and port are the request's ``Host``); the edge treats them as not cross-origin when it
+serves the console, whatever the allow-list says.
+
 ``Access-Control-Allow-Credentials`` is never sent: the credential is a bearer header the
 page sets, never a cookie. Every answer varies by ``Origin``.
 """
@@ -96,3 +101,14 @@ class CorsPolicy:
             ("access-control-expose-headers", ", ".join(EXPOSED_HEADERS)),
             ("vary", VARY),
         ))
+
+
+def is_same_origin(origin: str | None, host: str | None) -> bool:
+    """Whether ``origin`` (``http://h:p``) names the host and port of ``host`` (the request's
+    ``Host`` header): a page of this server. The scheme is not compared: behind a TLS proxy
+    the page is ``https://`` while the edge is reached over plain HTTP. A browser sets
+    both headers itself; a page of another origin cannot make them agree."""
+    if not origin or not host:
+        return False
+    scheme, sep, rest = origin.partition("://")
+    return bool(sep) and scheme in ("http", "https") and rest.lower() == host.lower()

@@ -3,7 +3,10 @@
 Contract: :data:`ROUTES` lists every exposed RPC by its full path; nothing else is routed.
 Left out on purpose: ``IngestEvents`` (producers are servers with ingest keys), the
 service-to-service RPCs (``WatchGoals``, ``StreamConversions``, ``CountConversions``) and
-``AccountService`` (platform keys never belong in a browser).
+``AccountService`` but ``MintToken`` (platform keys never belong in a browser). ``MintToken``
+is how the web console turns the key a person types into a short-lived token it keeps
+instead. Every forwarded call says it came through the edge (:data:`VIA_EDGE`), and config
+refuses a platform key's MintToken that did: a platform key mints nothing from a browser.
 
 Each route carries how large a request body may be (:class:`BodySize`): goal writes carry
 up to 100 conditions of 2,048 characters (config's own budget is ~880 KB binary, JSON
@@ -46,8 +49,9 @@ class Route:
         return f"/{self.service}/{self.method}"
 
 
-_CONFIG, _TRACKER, _EXPORT = (
-    "goals.v1.ConfigService", "goals.v1.TrackerService", "goals.v1.ExportService")
+_CONFIG, _TRACKER, _EXPORT, _ACCOUNTS = (
+    "goals.v1.ConfigService", "goals.v1.TrackerService", "goals.v1.ExportService",
+    "goals.v1.AccountService")
 
 ROUTES: tuple[Route, ...] = (
     Route(_CONFIG, "CreateGoal", Upstream.CONFIG, body=BodySize.GOAL),
@@ -64,6 +68,8 @@ ROUTES: tuple[Route, ...] = (
     Route(_EXPORT, "RequestExport", Upstream.EXPORT),
     Route(_EXPORT, "GetExport", Upstream.EXPORT, safe=True),
     Route(_EXPORT, "ListExports", Upstream.EXPORT, safe=True),
+    Route(_ACCOUNTS, "MintToken", Upstream.CONFIG),
 )
 
 ROUTES_BY_PATH: dict[str, Route] = {route.path: route for route in ROUTES}
+

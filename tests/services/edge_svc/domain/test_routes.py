@@ -3,7 +3,12 @@ kind, and none a browser must never reach."""
 
 from __future__ import annotations
 
-from edge_svc.domain.routes import ROUTES, ROUTES_BY_PATH, BodySize, Upstream
+from edge_svc.domain.routes import (
+    ROUTES,
+    ROUTES_BY_PATH,
+    BodySize,
+    Upstream,
+)
 from tests.security.rpcs import METHODS
 
 BROWSER_RPCS = {
@@ -13,7 +18,8 @@ BROWSER_RPCS = {
 } | {
     "/goals.v1.TrackerService/" + m for m in (
         "SubscribeConversions", "ListConversions", "GetReport")
-} | {"/goals.v1.ExportService/" + m for m in ("RequestExport", "GetExport", "ListExports")}
+} | {"/goals.v1.ExportService/" + m for m in ("RequestExport", "GetExport", "ListExports")
+} | {"/goals.v1.AccountService/MintToken"}  # the console's sign-in: a key for a token
 
 
 def test_exactly_the_browser_rpcs_are_routed():
@@ -21,7 +27,8 @@ def test_exactly_the_browser_rpcs_are_routed():
     assert len(ROUTES) == len(BROWSER_RPCS)
     for never in ("IngestEvents", "StreamConversions", "CountConversions", "WatchGoals"):
         assert not [p for p in ROUTES_BY_PATH if p.endswith(f"/{never}")]
-    assert not [p for p in ROUTES_BY_PATH if "AccountService" in p]
+    assert [p for p in ROUTES_BY_PATH if "AccountService" in p] == [
+        "/goals.v1.AccountService/MintToken"]
 
 
 def test_routes_match_the_protos():
@@ -29,8 +36,9 @@ def test_routes_match_the_protos():
         method = METHODS[route.path]
         assert method.server_streaming == route.streaming, route.path
         assert not method.client_streaming
-        assert route.upstream is Upstream(method.containing_service.name
-                                          .removesuffix("Service").lower())
+        # AccountService is served in the config process.
+        service = method.containing_service.name.removesuffix("Service").lower()
+        assert route.upstream is Upstream({"account": "config"}.get(service, service))
 
 
 def test_only_goal_writes_and_reports_take_large_bodies():

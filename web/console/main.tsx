@@ -1,0 +1,151 @@
+// The goalflow web console: sign-in, then goals, reports, exports (admins and supervisors)
+// or the agent view (agent tokens). Served by the edge it calls (same origin).
+import { render } from "preact";
+import { useCallback, useMemo, useState } from "preact/hooks";
+
+import { describe, makeApi } from "./api.js";
+import type { Problem } from "./api.js";
+import { App } from "./app.js";
+import type { AppContext } from "./app.js";
+import { AgentPage } from "./pages/agent.js";
+import { ExportsPage } from "./pages/exports.js";
+import { GoalsPage } from "./pages/goals.js";
+import { ReportsPage } from "./pages/reports.js";
+import { go, useRoute } from "./router.js";
+import type { Route } from "./router.js";
+import { clearSession, isApiKey, loadSession, saveSession, signIn } from "./session.js";
+import type { Role, Session } from "./session.js";
+import { ProblemBanner } from "./ui/problem.js";
+
+interface PageSpec {
+  path: string;
+  title: string;
+  roles: readonly Role[];
+  component: (props: { route: Route }) => preact.JSX.Element;
+}
+
+const PAGES: readonly PageSpec[] = [
+  { path: "goals", title: "Goals", roles: ["admin", "supervisor"], component: GoalsPage },
+  { path: "reports", title: "Reports", roles: ["admin", "supervisor"], component: ReportsPage },
+  { path: "exports", title: "Exports", roles: ["admin"], component: ExportsPage },
+  { path: "agent", title: "My conversions", roles: ["agent"], component: AgentPage },
+];
+
+function SignIn({ onSession, notice }: {
+  onSession(session: Session): void;
+  notice: string | null;
+}) {
+  const [credential, setCredential] = useState("");
+  const [agentId, setAgentId] = useState("");
+  const [problem, setProblem] = useState<Problem | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (event: Event) => {
+    event.preventDefault();
+    setBusy(true);
+    setProblem(null);
+    setError(null);
+    try {
+      onSession(await signIn(credential, agentId));
+    } catch (err: unknown) {
+      if (err instanceof Error && err.name !== "ConnectError") {
+        setError(err.message);
+      } else {
+        const found = describe(err);
+        setProblem(found.kind === "expired"
+          ? { kind: "refused", message: "This key is not valid (unknown, revoked or mistyped)." }
+          : found);
+      }
+    } finally {
+      setBusy(false);
+    }
+  };
+  const keyGiven = isApiKey(credential.trim());
+  return (
+    <main class="signin">
+      <h1>goalflow</h1>
+      {notice && <p class="notice" role="status">{notice}</p>}
+      <form onSubmit={submit} aria-label="Sign in">
+        <label for="credential">API key or token</label>
+        <input id="credential" name="credential" type="password" autocomplete="off" required
+          value={credential} onInput={(e) => setCredential(e.currentTarget.value)} />
+        <p class="hint">
+          A key is exchanged for a one-hour session token and not kept. An agent key needs
+          the agent's id.
+        </p>
+        {keyGiven && (
+          <>
+            <label for="agent-id">Agent id (agent keys only)</label>
+            <input id="agent-id" name="agent-id" value={agentId}
+              onInput={(e) => setAgentId(e.currentTarget.value)} />
+          </>
+        )}
+        {error && <p class="field-error" role="alert">{error}</p>}
+        <ProblemBanner problem={problem} />
+        <button type="submit" disabled={busy}>{busy ? "Signing in…" : "Sign in"}</button>
+      </form>
+    </main>
+  );
+}
+
+function Shell({ session, onSignOut, fail }: {
+  session: Session;
+  onSignOut(): void;
+  fail: AppContext["fail"];
+}) {
+  const route = useRoute();
+  const api = useMemo(() => makeApi(session), [session]);
+  const allowed = PAGES.filter((page) => page.roles.includes(session.role));
+  const current = allowed.find((page) => page.path === route.page) ?? allowed[0];
+  if (current.path !== route.page) {
+    queueMicrotask(() => go(current.path));
+  }
+  const Page = current.component;
+  const context: AppContext = { session, api, fail };
+  return (
+    <App.Provider value={context}>
+      <header class="top">
+        <a class="brand" href="#/">goalflow</a>
+        <nav aria-label="Pages">
+          {allowed.map((page) => (
+            <a href={`#/${page.path}`} aria-current={page === current ? "page" : undefined}>
+              {page.title}
+            </a>
+          ))}
+        </nav>
+        <div class="who">
+          <span title={`expires ${new Date(session.expiresAtMs).toLocaleTimeString()}`}>
+            {session.accountId} · {session.role}{session.agentId ? ` ${session.agentId}` : ""}
+          </span>
+          <button type="button" class="link" onClick={onSignOut}>Sign out</button>
+        </div>
+      </header>
+      <main id="page">
+        <Page route={route} />
+      </main>
+    </App.Provider>
+  );
+}
+
+function Console() {
+  const [session, setSession] = useState<Session | null>(() => loadSession());
+  const [notice, setNotice] = useState<string | null>(null);
+  const signOut = useCallback((message: string | null) => {
+    clearSession();
+    setNotice(message);
+    setSession(null);
+  }, []);
+  const fail = useCallback((err: unknown) => {
+    const problem = describe(err);
+    if (problem.kind === "expired") {
+      signOut(problem.message);
+    }
+    return problem;
+  }, [signOut]);
+  if (session === null) {
+    return <SignIn notice={notice} onSession={(s) => { saveSession(s); setNotice(null); setSession(s); }} />;
+  }
+  return <Shell session={session} fail={fail} onSignOut={() => signOut("Signed out.")} />;
+}
+
+render(<Console />, document.getElementById("console")!);

@@ -1,0 +1,2 @@
+// The embeddable agent notice (placeholder: filled in by its own change).
+export {};
