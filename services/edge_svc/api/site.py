@@ -3,10 +3,11 @@ start-up and answered from memory.
 
 Contract of :class:`Site`: :meth:`Site.load` reads every regular file under the directory
 (web/dist/console, ``make web``) into a table keyed by URL path (``/`` is ``index.html``);
-:meth:`Site.find` answers only paths in that table, so nothing outside the directory, no
-dot-file and nothing added after start-up can ever be served. Each file carries its type,
-an ETag, and a gzip copy when that is smaller; the console's page forbids framing and
-loading code from anywhere but this origin (:data:`SECURITY_HEADERS`).
+:meth:`Site.find` answers only paths in that table, so nothing outside the directory (not
+through a symbolic link either), no dot-file and nothing added after start-up can ever be
+served. Each file carries its type, an ETag, and a gzip copy when that is smaller; the
+console's page forbids framing and loading code from anywhere but this origin
+(:data:`SECURITY_HEADERS`).
 
 Why in memory: the build is a few files of ~1.3 MB in all (most of it source maps), so a
 table costs little and makes path traversal impossible by construction rather than by
@@ -59,16 +60,19 @@ class Site:
     @classmethod
     def load(cls, directory: Path) -> Site:
         """Every file under ``directory``; ValueError if it has no ``index.html``."""
-        if not (directory / "index.html").is_file():
-            raise ValueError(f"console_dir: {directory} has no index.html "
-                             "(build the console with `make web`)")
         assets: dict[str, Asset] = {}
+        root = directory.resolve()
         for path in sorted(directory.rglob("*")):
             relative = path.relative_to(directory)
             if not path.is_file() or any(part.startswith(".") for part in relative.parts):
                 continue
+            if not path.resolve().is_relative_to(root):
+                continue  # a symbolic link out of the directory
             body = path.read_bytes()
             assets["/" + relative.as_posix()] = _asset(path.suffix, body)
+        if "/index.html" not in assets:
+            raise ValueError(f"console_dir: {directory} has no index.html "
+                             "(build the console with `make web`)")
         assets["/"] = assets["/index.html"]
         return cls(assets)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from edge_svc.domain.cors import CorsPolicy, Verdict, parse_origins
+from edge_svc.domain.cors import CorsPolicy, Verdict, is_same_origin, parse_origins
 
 POLICY = CorsPolicy(parse_origins("https://console.example, http://localhost:5173"))
 
@@ -55,3 +55,36 @@ def test_origins_setting_parses_a_list():
     assert parse_origins("") == frozenset()
     assert parse_origins(" https://A.example ,http://[::1]:8080,") == {
         "https://a.example", "http://[::1]:8080"}
+
+
+@pytest.mark.parametrize(("origin", "host"), [
+    ("http://127.0.0.1:8080", "127.0.0.1:8080"),
+    ("https://console.example", "console.example"),  # behind a TLS proxy: scheme not compared
+    ("http://console.example", "console.example"),
+    ("http://Console.Example:8080", "console.example:8080"),
+    ("http://[::1]:8080", "[::1]:8080"),
+])
+def test_a_page_of_this_server_is_same_origin(origin, host):
+    assert is_same_origin(origin, host)
+
+
+@pytest.mark.parametrize(("origin", "host"), [
+    (None, "127.0.0.1:8080"),
+    ("http://127.0.0.1:8080", None),
+    ("", "127.0.0.1:8080"),
+    ("http://127.0.0.1:8080", ""),
+    ("http://127.0.0.1:8081", "127.0.0.1:8080"),  # another port is another origin
+    ("http://127.0.0.1", "127.0.0.1:8080"),
+    ("http://localhost:8080", "127.0.0.1:8080"),  # names are compared, not resolved
+    ("https://evil.example", "console.example"),
+    ("https://console.example.evil.example", "console.example"),
+    ("https://evil.example/console.example", "console.example"),
+    ("null", "null"),  # an opaque origin (sandboxed frame, file:) is nobody's page
+    ("null", "127.0.0.1:8080"),
+    ("127.0.0.1:8080", "127.0.0.1:8080"),  # no scheme
+    ("ftp://127.0.0.1:8080", "127.0.0.1:8080"),
+    ("file://127.0.0.1:8080", "127.0.0.1:8080"),
+    ("chrome-extension://127.0.0.1:8080", "127.0.0.1:8080"),
+])
+def test_anything_else_is_not_same_origin(origin, host):
+    assert not is_same_origin(origin, host)
