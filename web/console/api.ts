@@ -40,6 +40,9 @@ export type Problem =
   /** Anything else the server refused (not found, limit reached, permission). */
   | { kind: "refused"; message: string };
 
+/** What the console says when a session's token has passed its expiry or is refused. */
+export const SESSION_ENDED = "Your session has ended. Sign in again to go on.";
+
 const UNAVAILABLE =
   "goalflow cannot be reached right now (the service or the network is down). " +
   "Your changes were not saved; try again in a moment.";
@@ -53,7 +56,7 @@ export function describe(err: unknown): Problem {
   const message = error.rawMessage;
   switch (error.code) {
     case Code.Unauthenticated:
-      return { kind: "expired", message: "Your session has ended. Sign in again to go on." };
+      return { kind: "expired", message: SESSION_ENDED };
     case Code.Unavailable:
     case Code.DeadlineExceeded:
       return { kind: "unavailable", message: UNAVAILABLE };

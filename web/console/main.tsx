@@ -1,9 +1,9 @@
 // The goalflow web console: sign-in, then goals, reports, exports (admins and supervisors)
 // or the agent view (agent tokens). Served by the edge it calls (same origin).
 import { render } from "preact";
-import { useCallback, useMemo, useState } from "preact/hooks";
+import { useCallback, useEffect, useMemo, useState } from "preact/hooks";
 
-import { describe, makeApi } from "./api.js";
+import { SESSION_ENDED, describe, makeApi } from "./api.js";
 import type { Problem } from "./api.js";
 import { App } from "./app.js";
 import type { AppContext } from "./app.js";
@@ -13,7 +13,9 @@ import { GoalsPage } from "./pages/goals.js";
 import { ReportsPage } from "./pages/reports.js";
 import { go, useRoute } from "./router.js";
 import type { Route } from "./router.js";
-import { clearSession, isApiKey, loadSession, saveSession, signIn } from "./session.js";
+import {
+  clearSession, isApiKey, loadSession, saveSession, signIn, takeEndedSession,
+} from "./session.js";
 import type { Role, Session } from "./session.js";
 import { ProblemBanner } from "./ui/problem.js";
 
@@ -127,14 +129,48 @@ function Shell({ session, onSignOut, fail }: {
   );
 }
 
+/** setTimeout's longest delay (about 24.8 days); a longer one fires at once. */
+const MAX_DELAY_MS = 2 ** 31 - 1;
+
+/** Signs out with SESSION_ENDED once the session's token has expired: when it does, and
+ * on the next navigation or return to the tab should a sleeping tab's timer run late. A
+ * page then never calls with a token every service refuses, and the person reads why. */
+function useSessionExpiry(session: Session | null, signOut: (message: string) => void) {
+  useEffect(() => {
+    if (session === null) {
+      return undefined;
+    }
+    let timer = 0;
+    const check = () => {
+      const left = session.expiresAtMs - Date.now();
+      window.clearTimeout(timer);
+      if (left <= 0) {
+        signOut(SESSION_ENDED);
+      } else {
+        timer = window.setTimeout(check, Math.min(left + 50, MAX_DELAY_MS));
+      }
+    };
+    check();
+    window.addEventListener("hashchange", check);
+    document.addEventListener("visibilitychange", check);
+    return () => {
+      window.clearTimeout(timer);
+      window.removeEventListener("hashchange", check);
+      document.removeEventListener("visibilitychange", check);
+    };
+  }, [session, signOut]);
+}
+
 function Console() {
   const [session, setSession] = useState<Session | null>(() => loadSession());
-  const [notice, setNotice] = useState<string | null>(null);
+  const [notice, setNotice] = useState<string | null>(
+    () => (session === null && takeEndedSession() ? SESSION_ENDED : null));
   const signOut = useCallback((message: string | null) => {
     clearSession();
     setNotice(message);
     setSession(null);
   }, []);
+  useSessionExpiry(session, signOut);
   const fail = useCallback((err: unknown) => {
     const problem = describe(err);
     if (problem.kind === "expired") {

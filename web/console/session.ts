@@ -67,6 +67,18 @@ export function loadSession(): Session | null {
   return session && session.expiresAtMs > Date.now() ? session : null;
 }
 
+/** Whether this tab kept a session whose token has expired since (a reload after it
+ * passed); forgets it, so that the console says so once. */
+export function takeEndedSession(): boolean {
+  const stored = window.sessionStorage.getItem(STORAGE_KEY);
+  const session = stored ? readToken(stored) : null;
+  if (session === null || session.expiresAtMs > Date.now()) {
+    return false;
+  }
+  clearSession();
+  return true;
+}
+
 export function saveSession(session: Session): void {
   window.sessionStorage.setItem(STORAGE_KEY, session.token);
 }
