@@ -1,5 +1,24 @@
 # One image for the goalflow services; docker-compose.yml picks the console script
 # (goalflow-config, goalflow-tracker, goalflow-export, goalflow-edge) each container runs.
+# The web console's built files are in it too (/opt/goalflow/console): the edge serves them
+# when GOALFLOW_CONSOLE_DIR names that directory (docker-compose.yml does).
+
+# The web console, built as `make web` builds it (scripts/build_web.sh): npm ci installs
+# exactly package-lock.json's pins (buf, protoc-gen-es, TypeScript, esbuild, Preact,
+# ECharts), buf generates the browser client from protos/ with the local plugin, then the
+# sources are type-checked and bundled. Only web/dist/console leaves this stage: no Node.js
+# and no node_modules in the image.
+FROM node:22-slim AS web
+WORKDIR /src
+COPY package.json package-lock.json ./
+RUN npm ci --no-audit --no-fund
+COPY buf.yaml ./
+COPY protos ./protos
+COPY web ./web
+COPY scripts/build_web.sh ./scripts/build_web.sh
+RUN node_modules/.bin/buf generate --template web/buf.gen.yaml \
+ && scripts/build_web.sh --console-only \
+ && test -s web/dist/console/index.html && test -s web/dist/console/console.js
 
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
@@ -32,6 +51,7 @@ FROM python:3.11-slim
 RUN groupadd --system --gid 10001 goalflow \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin goalflow
 COPY --from=build /opt/goalflow /opt/goalflow
+COPY --from=web /src/web/dist/console /opt/goalflow/console
 # GOALFLOW_GRPC_HOST: inside a container the servers must listen on every interface (the
 # default, 127.0.0.1, is unreachable from other containers); it binds the export HTTP port
 # and the edge's port too.

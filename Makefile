@@ -41,15 +41,13 @@ lint-protos: $(BUF)
 # (protoc-gen-es, web/buf.gen.yaml), type-checked by tsc, and bundled by esbuild into
 # web/dist: the web console (web/console, Preact and ECharts; the edge serves it), the
 # embeddable agent notice (web/embed) and the browser tests' page (web/test-page). All of it
-# is build output (.gitignore), rebuilt when a source or a proto changes.
+# is build output (.gitignore), rebuilt when a source or a proto changes. The type check
+# and the bundling are scripts/build_web.sh, which the Dockerfile's web stage runs too.
 WEB_GEN := web/src/gen/.generated
 WEB_DIST := web/dist
 WEB_STAMP := $(WEB_DIST)/.built
-NODE_BIN := node_modules/.bin
 WEB_SOURCES := web/tsconfig.json $(shell find web/src web/console web/embed web/test-page \
 	-path web/src/gen -prune -o -type f -print 2>/dev/null)
-ESBUILD := $(NODE_BIN)/esbuild --bundle --format=iife --target=es2022 --log-level=warning \
-	--jsx=automatic --jsx-import-source=preact
 
 web: $(WEB_STAMP)
 
@@ -57,15 +55,8 @@ $(WEB_GEN): $(BUF) web/buf.gen.yaml $(wildcard protos/goals/v1/*.proto)
 	$(BUF) generate --template web/buf.gen.yaml
 	touch $@
 
-$(WEB_STAMP): $(WEB_GEN) $(WEB_SOURCES)
-	$(NODE_BIN)/tsc --noEmit -p web
-	$(ESBUILD) web/test-page/main.ts --sourcemap --outfile=$(WEB_DIST)/test-page/main.js
-	cp web/test-page/index.html $(WEB_DIST)/test-page/index.html
-	$(ESBUILD) web/console/main.tsx --minify --sourcemap --outfile=$(WEB_DIST)/console/console.js
-	$(ESBUILD) web/embed/agent-notice.ts --minify --sourcemap \
-		--outfile=$(WEB_DIST)/console/embed/goalflow-agent.js
-	cp web/console/index.html web/console/console.css $(WEB_DIST)/console/
-	cp web/embed/example.html $(WEB_DIST)/console/embed/example.html
+$(WEB_STAMP): $(WEB_GEN) $(WEB_SOURCES) scripts/build_web.sh
+	scripts/build_web.sh
 	touch $@
 
 # The browser tests drive the distribution's Chromium (tests/browser); nothing downloads one.

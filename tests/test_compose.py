@@ -130,6 +130,31 @@ def dockerfile_stages() -> tuple[tuple[Instruction, ...], ...]:
     return tuple(tuple(stage) for stage in stages)
 
 
+def dockerfile_stage(name: str) -> tuple[Instruction, ...]:
+    """The stage ``FROM ... AS name``."""
+    for stage in dockerfile_stages():
+        words = stage[0].args.split()
+        if len(words) == 3 and words[1].upper() == "AS" and words[2] == name:
+            return stage
+    raise AssertionError(f"Dockerfile: no stage named {name}")
+
+
+def copies(stage: tuple[Instruction, ...]) -> list[tuple[list[str], str, str | None]]:
+    """Each COPY of ``stage``: its sources, its destination, and the stage it copies from
+    (``--from``; None: the build context)."""
+    result: list[tuple[list[str], str, str | None]] = []
+    for ins in stage:
+        if ins.keyword != "COPY":
+            continue
+        words = shlex.split(ins.args)
+        options = [w for w in words if w.startswith("--")]
+        paths = [w for w in words if not w.startswith("--")]
+        source_stage = next((o.split("=", 1)[1] for o in options if o.startswith("--from=")),
+                            None)
+        result.append((paths[:-1], paths[-1], source_stage))
+    return result
+
+
 def image_env() -> dict[str, str]:
     """ENV of the final stage (the image every goalflow service runs)."""
     env: dict[str, str] = {}
@@ -710,6 +735,49 @@ def test_dockerfile_builds_a_slim_non_root_image_without_dev_dependencies():
     assert not re.search(r"\.\[", text), "Dockerfile: installs an extra (the image is the runtime)"
 
 
+# --- the web console in the image ---------------------------------------------------------
+
+
+def test_the_edge_serves_the_console_the_image_holds():
+    """The edge's GOALFLOW_CONSOLE_DIR is where the final stage copies the web stage's
+    build, and that build is the console `make web` builds (the same script)."""
+    console_dir = services()["edge"]["environment"].get("GOALFLOW_CONSOLE_DIR")
+    assert console_dir, "edge: GOALFLOW_CONSOLE_DIR is unset, so no console is served"
+    from_web = [(srcs, dest) for srcs, dest, origin in copies(dockerfile_stages()[-1])
+                if origin == "web"]
+    assert from_web, "Dockerfile: the final stage copies nothing from the web stage"
+    [(sources, destination)] = from_web
+    assert sources == ["/src/web/dist/console"], sources
+    assert destination.rstrip("/") == console_dir.rstrip("/"), (
+        f"edge: GOALFLOW_CONSOLE_DIR {console_dir} is not where the Dockerfile copies the "
+        f"console ({destination})")
+    web = dockerfile_stage("web")
+    assert web[0].args.split()[0].startswith("node:"), web[0].args
+    workdirs = [ins.args for ins in web if ins.keyword == "WORKDIR"]
+    assert workdirs[-1] == "/src"
+    commands = " && ".join(ins.args for ins in web if ins.keyword == "RUN")
+    assert "npm ci" in commands and "npm install" not in commands  # the lock, as is
+    assert "buf generate --template web/buf.gen.yaml" in commands
+    assert "scripts/build_web.sh" in commands
+    # make builds with the same script: one recipe for both.
+    assert "scripts/build_web.sh" in (ROOT / "Makefile").read_text()
+    copied = {src.rstrip("/") for srcs, _, origin in copies(web) if origin is None
+              for src in srcs}
+    assert {"package.json", "package-lock.json", "buf.yaml", "protos", "web"} <= copied
+
+
+def test_the_console_build_leaves_no_local_output_in_the_build_context():
+    """A stale web/dist or web/src/gen of the checkout must not reach the web stage (it
+    builds its own), nor node_modules."""
+    ignored = [line.strip() for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.strip() and not line.startswith(("#", "!"))]
+    for path in ("web/dist/", "web/src/gen/"):
+        assert path in ignored or path.rstrip("/") in ignored, path
+    allowed = [line[1:] for line in (ROOT / ".dockerignore").read_text().splitlines()
+               if line.startswith("!")]
+    assert not [a for a in allowed if a.startswith("node_modules")]
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The package as the image installs it (not the source tree): a wheel built from a copy of
@@ -818,13 +886,13 @@ def test_the_image_has_no_goalflow_cli_script(wheel):
 
 def test_the_image_build_copies_neither_client_nor_devtools():
     """The Docker build context and the files the build copies hold the runtime only; every
-    source the Dockerfile copies is let through by .dockerignore (an allow-list)."""
-    [build, *_] = dockerfile_stages()
-    sources = [
-        src.rstrip("/") for ins in build if ins.keyword == "COPY"
-        for src in shlex.split(ins.args)[:-1] if not src.startswith("--")
-    ]
-    assert "libs/common" in sources, f"Dockerfile: copies {sources}, not libs/common"
+    source the Dockerfile copies (in any stage) is let through by .dockerignore (an
+    allow-list)."""
+    build = [src.rstrip("/") for srcs, _, origin in copies(dockerfile_stage("build"))
+             if origin is None for src in srcs]
+    assert "libs/common" in build, f"Dockerfile: copies {build}, not libs/common"
+    sources = [src.rstrip("/") for stage in dockerfile_stages()
+               for srcs, _, origin in copies(stage) if origin is None for src in srcs]
     leaked = [src for src in sources if src in ("libs", "libs/client", "libs/devtools", ".")]
     assert not leaked, f"Dockerfile: copies {leaked} (client and dev tools are not the image)"
     allowed = [
@@ -882,7 +950,7 @@ def test_the_code_generator_is_pinned_at_the_runtime_grpcio_and_protobuf():
 
 
 def test_the_image_installs_the_locked_runtime_and_the_package_without_its_dependencies():
-    [build, *_] = dockerfile_stages()
+    build = dockerfile_stage("build")
     installs = [
         shlex.split(command)
         for ins in build if ins.keyword == "RUN"
