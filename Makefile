@@ -7,7 +7,8 @@ INSTALLED := $(VENV)/.installed
 GENERATED := libs/common/goalflow_common/pb/.generated
 BUF := node_modules/.bin/buf
 
-.PHONY: run demo test bench protos web browser lint typecheck lint-protos lock venv clean
+.PHONY: run demo test screenshots bench protos web browser lint typecheck lint-protos lock venv \
+	clean
 
 venv: $(INSTALLED)
 
@@ -98,6 +99,22 @@ demo: protos web
 
 test: protos lint-protos web browser lint typecheck
 	GOALFLOW_CHROMIUM=$(CHROMIUM) $(PY) -m pytest
+
+# The README's screenshots of the web console, docs/screenshots/{goals,reports}.png, taken by
+# the console's browser tests (tests/browser/console; their screenshot() also copies each
+# picture there when GOALFLOW_UPDATE_SCREENSHOTS=1) in the distribution's Chromium, each of
+# a page its test has just checked. Runs the whole console suite, fails if a test fails or
+# a README picture was not taken anew; commit the pictures it leaves.
+SCREENSHOTS := docs/screenshots/goals.png docs/screenshots/reports.png
+screenshots: protos web browser
+	@started=$$(mktemp) && trap 'rm -f "$$started"' EXIT && \
+	GOALFLOW_UPDATE_SCREENSHOTS=1 GOALFLOW_CHROMIUM=$(CHROMIUM) $(PY) -m pytest -q \
+		tests/browser/console && \
+	for shot in $(SCREENSHOTS); do \
+		[ "$$shot" -nt "$$started" ] || { echo "$$shot was not taken: no console test" \
+			"called screenshot(page, \"$$(basename $$shot .png)\")" >&2; exit 1; }; \
+		echo "$$shot"; \
+	done
 
 bench: protos
 	$(PY) -m bench
