@@ -116,6 +116,7 @@ async def test_the_config_service_down_is_said_in_words_with_try_again(
 ) -> None:
     console_pages.console.expect("503")  # Chromium logs the failed call itself
     page = await console_pages.signed_in(console_world, page="goals")
+    await page.wait_for_load_state("networkidle")  # no call in flight for the stop to cut
     config = next(s for s in console_world.stack.servers
                   if s is not console_world.stack.tracker_server)
     await config.stop(0.5)
@@ -133,6 +134,7 @@ async def test_the_edge_down_is_said_in_words_after_an_action(
 ) -> None:
     console_pages.console.expect("ERR_CONNECTION_REFUSED|Failed to fetch")
     page = await console_pages.signed_in(console_world, page="goals")
+    await page.wait_for_load_state("networkidle")
     await console_world.edge.stop()
     await page.get_by_role("link", name="Reports").click()
     await page.get_by_role("link", name="Goals").click()  # the goals page loads again
