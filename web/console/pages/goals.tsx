@@ -1,6 +1,22 @@
-// The goals page (placeholder: filled in by its own change).
+// The goals page: the list (#/goals), a new goal (#/goals/new) and one goal (#/goals/<id>).
+// Admins change goals; supervisors look.
+import { useState } from "preact/hooks";
+
+import { go } from "../router.js";
 import type { Route } from "../router.js";
+import { GoalFormView } from "./goals/form.js";
+import { GoalListView } from "./goals/list.js";
 
 export function GoalsPage({ route }: { route: Route }) {
-  return <section><h1>Goals</h1><p>{route.rest.join("/")}</p></section>;
+  // Kept across the page's routes: "created", "saved" shown on the list the form returns to.
+  const [notice, setNotice] = useState<string | null>(null);
+  const target = route.rest[0];
+  if (target !== undefined) {
+    const goalId = target === "new" ? null : target;
+    return (
+      <GoalFormView key={target} goalId={goalId}
+        onSaved={(message) => { setNotice(message); go("goals"); }} />
+    );
+  }
+  return <GoalListView notice={notice} onNotice={setNotice} />;
 }
