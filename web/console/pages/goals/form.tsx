@@ -20,6 +20,7 @@ import {
   loadAllGoals,
   periodOf,
   statusBadge,
+  todayIn,
   updateGoal,
 } from "./model.js";
 import type { GoalForm } from "./model.js";
@@ -53,7 +54,8 @@ async function loadForm(app: ReturnType<typeof useApp>, goalId: string | null): 
       fail(err); // an ended session signs out; otherwise the server still enforces the limit
     }
   }
-  const initial = goal ? formOf(goal) : emptyForm(used === null || used < MAX_ACTIVE);
+  const initial = goal ? formOf(goal)
+    : emptyForm(used === null || used < MAX_ACTIVE, todayIn(timeZone));
   return { goal, initial, revision: goal?.revision ?? 0n, used, timeZone };
 }
 

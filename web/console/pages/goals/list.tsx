@@ -84,25 +84,27 @@ function RowActions({ row, full, busy, onAction }: {
 }) {
   const goal = row.goal!;
   return (
-    <td class="actions">
-      {goal.active ? (
-        <button type="button" class="secondary" disabled={busy}
-          aria-label={`Deactivate ${goal.name}`} onClick={() => onAction("deactivate", row)}>
-          Deactivate
+    <td>
+      <div class="actions row-actions">
+        {goal.active ? (
+          <button type="button" class="secondary" disabled={busy}
+            aria-label={`Deactivate ${goal.name}`} onClick={() => onAction("deactivate", row)}>
+            Deactivate
+          </button>
+        ) : (
+          <button type="button" class="secondary" disabled={busy || full}
+            aria-label={`Activate ${goal.name}`}
+            aria-describedby={full ? FULL_REASON_ID : undefined}
+            title={full ? `All ${MAX_ACTIVE} active slots are used` : undefined}
+            onClick={() => onAction("activate", row)}>
+            Activate
+          </button>
+        )}
+        <button type="button" class="danger" disabled={busy} aria-label={`Delete ${goal.name}`}
+          onClick={() => onAction("delete", row)}>
+          Delete
         </button>
-      ) : (
-        <button type="button" class="secondary" disabled={busy || full}
-          aria-label={`Activate ${goal.name}`}
-          aria-describedby={full ? FULL_REASON_ID : undefined}
-          title={full ? `All ${MAX_ACTIVE} active slots are used` : undefined}
-          onClick={() => onAction("activate", row)}>
-          Activate
-        </button>
-      )}
-      <button type="button" class="danger" disabled={busy} aria-label={`Delete ${goal.name}`}
-        onClick={() => onAction("delete", row)}>
-        Delete
-      </button>
+      </div>
     </td>
   );
 }
@@ -144,7 +146,9 @@ function GoalTable({ list, admin, busyId, onAction }: {
                 <td class="groups">{goal.agentGroupIds.join(", ")}</td>
                 <td class="num">{valueText(goal)}</td>
                 <td>{datesText(goal)}</td>
-                <td class="num"><SevenDay row={row} available={list.countsAvailable} /></td>
+                <td class="num" data-testid="seven-day">
+                  <SevenDay row={row} available={list.countsAvailable} />
+                </td>
                 {admin && (
                   <RowActions row={row} full={full} busy={busyId === goal.id}
                     onAction={onAction} />

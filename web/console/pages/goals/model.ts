@@ -121,9 +121,18 @@ export function valueText(goal: Goal): string {
   return money ? `${money.amount} ${money.currencyCode}` : "—";
 }
 
-/** Today in the browser's time zone, as <input type=date> writes it. */
-export function localToday(): string {
+/** Today in `timeZone` (the account's; the browser's own when empty or unknown), as
+ * <input type=date> writes it. */
+export function todayIn(timeZone: string): string {
   const now = new Date();
+  if (timeZone) {
+    try {
+      // en-CA writes dates as YYYY-MM-DD.
+      return new Intl.DateTimeFormat("en-CA", { timeZone }).format(now);
+    } catch {
+      // An unknown zone: the browser's own below.
+    }
+  }
   const pad = (n: number) => String(n).padStart(2, "0");
   return `${now.getFullYear()}-${pad(now.getMonth() + 1)}-${pad(now.getDate())}`;
 }
@@ -151,12 +160,13 @@ export interface GoalForm {
   conditions: ConditionRow[];
 }
 
-export function emptyForm(canActivate: boolean): GoalForm {
+/** A new goal: active from today when a slot is free (`today` as `todayIn` gives it). */
+export function emptyForm(canActivate: boolean, today: string): GoalForm {
   return {
     name: "",
     description: "",
     active: canActivate,
-    startDate: canActivate ? localToday() : "",
+    startDate: canActivate ? today : "",
     endDate: "",
     groups: [""],
     model: AttributionModel.UNSPECIFIED,
