@@ -48,7 +48,9 @@ def config(world: ConsoleWorld) -> config_pb2_grpc.ConfigServiceStub:
 async def add_goal(world: ConsoleWorld, name: str, *, active: bool = True,
                    start: dt.date | None = None, end: dt.date | None = None,
                    **fields: Any) -> config_pb2.Goal:
-    """A goal created natively (start today when active and no start is given)."""
+    """A goal created natively (start today when active and no start is given), whose one
+    condition is its own page (no URL of another goal matches it)."""
+    fields.setdefault("conditions", [url_condition("/" + name.lower().replace(" ", "-"))])
     if active and start is None:
         start = today(world)
     if start is not None:
@@ -162,7 +164,8 @@ async def test_a_refused_form_shows_the_servers_message_beside_the_field(
     assert "start_date: cannot be set retroactively" in beside
     assert today(world).isoformat() in beside  # the server's words, its today
     assert await is_focused(start)
-    await expect(page.get_by_role("alert")).to_contain_text("Not saved")
+    await expect(page.get_by_role("alert")).to_have_text(
+        "Not saved: see the message beside Start date.")
     await screenshot(page, "goals-refused-start-date")
 
     # 101 conditions (the first and 100 pasted): sent as typed; the page counts them, the
@@ -291,7 +294,7 @@ async def test_seven_day_conversions_come_from_the_tracker_or_say_unavailable(
     world = console_world
     await create_goal(world.stack, world.tenant, "Checkout", start=today(world),
                       model=config_pb2.ATTRIBUTION_MODEL_LAST_TOUCH)
-    await add_goal(world, "Quiet", conditions=[url_condition("/never")])
+    await add_goal(world, "Quiet")
     await convert(world, f"conv-{uuid.uuid4().hex[:6]}")
     await convert(world, f"conv-{uuid.uuid4().hex[:6]}")
     page = await console_pages.signed_in(world, page="goals")
@@ -342,6 +345,7 @@ async def test_the_list_reads_at_desktop_and_phone_width(
     phone = await console_pages.signed_in(world, page="goals", viewport=PHONE)
     await expect(row(phone, "Checkout").locator(".badge")).to_have_text("Active")
     assert await phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    await screenshot(phone, "goals-phone")
     await phone.get_by_role("link", name="Checkout", exact=True).click()
     await expect(phone.get_by_label("Name", exact=True)).to_have_value("Checkout")
     assert await phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]

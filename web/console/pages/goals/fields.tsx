@@ -33,6 +33,26 @@ const SIMPLE: Record<string, string> = {
   goal_type: "goal-type",
 };
 
+const LABELS: Record<string, string> = {
+  name: "Name",
+  description: "Description",
+  active: "Active",
+  start_date: "Start date",
+  end_date: "End date",
+  agent_group_ids: "Agent groups",
+  attribution_model: "Attribution model",
+  attribution_period_days: "Attribution period",
+  transaction_value: "Value per conversion",
+  goal_type: "Goal type",
+  conditions: "Conditions",
+};
+
+/** The form's name for a server's field path (`conditions[3].value`: "Conditions"). */
+export function labelFor(field: string): string {
+  const top = /^[a-z_]+/.exec(field)?.[0] ?? field;
+  return LABELS[top] ?? field;
+}
+
 /** The id of the input a server's field path names, or null when the form has none. */
 export function inputFor(field: string, form: GoalForm): string | null {
   if (field in SIMPLE) {

@@ -7,7 +7,14 @@ import type { Goal } from "../../../src/gen/goals/v1/config_pb.js";
 import type { Problem } from "../../api.js";
 import { useApp } from "../../app.js";
 import { ProblemBanner } from "../../ui/problem.js";
-import { ConditionsField, GroupsField, describedBy, exactMessage, inputFor } from "./fields.js";
+import {
+  ConditionsField,
+  GroupsField,
+  describedBy,
+  exactMessage,
+  inputFor,
+  labelFor,
+} from "./fields.js";
 import {
   GOAL_TYPES,
   MAX_ACTIVE,
@@ -317,9 +324,11 @@ export function GoalFormView({ goalId, onSaved }: {
             onChange={(conditions) => set({ conditions })} />
         </fieldset>
 
-        {problem && (placed
-          ? <p class="field-error" role="alert">Not saved: see the message beside the field.</p>
-          : <ProblemBanner problem={problem} />)}
+        {problem?.kind === "invalid" && placed ? (
+          <p class="field-error" role="alert">
+            Not saved: see the message beside {labelFor(problem.field)}.
+          </p>
+        ) : <ProblemBanner problem={problem} />}
         <Buttons creating={goalId === null} busy={busy} readOnly={readOnly} />
       </form>
     </section>

@@ -84,7 +84,7 @@ function RowActions({ row, full, busy, onAction }: {
 }) {
   const goal = row.goal!;
   return (
-    <td>
+    <td class="row-actions-cell">
       <div class="actions row-actions">
         {goal.active ? (
           <button type="button" class="secondary" disabled={busy}
@@ -141,12 +141,12 @@ function GoalTable({ list, admin, busyId, onAction }: {
                 <th scope="row" class="name">
                   <a href={`#/goals/${encodeURIComponent(goal.id)}`}>{goal.name}</a>
                 </th>
-                <td><span class={`badge ${badge.tone}`}>{badge.text}</span></td>
-                <td>{modelText(goal.attributionModel)}</td>
-                <td class="groups">{goal.agentGroupIds.join(", ")}</td>
-                <td class="num">{valueText(goal)}</td>
-                <td>{datesText(goal)}</td>
-                <td class="num" data-testid="seven-day">
+                <td data-label="Status"><span class={`badge ${badge.tone}`}>{badge.text}</span></td>
+                <td data-label="Model">{modelText(goal.attributionModel)}</td>
+                <td class="groups" data-label="Groups">{goal.agentGroupIds.join(", ")}</td>
+                <td class="num" data-label="Value">{valueText(goal)}</td>
+                <td data-label="Dates">{datesText(goal)}</td>
+                <td class="num" data-testid="seven-day" data-label="7-day conversions">
                   <SevenDay row={row} available={list.countsAvailable} />
                 </td>
                 {admin && (
