@@ -213,8 +213,10 @@ async def test_activate_deactivate_and_delete_from_the_list(
     await page.get_by_role("button", name="Delete Refunds").click()
     confirm = page.get_by_role("alertdialog", name="Delete “Refunds”?")
     await expect(confirm).to_contain_text("permanent")
-    await confirm.get_by_role("button", name="Keep it").click()
+    await expect(confirm.get_by_role("button", name="Keep it")).to_be_focused()
+    await page.keyboard.press("Enter")
     await expect(confirm).to_have_count(0)
+    await expect(page.get_by_role("button", name="Delete Refunds")).to_be_focused()
     await config(world).GetGoal(config_pb2.GetGoalRequest(goal_id=goal.id))
 
     await page.get_by_role("button", name="Delete Refunds").click()
@@ -402,3 +404,25 @@ async def test_a_supervisor_sees_goals_read_only(
     await page.get_by_role("link", name="Checkout", exact=True).click()
     await expect(page.get_by_label("Name", exact=True)).to_be_disabled()
     await expect(page.get_by_role("button", name="Save changes")).to_have_count(0)
+
+
+async def test_config_down_is_said_in_words_with_a_way_to_retry(
+    console_world: ConsoleWorld, console_pages: ConsolePages,
+) -> None:
+    world = console_world
+    console_pages.console.expect(r"status of 503")
+    page = await console_pages.signed_in(world, page="goals")
+    await expect(page.get_by_text("No goals yet")).to_be_visible()
+    config_server = world.stack.servers[-1]  # [tracker, config]
+    await config_server.stop(0.5)
+    await page.get_by_role("link", name="New goal").click()
+    await expect(page.get_by_text("The active slots could not be counted")).to_be_visible()
+    await fill_required(page, world, "Checkout", today(world))
+    await page.get_by_role("button", name="Create goal").click()
+    alert = page.get_by_role("alert")
+    await expect(alert).to_contain_text("goalflow cannot be reached right now")
+    await expect(alert).to_contain_text("Your changes were not saved")
+    await page.get_by_role("link", name="← All goals").click()
+    alert = page.get_by_role("alert")
+    await expect(alert).to_contain_text("cannot be reached")
+    await expect(alert.get_by_role("button", name="Try again")).to_be_visible()

@@ -143,6 +143,8 @@ function OperatorSelect({ id, value, readOnly, invalid, describedById, onChange 
   );
 }
 
+const NEW_ROW: ConditionRow = { operator: ConditionOperator.CONTAINS, value: "" };
+
 /** Lines of a pasted list as condition rows (blank lines skipped). */
 function pasted(text: string, operator: ConditionOperator): ConditionRow[] {
   return text.split(/\r?\n/).map((line) => line.trim()).filter(Boolean)
@@ -229,7 +231,7 @@ export function ConditionsField({ rows, problem, readOnly, onChange }: {
       {!readOnly && (
         <>
           <button type="button" class="secondary" id="goal-condition-add"
-            onClick={() => onChange([...rows, { operator: ConditionOperator.CONTAINS, value: "" }])}>
+            onClick={() => onChange([...rows, NEW_ROW])}>
             Add a condition
           </button>
           <PasteMany onAdd={(added) => onChange(

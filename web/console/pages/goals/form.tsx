@@ -200,7 +200,8 @@ export function GoalFormView({ goalId, onSaved }: {
   const placed = problem?.kind === "invalid" && inputFor(problem.field, form) !== null;
   const name = field("goal-name", ["name"]);
   const description = field("goal-description", ["description"]);
-  const active = field("goal-active", ["active"], activeLocked ? "goal-active-full" : "goal-active-hint");
+  const active = field("goal-active", ["active"],
+    activeLocked ? "goal-active-full" : "goal-active-hint");
   const start = field("goal-start", ["start_date"], "goal-dates-hint");
   const end = field("goal-end", ["end_date"], "goal-dates-hint");
   const model = field("goal-model", ["attribution_model"]);
@@ -246,7 +247,10 @@ export function GoalFormView({ goalId, onSaved }: {
             </p>
           ) : (
             <p class="hint" id="goal-active-hint">
-              {loaded.used !== null && `${loaded.used} of ${MAX_ACTIVE} active slots used. `}
+              {loaded.used === null
+                ? "The active slots could not be counted; the server still allows at most "
+                  + `${MAX_ACTIVE}. `
+                : `${loaded.used} of ${MAX_ACTIVE} active slots used. `}
               An active goal is tracked from its start date through its end date.
             </p>
           )}

@@ -214,8 +214,10 @@ export function GoalListView({ notice, onNotice }: {
       setBusyId(null);
     }
   };
+  const opener = useRef<HTMLElement | null>(null);
   const onAction = (action: Action, row: GoalSummary) => {
     if (action === "delete") {
+      opener.current = document.activeElement as HTMLElement | null;
       setConfirming(row);
     } else {
       void act(action, row);
@@ -236,7 +238,7 @@ export function GoalListView({ notice, onNotice }: {
       {confirming && (
         <ConfirmDelete row={confirming} busy={busyId !== null}
           onConfirm={() => void act("delete", confirming)}
-          onCancel={() => setConfirming(null)} />
+          onCancel={() => { setConfirming(null); opener.current?.focus(); }} />
       )}
       <ProblemBanner problem={problem} onRetry={() => void load()} />
       {list === null && problem === null && <p role="status">Loading goals…</p>}
