@@ -1,6 +1,6 @@
 // The goals page: the list (#/goals), a new goal (#/goals/new) and one goal (#/goals/<id>).
 // Admins change goals; supervisors look.
-import { useState } from "preact/hooks";
+import { useEffect, useState } from "preact/hooks";
 
 import { go } from "../router.js";
 import type { Route } from "../router.js";
@@ -11,6 +11,11 @@ export function GoalsPage({ route }: { route: Route }) {
   // Kept across the page's routes: "created", "saved" shown on the list the form returns to.
   const [notice, setNotice] = useState<string | null>(null);
   const target = route.rest[0];
+  useEffect(() => {
+    if (target !== undefined) {
+      setNotice(null); // a form opened: the last "saved" is old news
+    }
+  }, [target]);
   if (target !== undefined) {
     const goalId = target === "new" ? null : target;
     return (
