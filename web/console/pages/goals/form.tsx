@@ -216,7 +216,7 @@ export function GoalFormView({ goalId, onSaved }: {
     : "New goal";
 
   return (
-    <section aria-labelledby="goal-form-title" class="goal-form">
+    <section aria-labelledby="goal-form-title" class="goals-page goal-form">
       <p><a href="#/goals">← All goals</a></p>
       <div class="page-head">
         <h1 id="goal-form-title">{title}</h1>

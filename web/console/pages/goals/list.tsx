@@ -225,7 +225,7 @@ export function GoalListView({ notice, onNotice }: {
   };
 
   return (
-    <section aria-labelledby="goals-title">
+    <section aria-labelledby="goals-title" class="goals-page">
       <div class="page-head">
         <h1 id="goals-title">Goals</h1>
         {admin && <a class="button" href="#/goals/new">New goal</a>}
