@@ -180,7 +180,8 @@ async def test_demo_prints_reports_and_mails_a_csv_that_agree_with_the_conversio
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOALFLOW_")}
     env.pop("MONGODB_URI", None)
     env["GOALFLOW_DEV_DIR"] = str(workdir)
-    demo = subprocess.Popen(
+    demo = await asyncio.to_thread(
+        subprocess.Popen,
         [sys.executable, "-m", "goalflow_dev.demo", "--conversations", str(SLICE),
          "--live", "2", "--workdir", str(workdir), "--keep-running"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
