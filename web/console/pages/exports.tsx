@@ -215,7 +215,7 @@ function JobStatus({ job, problem }: { job: Export; problem: Problem | null }) {
       <dl class="export-facts">
         <div><dt>Rows</dt><dd>{pending(job) ? "—" : String(job.rowCount)}</dd></div>
         <div><dt>Size</dt><dd>{pending(job) ? "—" : showBytes(job.sizeBytes)}</dd></div>
-        <div><dt>Mailed</dt><dd>{formatTime(job.mailTime)}</dd></div>
+        <div><dt>Mailed at</dt><dd>{formatTime(job.mailTime)}</dd></div>
         {job.downloadUrl && (
           <div><dt>Link</dt><dd><a href={job.downloadUrl}>Download</a>
             {" "}(expires {formatTime(job.linkExpireTime)})</dd></div>
@@ -247,7 +247,7 @@ function PastExports({ jobs, more, loading, problem, onMore }: {
                 <th scope="col">Requested</th><th scope="col">Goal</th><th scope="col">Days</th>
                 <th scope="col">Recipient</th><th scope="col">State</th>
                 <th scope="col" class="num">Rows</th><th scope="col" class="num">Size</th>
-                <th scope="col">Mailed</th><th scope="col">Link or error</th>
+                <th scope="col">Mailed at</th><th scope="col">Link or error</th>
               </tr>
             </thead>
             <tbody>
