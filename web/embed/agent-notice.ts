@@ -23,9 +23,9 @@
 // the page is served by the edge itself. Never put an API key in a page: only tokens.
 //
 // The notice renders in a Shadow DOM with its own styles, so it neither inherits nor leaks
-// the host page's CSS (constructed style sheets: no inline <style> for the host's CSP to
-// refuse where the browser supports them). It reports problems in its own box, never on
-// the console.
+// the host page's CSS (its box resets every inherited property; constructed style sheets,
+// where the browser has them, need no inline <style> for the host's CSP to refuse). It
+// reports problems in its own box, never on the console.
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 
@@ -61,8 +61,9 @@ const MAX_COUNT_PAGES = 20; // 10 000 conversions a day: past that, "10000+"
 const MAX_REFRESHES_WITHOUT_LIVE = 1;
 
 const STYLES = `
-:host { all: initial; display: block; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2430; }
-.gf { border: 1px solid #d8dee8; border-radius: 8px; background: #fff; padding: .6rem .75rem; max-width: 100%; box-sizing: border-box; }
+:host { display: block; }
+.gf { all: initial; display: block; font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; color: #1d2430; text-align: start; border: 1px solid #d8dee8; border-radius: 8px; background: #fff; padding: .6rem .75rem; max-width: 100%; box-sizing: border-box; }
+.gf * { box-sizing: border-box; }
 .gf-head { display: flex; flex-wrap: wrap; gap: .25rem .75rem; align-items: baseline; justify-content: space-between; }
 .gf-title { font-weight: 700; }
 .gf-state { color: #5b6677; font-size: .9em; }

@@ -39,7 +39,7 @@ async def goal_with_a_conversion(world: ConsoleWorld, name: str = "Checkout") ->
               conv="conv-x"),
     ])
     assert ack.conversions == 1, ack
-    return goal.id
+    return str(goal.id)
 
 
 async def fill_request(page: Page, *, goal: str, start: dt.date, end: dt.date,

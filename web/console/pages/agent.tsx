@@ -199,7 +199,7 @@ export function AgentPage(_props: { route: Route }) {
       <h1>My conversions</h1>
       <p class={`agent-feed agent-feed-${feed.kind}`} role="status">
         <span class="agent-feed-dot" aria-hidden="true" />
-        {feedWords(feed)}
+        <span class="agent-feed-words">{feedWords(feed)}</span>
         {feed.kind === "stopped" && (
           <button type="button" class="secondary" onClick={() => setFollow((n) => n + 1)}>
             Reconnect
