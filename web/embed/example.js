@@ -1,6 +1,8 @@
-// The example workspace's code (example.html): mount goalflow's agent notice with the token
-// and agent id from the page's fragment (#token=...&agent=...). A real workspace passes a
-// function that asks its backend for a fresh token, so an expired one is replaced:
+// The example workspace's code (example.html): mount goalflow's agent notice with the agent
+// token and agent id from the page's fragment (#token=...&agent=...; optionally &edge=<the
+// edge's origin> when this page is served from elsewhere: that origin must then be on the
+// edge's GOALFLOW_CORS_ALLOWED_ORIGINS). A real workspace passes a function that asks its
+// backend for a fresh token, so that an expired one is replaced:
 //
 //   token: () => fetch("/api/goalflow-token").then((reply) => reply.text())
 (function () {
@@ -15,8 +17,8 @@
     return;
   }
   var notice = window.GoalflowAgent.mount(document.getElementById("goalflow-notice"), {
-    baseUrl: window.location.origin, // the edge serving this page; another origin must be on
-    agentId: agent,                  // its allow-list (GOALFLOW_CORS_ALLOWED_ORIGINS)
+    baseUrl: params.get("edge") || window.location.origin, // the edge serving this page
+    agentId: agent,
     token: token,
   });
   window.addEventListener("pagehide", function () { notice.stop(); });

@@ -3,7 +3,9 @@ against the real services: an agent signed in with the tenant's agent key and an
 sees its own conversions only, and a live notice (goal, value, conversation) within a
 second of a conversion crediting it being ingested; another agent's conversion never shows.
 The embed's example page (served by the edge, strict CSP) shows the same notice and the
-agent's count for today. At phone width nothing overflows.
+agent's count for today; served from another origin it works through an edge that allows
+that origin (CORS) and says it cannot reach one that does not; given a function for its
+token, it asks for a new one when the first is refused. At phone width nothing overflows.
 
 Latency is measured as tests/browser/test_live_feed.py does: the test's ``time.time()``
 just before the batch is sent against the page's ``Date.now()`` when the notice is on the
@@ -12,14 +14,29 @@ page (the same machine clock)."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
 import time
+from collections.abc import AsyncIterator, Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
+import pytest
 from playwright.async_api import Page, expect
 
+from edge_svc.server import EdgeServer
+from edge_svc.settings import EdgeSettings
 from goalflow_common.auth import Role
 from goalflow_common.pb.goals.v1 import config_pb2
 from goalflow_common.tokens import TokenAuthority, parse_token_keys
-from tests.browser.console.conftest import PHONE, ConsolePages, ConsoleWorld, screenshot
+from tests.browser.console.conftest import (
+    CONSOLE_DIR,
+    PHONE,
+    ConsolePages,
+    ConsoleWorld,
+    screenshot,
+)
+from tests.conftest import TOKEN_KEYS
 from tests.services.tracker_svc.builders import agent, assigned, create_goal, ingest, opened, visit
 
 MAX_LATENCY_MS = 1000.0  # batch sent -> notice on the agent's page (issue 13)
@@ -192,3 +209,92 @@ async def test_at_phone_width_the_agent_view_does_not_overflow(
         "document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0
     await screenshot(page, "agent-phone")
+
+
+class _QuietFiles(SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def embed_origin() -> Iterator[str]:
+    """The built embed (goalflow-agent.js and the example) served from an origin of its own,
+    as an agent workspace's site would serve its page."""
+    handler = partial(_QuietFiles, directory=str(CONSOLE_DIR / "embed"))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, name="embed-origin", daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+@pytest.fixture
+async def allowing_edge(console_world: ConsoleWorld, embed_origin: str) -> AsyncIterator[str]:
+    """A second edge in front of the same services whose CORS allow-list has the embed's
+    origin (GOALFLOW_CORS_ALLOWED_ORIGINS). Its origin."""
+    edge = EdgeServer(EdgeSettings(
+        http_port=0, config_address=console_world.stack.config_address,
+        tracker_address=console_world.stack.tracker_address,
+        export_address=console_world.export_address, cors_allowed_origins=embed_origin,
+        shutdown_grace_s=1.0, token_keys=TOKEN_KEYS,
+    ))
+    await edge.start()
+    try:
+        yield f"http://127.0.0.1:{edge.port}"
+    finally:
+        await edge.stop()
+
+
+async def test_the_embed_works_from_another_origin_the_edge_allows(
+    console_world: ConsoleWorld, console_pages: ConsolePages, tokens: TokenAuthority,
+    embed_origin: str, allowing_edge: str,
+) -> None:
+    await tracked_goal(console_world)
+    token = tokens.mint(console_world.tenant.account_id, Role.AGENT, agent_id="agent-a").token
+    page = await console_pages.open(
+        f"{embed_origin}/example.html#token={token}&agent=agent-a&edge={allowing_edge}")
+    notice = page.locator("#goalflow-notice")
+    await expect(notice.get_by_role("status")).to_have_text("Live")
+    await expect(notice.get_by_text("Today: 0 conversions", exact=True)).to_be_visible()
+    await convert(console_world, "conv-cross", "agent-a")
+    await expect(notice.locator(".gf-toast")).to_contain_text("conversation conv-cross")
+
+    # The console's own edge does not list that origin: the browser blocks the calls, and
+    # the notice says so in its box.
+    console_pages.console.expect("CORS|Access-Control-Allow-Origin|Failed to fetch|ERR_FAILED")
+    refused = await console_pages.open(
+        f"{embed_origin}/example.html#token={token}&agent=agent-a&edge="
+        f"{console_world.url.rstrip('/')}")
+    await expect(refused.locator("#goalflow-notice").get_by_role("status")).to_have_text(
+        "Stopped: goalflow cannot be reached.")
+
+
+async def test_the_embed_asks_its_token_function_again_when_a_token_is_refused(
+    console_world: ConsoleWorld, console_pages: ConsolePages, tokens: TokenAuthority,
+) -> None:
+    await tracked_goal(console_world)
+    console_pages.console.expect("401")  # Chromium logs the refused request itself
+    expired = TokenAuthority(parse_token_keys(TOKEN_KEYS), now=lambda: time.time() - 86_400)
+    stale = expired.mint(console_world.tenant.account_id, Role.AGENT, agent_id="agent-a").token
+    fresh = tokens.mint(console_world.tenant.account_id, Role.AGENT, agent_id="agent-a").token
+    page = await console_pages.open(f"{console_world.url}embed/example.html")
+    # As a workspace's own script would: a token from its backend, stale the first time.
+    await page.evaluate("""([stale, fresh]) => {
+      const box = document.createElement('div');
+      box.id = 'refreshing';
+      document.querySelector('main').prepend(box);
+      window.tokenCalls = 0;
+      window.GoalflowAgent.mount(box, {
+        baseUrl: location.origin, agentId: 'agent-a',
+        token: async () => (++window.tokenCalls === 1 ? stale : fresh),
+      });
+    }""", [stale, fresh])
+    notice = page.locator("#refreshing")
+    await expect(notice.get_by_role("status")).to_have_text("Live")
+    assert await page.evaluate("window.tokenCalls") == 2
+    await convert(console_world, "conv-refreshed", "agent-a")
+    await expect(notice.locator(".gf-toast")).to_contain_text("conversation conv-refreshed")
