@@ -76,7 +76,9 @@ const STYLES = `
 .gf-toast p { margin: 0; overflow-wrap: anywhere; }
 .gf-toast strong { display: block; }
 .gf-dismiss { font: inherit; background: none; border: 1px solid #1e7a3c; color: #1e7a3c; border-radius: 4px; padding: .1rem .45rem; cursor: pointer; flex: none; }
-.gf-dismiss:focus-visible { outline: 3px solid #2f5bd3; outline-offset: 2px; }
+.gf-retry { font: inherit; font-size: .9em; background: #fff; border: 1px solid #2f5bd3; color: #2f5bd3; border-radius: 4px; padding: .1rem .5rem; cursor: pointer; }
+.gf-retry[hidden] { display: none; }
+.gf-retry:focus-visible, .gf-dismiss:focus-visible { outline: 3px solid #2f5bd3; outline-offset: 2px; }
 @keyframes gf-in { from { opacity: 0; transform: translateY(-4px); } to { opacity: 1; transform: none; } }
 @media (prefers-reduced-motion: reduce) { .gf-toast { animation: none; } }
 `;
@@ -102,8 +104,13 @@ function el<K extends keyof HTMLElementTagNameMap>(
   return node;
 }
 
-/** Shows the notice in `element` (its content is replaced by a shadow root) until `stop`. */
+/** The notice shown in each element, so that mounting again replaces it. */
+const mounted = new WeakMap<HTMLElement, Mounted>();
+
+/** Shows the notice in `element` (in a shadow root of its own) until `stop`; mounting again
+ * in the same element stops the notice shown there first. */
 export function mount(element: HTMLElement, options: MountOptions): Mounted {
+  mounted.get(element)?.stop();
   const root = element.shadowRoot ?? element.attachShadow({ mode: "open" });
   root.replaceChildren();
   attachStyles(root);
@@ -132,9 +139,18 @@ export function mount(element: HTMLElement, options: MountOptions): Mounted {
   let refreshes = 0;
   let token = typeof options.token === "string" ? options.token : "";
 
-  const setState = (kind: string, words: string) => {
+  const retry = el("button", "gf-retry", "Reconnect");
+  retry.type = "button";
+  retry.hidden = true;
+  retry.addEventListener("click", () => {
+    refreshes = 0;
+    start();
+  });
+  head.append(retry);
+  const setState = (kind: string, words: string, retryable = false) => {
     state.dataset["state"] = kind;
     state.textContent = words;
+    retry.hidden = !retryable;
   };
   const showCount = () => {
     count.textContent = todayCount === null ? "Today: …"
@@ -247,10 +263,10 @@ export function mount(element: HTMLElement, options: MountOptions): Mounted {
       return;
     }
     if (error.code === Code.Unavailable || /fetch|network/i.test(error.rawMessage)) {
-      setState("stopped", "Stopped: goalflow cannot be reached.");
+      setState("stopped", "Stopped: goalflow cannot be reached.", true);
       return;
     }
-    setState("stopped", `Stopped: ${error.rawMessage}`);
+    setState("stopped", `Stopped: ${error.rawMessage}`, true);
   };
 
   function start(): void {
@@ -281,7 +297,7 @@ export function mount(element: HTMLElement, options: MountOptions): Mounted {
         void failed(error);
       },
       onEnd() {
-        setState("stopped", "Stopped: the service closed the feed.");
+        setState("stopped", "Stopped: the service closed the feed.", true);
       },
     });
   }
@@ -300,7 +316,7 @@ export function mount(element: HTMLElement, options: MountOptions): Mounted {
   showCount();
   void begin();
 
-  return {
+  const handle: Mounted = {
     stop() {
       stopped = true;
       stopFeed?.();
@@ -308,8 +324,13 @@ export function mount(element: HTMLElement, options: MountOptions): Mounted {
       timers.forEach((timer) => clearTimeout(timer));
       timers.clear();
       root.replaceChildren();
+      if (mounted.get(element) === handle) {
+        mounted.delete(element);
+      }
     },
   };
+  mounted.set(element, handle);
+  return handle;
 }
 
 declare global {

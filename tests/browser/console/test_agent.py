@@ -269,8 +269,10 @@ async def test_the_embed_works_from_another_origin_the_edge_allows(
     refused = await console_pages.open(
         f"{embed_origin}/example.html#token={token}&agent=agent-a&edge="
         f"{console_world.url.rstrip('/')}")
-    await expect(refused.locator("#goalflow-notice").get_by_role("status")).to_have_text(
+    refused_notice = refused.locator("#goalflow-notice")
+    await expect(refused_notice.get_by_role("status")).to_have_text(
         "Stopped: goalflow cannot be reached.")
+    await expect(refused_notice.get_by_role("button", name="Reconnect")).to_be_visible()
 
 
 async def test_the_embed_asks_its_token_function_again_when_a_token_is_refused(

@@ -44,6 +44,25 @@ function feedWords(state: FeedState): string {
   }
 }
 
+/** Why the feed stopped, in words (the feed retried Unavailable before giving up). */
+function feedReason(error: ConnectError): string {
+  switch (error.code) {
+    case Code.Unavailable:
+    case Code.DeadlineExceeded:
+      return "goalflow cannot be reached (the service or the network is down).";
+    case Code.PermissionDenied:
+      return `not allowed (${error.rawMessage}).`;
+    case Code.ResourceExhausted:
+      return "this page fell behind the feed. Reconnect to go on; the list is read again.";
+    default: {
+      const problem = describe(error);
+      return problem.kind === "unavailable"
+        ? "goalflow cannot be reached (the service or the network is down)."
+        : error.rawMessage || problem.message;
+    }
+  }
+}
+
 function channelWords(channel: Channel): string {
   const name = Channel[channel] ?? "UNSPECIFIED";
   if (channel === Channel.UNSPECIFIED) {
@@ -181,7 +200,7 @@ export function AgentPage(_props: { route: Route }) {
           fail(error); // the session ended: back to sign-in, saying so
           return;
         }
-        setFeed({ kind: "stopped", reason: describe(error).message });
+        setFeed({ kind: "stopped", reason: feedReason(error) });
       },
       onEnd() {
         setFeed({ kind: "stopped", reason: "the service closed the feed." });
