@@ -121,6 +121,7 @@ async def test_a_refused_request_shows_the_servers_message_beside_the_field(
     beside = page.locator(f"#{await email.get_attribute('aria-describedby')}")
     assert await beside.inner_text() == "recipient_email: must be a valid e-mail address"
     assert await end.get_attribute("aria-invalid") is None  # the earlier message is gone
+    await screenshot(page, "exports-refused")
 
     assert await all_exports(console_world) == []
     assert read_outbox(console_world.outbox) == []
