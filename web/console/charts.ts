@@ -71,6 +71,53 @@ function countOf(metrics: ReportMetrics | undefined, id: MetricId): number {
   }
 }
 
+/** What a chart draws of a row: its label and figures (none: a gap filled with zeros). */
+export interface Point {
+  label: string;
+  metrics?: ReportMetrics | undefined;
+}
+
+const DAY_MS = 86_400_000;
+
+function dayMs(iso: string): number {
+  const [year, month, day] = iso.split("-").map(Number);
+  return Date.UTC(year, month - 1, day);
+}
+
+function isoOf(ms: number): string {
+  return new Date(ms).toISOString().slice(0, 10);
+}
+
+/** Every step of a time grouping over the range, with the report's rows where it has them
+ * and zeros between (a trend shows the quiet days too). `unit` is "day", "week", "hour"
+ * or "weekday"; `start` and `end` are the request's ISO dates. */
+export function timeline(rows: readonly ReportRow[], unit: "day" | "week" | "hour" | "weekday",
+                         start: string, end: string): Point[] {
+  const byKey = new Map(rows.map((row) => [row.key, row.metrics]));
+  const steps: { key: string; label: string }[] = [];
+  if (unit === "hour") {
+    HOURS.forEach((hh, h) => steps.push({ key: String(h), label: `${hh}:00` }));
+  } else if (unit === "weekday") {
+    WEEKDAYS.forEach((name, d) => steps.push({ key: String(d), label: name }));
+  } else {
+    const first = dayMs(start);
+    const last = dayMs(end);
+    const from = unit === "week" ? first - new Date(first).getUTCDay() * DAY_MS : first;
+    for (let at = from; at <= last && steps.length <= 400; at += unit === "week" ? 7 * DAY_MS : DAY_MS) {
+      steps.push({ key: isoOf(at), label: isoOf(at) });
+    }
+  }
+  const known = new Set(steps.map((step) => step.key));
+  const points = steps.map((step) => ({ label: step.label, metrics: byKey.get(step.key) }));
+  // A row the steps missed (it should not happen) is still drawn, after the others.
+  for (const row of rows) {
+    if (!known.has(row.key)) {
+      points.push({ label: row.label, metrics: row.metrics });
+    }
+  }
+  return points;
+}
+
 interface Series {
   name: string;
   unit: MetricSpec["unit"];
@@ -78,7 +125,7 @@ interface Series {
 }
 
 /** One series per chosen metric, and per currency for the money metrics. */
-export function seriesOf(rows: readonly ReportRow[], chosen: readonly MetricId[]): Series[] {
+export function seriesOf(rows: readonly Point[], chosen: readonly MetricId[]): Series[] {
   const found: Series[] = [];
   for (const spec of METRICS.filter((metric) => chosen.includes(metric.id))) {
     if (spec.unit !== "value") {
@@ -126,12 +173,13 @@ function yAxes(units: readonly MetricSpec["unit"][]) {
 function xAxes(units: readonly MetricSpec["unit"][]) {
   return units.map((unit, i) => ({
     ...axisOf(unit, i), position: i === 0 ? "bottom" as const : "top" as const,
+    nameLocation: "middle" as const, nameGap: 22,
   }));
 }
 
 /** Conversions and value over days, weeks, weekdays or hours: counts as bars, value and
  * time as lines, one axis per unit. */
-export function trendOption(rows: readonly ReportRow[], chosen: readonly MetricId[]): ChartOption {
+export function trendOption(rows: readonly Point[], chosen: readonly MetricId[]): ChartOption {
   const series = seriesOf(rows, chosen);
   const units = unitsOf(series);
   return {
@@ -152,7 +200,7 @@ export function trendOption(rows: readonly ReportRow[], chosen: readonly MetricI
 
 /** Per-agent, per-group, per-skill or per-goal bars, one bar per chosen metric (and
  * currency), laid sideways so that long names stay readable. */
-export function barsOption(rows: readonly ReportRow[], chosen: readonly MetricId[]): ChartOption {
+export function barsOption(rows: readonly Point[], chosen: readonly MetricId[]): ChartOption {
   const series = seriesOf(rows, chosen);
   const units = unitsOf(series);
   return {
@@ -160,7 +208,7 @@ export function barsOption(rows: readonly ReportRow[], chosen: readonly MetricId
     animation: false,
     tooltip: { trigger: "axis", axisPointer: { type: "shadow" } },
     legend: { type: "scroll", top: 0 },
-    grid: { left: 8, right: 24, top: units.length > 1 ? 64 : 40, bottom: 24,
+    grid: { left: 8, right: 24, top: units.length > 1 ? 80 : 40, bottom: 40,
       containLabel: true },
     yAxis: { type: "category", data: rows.map((row) => row.label), inverse: true,
       axisLabel: { width: 140, overflow: "truncate" } },

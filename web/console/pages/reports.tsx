@@ -14,7 +14,9 @@ import type {
 } from "../../src/gen/goals/v1/tracker_pb.js";
 import type { Problem } from "../api.js";
 import { useApp } from "../app.js";
-import { METRICS, barsOption, heatCells, heatmapOption, trendOption } from "../charts.js";
+import {
+  METRICS, barsOption, heatCells, heatmapOption, timeline, trendOption,
+} from "../charts.js";
 import type { MetricId } from "../charts.js";
 import { csvOf, downloadCsv } from "../csv.js";
 import type { Route } from "../router.js";
@@ -34,9 +36,11 @@ const GROUPINGS: readonly { value: ReportGrouping; title: string; column: string
   { value: ReportGrouping.GOAL, title: "Goal", column: "Goal" },
 ];
 
-/** Groupings drawn as a trend over time; the others as bars per agent, group, skill, goal. */
-const OVER_TIME = new Set<ReportGrouping>([
-  ReportGrouping.DAY, ReportGrouping.WEEK, ReportGrouping.HOUR, ReportGrouping.DAY_OF_WEEK,
+/** Groupings drawn as a trend over time (and the step of their time line); the others as
+ * bars per agent, group, skill or goal. */
+const OVER_TIME = new Map<ReportGrouping, "day" | "week" | "hour" | "weekday">([
+  [ReportGrouping.DAY, "day"], [ReportGrouping.WEEK, "week"], [ReportGrouping.HOUR, "hour"],
+  [ReportGrouping.DAY_OF_WEEK, "weekday"],
 ]);
 
 const DEFAULT_DAYS = 30;
@@ -162,13 +166,20 @@ function FieldError({ problem, field, id }: { problem: Problem | null; field: st
   return message === null ? null : <p class="field-error" id={id} role="alert">{message}</p>;
 }
 
-function useGoals(): { id: string; name: string }[] {
+interface GoalChoice {
+  id: string;
+  name: string;
+}
+
+/** The account's goals for the goal filter, or why they could not be listed. */
+function useGoals(): { goals: GoalChoice[]; trouble: string | null } {
   const { api, fail } = useApp();
-  const [goals, setGoals] = useState<{ id: string; name: string }[]>([]);
+  const [goals, setGoals] = useState<GoalChoice[]>([]);
+  const [trouble, setTrouble] = useState<string | null>(null);
   useEffect(() => {
     let live = true;
     (async () => {
-      const found: { id: string; name: string }[] = [];
+      const found: GoalChoice[] = [];
       let pageToken = "";
       do {
         const page = await api.config.listGoals({ pageSize: 200, pageToken });
@@ -185,12 +196,12 @@ function useGoals(): { id: string; name: string }[] {
     })().catch((err: unknown) => {
       // The report still works without the goal list (no goal filter to offer).
       if (live) {
-        fail(err);
+        setTrouble(`The goals could not be listed: ${fail(err).message}`);
       }
     });
     return () => { live = false; };
   }, [api, fail]);
-  return goals;
+  return { goals, trouble };
 }
 
 function Controls({ form, setForm, chosen, setChosen, problem, busy, onSubmit, goals }: {
@@ -201,7 +212,7 @@ function Controls({ form, setForm, chosen, setChosen, problem, busy, onSubmit, g
   problem: Problem | null;
   busy: boolean;
   onSubmit(): void;
-  goals: { id: string; name: string }[];
+  goals: { goals: GoalChoice[]; trouble: string | null };
 }) {
   const invalid = (field: string) => (fieldMessage(problem, field) === null ? undefined : "true");
   const described = (field: string, hint?: string) => {
@@ -260,16 +271,18 @@ function Controls({ form, setForm, chosen, setChosen, problem, busy, onSubmit, g
       <div class="toolbar">
         <div class="field">
           <label for="report-goals">Goals</label>
-          <select id="report-goals" multiple size={Math.min(4, Math.max(2, goals.length))}
+          <select id="report-goals" multiple size={Math.min(4, Math.max(2, goals.goals.length))}
             aria-invalid={invalid("goal_ids")} aria-describedby={described("goal_ids", "report-goals-hint")}
             onChange={(e) => setForm({
               goals: [...e.currentTarget.selectedOptions].map((option) => option.value),
             })}>
-            {goals.map((goal) => (
+            {goals.goals.map((goal) => (
               <option value={goal.id} selected={form.goals.includes(goal.id)}>{goal.name}</option>
             ))}
           </select>
-          <p class="hint" id="report-goals-hint">None selected: all goals.</p>
+          <p class="hint" id="report-goals-hint">
+            {goals.trouble ?? "None selected: all goals."}
+          </p>
           <FieldError problem={problem} field="goal_ids" id="goal_ids-error" />
         </div>
         {text("skills", "skills", "Skills (comma-separated)")}
@@ -311,10 +324,11 @@ function Charts({ shown, chosen }: { shown: Shown; chosen: MetricId[] }) {
     if (request.grouping === ReportGrouping.DAY_OF_WEEK_HOUR) {
       return null;
     }
-    return OVER_TIME.has(request.grouping)
-      ? trendOption(report.rows, chosen)
-      : barsOption(report.rows, chosen);
-  }, [report, chosen, request.grouping]);
+    const step = OVER_TIME.get(request.grouping);
+    return step === undefined
+      ? barsOption(report.rows, chosen)
+      : trendOption(timeline(report.rows, step, request.start, request.end), chosen);
+  }, [report, chosen, request]);
   const heatRows = heat?.rows ?? [];
   const heatOption = useMemo(() => heatmapOption(heatRows), [heat]);
   const busiest = Math.max(0, ...heatCells(heatRows).map((cell) => cell[2]));
