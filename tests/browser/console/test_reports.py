@@ -147,10 +147,14 @@ async def table(page: Page) -> list[list[str]]:
     )
 
 
-async def marks(page: Page, test_id: str) -> int:
-    chart = page.get_by_test_id(test_id)
-    await chart.locator("svg").wait_for()
-    return await chart.evaluate(MARKS_JS)
+async def marks(page: Page, test_id: str, at_least: int) -> int:
+    """The marks drawn in the chart ``test_id`` once there are ``at_least`` (the chart
+    draws after the table it sits above)."""
+    chart = await page.get_by_test_id(test_id).element_handle()
+    assert chart is not None
+    await page.wait_for_function(f"([element, n]) => ({MARKS_JS})(element) >= n",
+                                 arg=[chart, at_least])
+    return int(await chart.evaluate(MARKS_JS))
 
 
 async def test_the_reports_page_draws_the_report_and_its_totals_are_get_reports(
@@ -178,9 +182,9 @@ async def test_the_reports_page_draws_the_report_and_its_totals_are_get_reports(
     assert await rule.is_visible()
 
     # The trend: a bar per day with conversions (and the value lines' points, the legend).
-    assert await marks(page, "chart-trend") >= len(by_day.rows)
+    assert await marks(page, "chart-trend", len(by_day.rows)) >= len(by_day.rows)
     # The heat map: one filled cell per (weekday, hour) with conversions, nothing else.
-    assert await marks(page, "chart-heatmap") == len(heat.rows)
+    assert await marks(page, "chart-heatmap", len(heat.rows)) == len(heat.rows)
     assert "Heat map of conversions" in (
         await page.get_by_test_id("chart-heatmap").get_attribute("aria-label") or "")
     await screenshot(page, "reports")
@@ -189,7 +193,8 @@ async def test_the_reports_page_draws_the_report_and_its_totals_are_get_reports(
     await show(page, world, "Agent", "Agent")
     by_agent = await native_report(world, tracker_pb2.REPORT_GROUPING_AGENT)
     await page.get_by_test_id("chart-bars").wait_for()
-    assert await marks(page, "chart-bars") >= len(by_agent.rows) == 3
+    assert len(by_agent.rows) == 3
+    assert await marks(page, "chart-bars", 3) >= 3
     assert await page.get_by_test_id("chart-trend").count() == 0
     shown = await table(page)
     assert shown[-1] == cells(TOTALS_LABEL, by_agent.totals)
@@ -265,7 +270,7 @@ async def test_the_empty_range_says_so_and_a_phone_screen_does_not_scroll_sidewa
     phone = await console_pages.signed_in(world, page="reports", viewport=PHONE)
     await show(phone, world, "Day", "Day")
     await phone.get_by_test_id("report-totals").wait_for()
-    assert await marks(phone, "chart-heatmap") == len(CONVERSATIONS)
+    assert await marks(phone, "chart-heatmap", len(CONVERSATIONS)) == len(CONVERSATIONS)
     overflow = await phone.evaluate(
         "() => document.documentElement.scrollWidth - document.documentElement.clientWidth")
     assert overflow <= 0
