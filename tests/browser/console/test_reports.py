@@ -45,7 +45,7 @@ def person(agent_id: str, name: str, group: str) -> tracker_pb2.Agent:
 
 
 ANN = person("agent-ann", "Ann", "sales")
-BOB = person("agent-bob", "Bob", "support")
+BOB = person("agent-bob", 'Bob "B", Jr.', "support")  # quoted in CSV (RFC 4180)
 CMD = person("agent-cmd", "=cmd", "sales")  # a name a spreadsheet would run as a formula
 
 
@@ -228,6 +228,7 @@ async def test_the_csv_holds_the_table_as_shown_with_formula_cells_prefixed(
 
     assert lines[1:] == [[as_csv(cell) for cell in row] for row in shown]
     assert ["'=cmd"] == [line[0] for line in lines if "cmd" in line[0]]
+    assert b'\r\n"Bob ""B"", Jr.",' in raw
     assert lines[-1][0] == TOTALS_LABEL
     by_agent = await native_report(world, tracker_pb2.REPORT_GROUPING_AGENT)
     assert lines[-1] == cells(TOTALS_LABEL, by_agent.totals)
