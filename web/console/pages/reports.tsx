@@ -449,7 +449,10 @@ export function ReportsPage(_props: { route: Route }) {
       }
     }
   };
-  useEffect(() => { void load(form); }, []);
+  useEffect(() => {
+    void load(form);
+    return () => { asked.current += 1; };  // an answer after leaving the page is dropped
+  }, []);
 
   const besideField = problem !== null && FIELDS.some((field) => fieldMessage(problem, field));
   const empty = shown !== null && shown.report.rows.length === 0;
