@@ -65,7 +65,7 @@ $(WEB_STAMP): $(WEB_GEN) $(WEB_SOURCES)
 	$(ESBUILD) web/embed/agent-notice.ts --minify --sourcemap \
 		--outfile=$(WEB_DIST)/console/embed/goalflow-agent.js
 	cp web/console/index.html web/console/console.css $(WEB_DIST)/console/
-	cp web/embed/example.html $(WEB_DIST)/console/embed/example.html
+	cp web/embed/example.html web/embed/example.js web/embed/example.css $(WEB_DIST)/console/embed/
 	touch $@
 
 # The browser tests drive the distribution's Chromium (tests/browser); nothing downloads one.
