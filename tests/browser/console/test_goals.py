@@ -342,6 +342,8 @@ async def test_the_list_reads_at_desktop_and_phone_width(
         await expect(row(page, name).locator(".badge")).to_have_text(status)
     await expect(page.get_by_test_id("goal-slots")).to_contain_text("4 of 15")
     await expect(row(page, "Checkout").get_by_test_id("seven-day")).to_have_text("1")
+    # At 1280 px every column, the row actions included, shows without scrolling the table.
+    assert await page.locator(".table-wrap").evaluate("el => el.scrollWidth <= el.clientWidth")
     await screenshot(page, "goals")
 
     phone = await console_pages.signed_in(world, page="goals", viewport=PHONE)
