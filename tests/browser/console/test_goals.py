@@ -406,6 +406,8 @@ async def test_a_supervisor_sees_goals_read_only(
     await page.get_by_role("link", name="Checkout", exact=True).click()
     await expect(page.get_by_label("Name", exact=True)).to_be_disabled()
     await expect(page.get_by_role("button", name="Save changes")).to_have_count(0)
+    await page.goto(world.url + "#/goals/new")
+    await expect(page.get_by_text("Only an admin can create goals.")).to_be_visible()
 
 
 async def test_config_down_is_said_in_words_with_a_way_to_retry(

@@ -2,6 +2,7 @@
 // Admins change goals; supervisors look.
 import { useEffect, useState } from "preact/hooks";
 
+import { useApp } from "../app.js";
 import { go } from "../router.js";
 import type { Route } from "../router.js";
 import { GoalFormView } from "./goals/form.js";
@@ -16,6 +17,15 @@ export function GoalsPage({ route }: { route: Route }) {
       setNotice(null); // a form opened: the last "saved" is old news
     }
   }, [target]);
+  const { session } = useApp();
+  if (target === "new" && session.role !== "admin") {
+    return (
+      <section>
+        <h1>New goal</h1>
+        <p>Only an admin can create goals. <a href="#/goals">Back to the goals</a></p>
+      </section>
+    );
+  }
   if (target !== undefined) {
     const goalId = target === "new" ? null : target;
     return (
