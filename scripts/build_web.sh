@@ -35,4 +35,4 @@ bundle web/console/main.tsx --minify --sourcemap --outfile="$dist/console/consol
 bundle web/embed/agent-notice.ts --minify --sourcemap \
     --outfile="$dist/console/embed/goalflow-agent.js"
 cp web/console/index.html web/console/console.css "$dist/console/"
-cp web/embed/example.html "$dist/console/embed/example.html"
+cp web/embed/example.html web/embed/example.js web/embed/example.css "$dist/console/embed/"

@@ -544,7 +544,10 @@ class Demo:
         if opts.keep_running:
             narrate(f"Everything stays up for the console at {console_url(edge)}: Ctrl-C "
                     "stops it.")
-            stack.wait()
+            try:
+                stack.wait()
+            except KeyboardInterrupt:  # the way this run is meant to end: not an error
+                say()
 
     def create_goal(self, cli: Cli, number: int, goal: dict[str, Any], day: dt.date) -> str:
         """Write the goal with its start date to its own file, create it, return its id."""

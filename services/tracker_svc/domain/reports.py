@@ -16,7 +16,9 @@ Definitions (the lead engineer's decisions, implemented exactly):
   (credit agent id; label = agent name), GOAL (goal id; label = goal name as recorded),
   DAY (ISO date of the open time in the offset), DAY_OF_WEEK (0 = Sunday .. 6 = Saturday;
   label "Sunday".."Saturday"), WEEK (ISO date of the Sunday starting the open time's week),
-  HOUR (0..23; label "00:00".."23:00"). Rows are sorted by key, numeric keys numerically.
+  HOUR (0..23; label "00:00".."23:00"), DAY_OF_WEEK_HOUR (both together, for a weekday x
+  hour heat map: key "d-h", "1-13" = Monday 13:00; label "Monday 13:00"). Rows are sorted
+  by key, numeric keys numerically (DAY_OF_WEEK_HOUR by weekday, then hour).
   Where a name varies between conversions (a renamed goal or agent), the label is the name
   on the most recently opened conversation.
 - **conversions**: distinct conversions in the row. Per AGENT each credited agent gets +1
@@ -65,10 +67,11 @@ from tracker_svc.domain.model import (
 )
 from tracker_svc.store.protocols import ReportStore
 
-GROUPINGS = ("SKILL", "GROUP", "AGENT", "GOAL", "DAY", "DAY_OF_WEEK", "WEEK", "HOUR")
+GROUPINGS = ("SKILL", "GROUP", "AGENT", "GOAL", "DAY", "DAY_OF_WEEK", "WEEK", "HOUR",
+             "DAY_OF_WEEK_HOUR")
 WEEKDAYS = ("Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday")
 MICROS_PER_SECOND = 1_000_000
-_NUMERIC_KEYS = frozenset({"DAY_OF_WEEK", "HOUR"})
+_NUMERIC_KEYS = frozenset({"DAY_OF_WEEK", "HOUR", "DAY_OF_WEEK_HOUR"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,6 +237,8 @@ def _conversation_key(
         return sunday, sunday
     if grouping == "HOUR":
         return str(opened.hour), f"{opened.hour:02d}:00"
+    if grouping == "DAY_OF_WEEK_HOUR":
+        return f"{weekday}-{opened.hour}", f"{WEEKDAYS[weekday]} {opened.hour:02d}:00"
     raise AssertionError(grouping)
 
 
@@ -308,11 +313,16 @@ def metrics(bucket: Bucket, activity: dict[str, dict[str, Activity]]) -> Metrics
     )
 
 
+def _numeric_key(key: str) -> tuple[int, ...]:
+    """"13" -> (13,); "1-13" (weekday-hour) -> (1, 13)."""
+    return tuple(int(part) for part in key.split("-"))
+
+
 def report_of(aggregate: Aggregate, activity: dict[str, dict[str, Activity]]) -> Report:
     """The finished report: rows sorted by key (numeric keys numerically), and totals."""
     rows = aggregate.rows
     if aggregate.query.grouping in _NUMERIC_KEYS:
-        keys = sorted(rows, key=int)
+        keys = sorted(rows, key=_numeric_key)
     else:
         keys = sorted(rows)
     return Report(

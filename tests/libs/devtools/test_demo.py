@@ -15,8 +15,10 @@ import io
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -170,25 +172,75 @@ def _agents(conversion: tracker_pb2.Conversion) -> set[str]:
 # A shared machine at load 9 took 43 s, too close to the 60 s default, hence the margin.
 @pytest.mark.timeout(120)
 async def test_demo_prints_reports_and_mails_a_csv_that_agree_with_the_conversions(tmp_path):
+    """Run as ``make demo KEEP=1``: it ends by printing the web console's address and the
+    admin key, keeps everything up (the console answers, the key signs in) until Ctrl-C,
+    then stops it all."""
     workdir = tmp_path / "demo"
     # Nothing of the caller's setup leaks in; GOALFLOW_DEV_DIR marks every process started.
     env = {k: v for k, v in os.environ.items() if not k.startswith("GOALFLOW_")}
     env.pop("MONGODB_URI", None)
     env["GOALFLOW_DEV_DIR"] = str(workdir)
-    done = await asyncio.to_thread(
-        subprocess.run,
+    demo = await asyncio.to_thread(
+        subprocess.Popen,
         [sys.executable, "-m", "goalflow_dev.demo", "--conversations", str(SLICE),
-         "--live", "2", "--workdir", str(workdir)],
-        capture_output=True, text=True, env=env, cwd=REPO, timeout=100,
+         "--live", "2", "--workdir", str(workdir), "--keep-running"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO,
     )
-    out = done.stdout
-    assert done.returncode == 0, f"{out}\n{done.stderr}"
+    try:
+        shown = await asyncio.wait_for(asyncio.to_thread(_until_kept, demo), 100)
+        console, key = _console(shown)
+        page = await asyncio.to_thread(_get, console)
+        assert '<div id="console">' in page
+        assert demo.poll() is None  # still up
+        await asyncio.to_thread(_mint_through, console, key)
+        demo.send_signal(signal.SIGINT)  # Ctrl-C
+        rest, err = await asyncio.to_thread(demo.communicate, timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.kill()
+            demo.wait()
+    out = shown + rest
+    assert demo.returncode == 0, f"{out}\n{err}"
     assert _started_by(env) == []  # the stack and every command are gone
     assert out.rstrip().endswith("# Stopped; nothing is left running.")
 
     conversions = await _recorded(workdir)
     assert conversions
     _check_transcript(out, workdir, conversions)
+
+
+def _until_kept(demo: subprocess.Popen[str]) -> str:
+    """What the demo printed up to its "stays up" line."""
+    assert demo.stdout is not None
+    lines: list[str] = []
+    for line in demo.stdout:
+        lines.append(line)
+        if "Ctrl-C stops it" in line:
+            return "".join(lines)
+    raise AssertionError("the demo ended without staying up:\n" + "".join(lines))
+
+
+def _console(out: str) -> tuple[str, str]:
+    """The console address and admin key the demo printed."""
+    match = re.search(r"# Open (http://\S+/) and sign in with the admin key.*\n\s+(gf_\S+)",
+                      out)
+    assert match, out[-2000:]
+    return match.group(1), match.group(2)
+
+
+def _get(url: str) -> str:
+    with urllib.request.urlopen(url, timeout=10) as reply:
+        return reply.read().decode()
+
+
+def _mint_through(console: str, key: str) -> None:
+    """The console's sign-in call (MintToken through the edge) with the printed key."""
+    request = urllib.request.Request(
+        console + "goals.v1.AccountService/MintToken", method="POST",
+        data=json.dumps({"role": "ROLE_ADMIN"}).encode(),
+        headers={"authorization": f"Bearer {key}", "content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as reply:
+        assert json.loads(reply.read())["token"].count(".") == 2
 
 
 def _check_transcript(out: str, workdir: Path, conversions: list[tracker_pb2.Conversion]) -> None:

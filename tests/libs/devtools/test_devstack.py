@@ -272,6 +272,12 @@ async def test_make_run_serves_config_mails_to_outbox_and_stops_cleanly(stack_en
             headers={"authorization": f"Bearer {keys['GOALFLOW_ADMIN_KEY']}"}) as response:
         assert response.status == 200
         assert created.id in await response.text()
+    # ... and serves the web console (built by `make web`, which `make test` runs first),
+    # whose address the summary prints.
+    assert f"web console: {edge}/ " in summary
+    async with aiohttp.ClientSession() as session, session.get(f"{edge}/") as response:
+        assert response.status == 200
+        assert '<div id="console">' in await response.text()
 
     # Mail sent to the sink lands in the outbox, one .eml file per message.
     message = EmailMessage()

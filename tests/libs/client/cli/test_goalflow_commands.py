@@ -335,6 +335,7 @@ async def test_report_buckets_follow_the_utc_offset(cli_stack: CliStack, purchas
         "hour": str(local_open.hour),
         "day-of-week": str(local_open.isoweekday() % 7),  # 0 = Sunday
         "week": str(local_open.date() - dt.timedelta(days=local_open.isoweekday() % 7)),
+        "day-of-week-hour": f"{local_open.isoweekday() % 7}-{local_open.hour}",
     }
     results = await asyncio.gather(*(
         cli_stack.run("report", "--by", grouping, *purchase.dates, "--utc-offset=-05:30",

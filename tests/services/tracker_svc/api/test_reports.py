@@ -291,6 +291,13 @@ async def test_day_of_week_hour_and_day_buckets_follow_the_offset(
     assert buckets(await get_report(stub, hour, "2026-06-07", "2026-06-07", 330)) == [
         ("1", "01:00", 1), ("8", "08:00", 1)
     ]
+    both = G.REPORT_GROUPING_DAY_OF_WEEK_HOUR
+    assert buckets(await get_report(stub, both, "2026-06-06", "2026-06-07")) == [
+        ("0-3", "Sunday 03:00", 1), ("6-20", "Saturday 20:00", 1)
+    ]
+    assert buckets(await get_report(stub, both, "2026-06-07", "2026-06-07", 330)) == [
+        ("0-1", "Sunday 01:00", 1), ("0-8", "Sunday 08:00", 1)
+    ]
     assert buckets(await get_report(stub, G.REPORT_GROUPING_DAY, "2026-06-01", "2026-06-30",
                                     330)) == [("2026-06-07", "2026-06-07", 2)]
     # UTC-05:00: Sunday 03:00 UTC is Saturday 22:00; both open on Saturday June 6.
@@ -299,6 +306,9 @@ async def test_day_of_week_hour_and_day_buckets_follow_the_offset(
     ]
     assert buckets(await get_report(stub, hour, "2026-06-06", "2026-06-06", -300)) == [
         ("15", "15:00", 1), ("22", "22:00", 1)
+    ]
+    assert buckets(await get_report(stub, both, "2026-06-06", "2026-06-06", -300)) == [
+        ("6-15", "Saturday 15:00", 1), ("6-22", "Saturday 22:00", 1)
     ]
     # The date range moves with the offset too: June 7 in UTC holds only one of them.
     assert buckets(await get_report(stub, dow, "2026-06-07", "2026-06-07")) == [

@@ -79,6 +79,21 @@ def test_time_groupings_use_the_callers_offset_and_sort_numerically() -> None:
     assert [(r.key, r.label) for r in by_day.rows] == [("0", "Sunday"), ("1", "Monday")]
 
 
+def test_day_of_week_hour_keys_both_and_sorts_by_weekday_then_hour() -> None:
+    # At +02:00: 22:30 UTC Sunday is Monday 00:30; 09:30 UTC is Sunday 11:30; 10:30 UTC on
+    # Sunday is Sunday 12:30; and 20:30 UTC Monday is Monday 22:30 (hour 22 sorts after 0
+    # and "1-22" after "1-0" numerically, not as text).
+    rows = [conversion("x1", "c1", (A,)),
+            conversion("x2", "c2", (A,), opened=T0 - 13 * 60 * MIN),
+            conversion("x3", "c3", (B,), opened=T0 - 12 * 60 * MIN),
+            conversion("x4", "c4", (B,), opened=T0 + 22 * 60 * MIN)]
+    by_both = report_of(aggregate(query("DAY_OF_WEEK_HOUR", offset_minutes=120), rows), {})
+    assert [(r.key, r.label, r.metrics.conversions) for r in by_both.rows] == [
+        ("0-11", "Sunday 11:00", 1), ("0-12", "Sunday 12:00", 1),
+        ("1-0", "Monday 00:00", 1), ("1-22", "Monday 22:00", 1)]
+    assert by_both.totals.conversions == 4
+
+
 def test_activity_counts_messages_responses_and_assigned_time_per_pair() -> None:
     events = [event("assigned", T0, agent=A), event("message", T0 + MIN,
               author_type="END_USER", author_id="u"),
