@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[3]
 CONSOLE_DIR = ROOT / "web" / "dist" / "console"
 OUTPUT_DIR = ROOT / "build" / "test-output" / "browser"
 README_SCREENSHOTS = ROOT / "docs" / "screenshots"
+README_SCREENSHOT_NAMES = frozenset({"goals", "reports"})  # the pictures README.md shows
 DESKTOP = {"width": 1280, "height": 900}
 PHONE = {"width": 390, "height": 844}
 UI_WAIT_MS = 10_000  # how long a test waits for the page before calling it broken
@@ -174,12 +175,12 @@ async def console_pages(browser: Browser, console: Console) -> AsyncIterator[Con
 
 
 async def screenshot(page: Page, name: str) -> Path:
-    """``name``.png of the whole page under build/test-output/browser (and docs/screenshots
-    with GOALFLOW_UPDATE_SCREENSHOTS=1)."""
+    """``name``.png of the whole page under build/test-output/browser (and, for the
+    README's pictures, docs/screenshots with GOALFLOW_UPDATE_SCREENSHOTS=1)."""
     OUTPUT_DIR.mkdir(parents=True, exist_ok=True)
     path = OUTPUT_DIR / f"{name}.png"
     await page.screenshot(path=str(path), full_page=True)
-    if os.environ.get("GOALFLOW_UPDATE_SCREENSHOTS") == "1":
+    if name in README_SCREENSHOT_NAMES and os.environ.get("GOALFLOW_UPDATE_SCREENSHOTS") == "1":
         README_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         (README_SCREENSHOTS / f"{name}.png").write_bytes(path.read_bytes())
     return path
