@@ -17,8 +17,6 @@ from bson import json_util
 from grpc import aio
 from pymongo import AsyncMongoClient
 
-from export_svc.server import create_server as create_export
-from export_svc.settings import ExportSettings
 from goalflow_common.auth import KeyStore, Role
 from goalflow_common.client import make_channel
 from goalflow_common.pb.goals.v1 import (
@@ -32,8 +30,7 @@ from goalflow_common.pb.goals.v1 import (
 )
 from goalflow_common.server import GoalflowServer
 from goalflow_common.tokens import TokenAuthority
-from goalflow_dev.embedded_mongo import free_port
-from tests.conftest import TOKEN_KEYS, Tenant
+from tests.conftest import Tenant
 from tests.services.config_svc.helpers import url_condition
 from tests.services.export_svc import conftest as export_fixtures
 from tests.services.tracker_svc import conftest as tracker_fixtures
@@ -192,17 +189,9 @@ async def wait_mailed(stub: export_pb2_grpc.ExportServiceStub,
 async def world(stack, sink, mongo_uri, db_prefix, clock, platform_key, keys,
                 make_tenant, tokens) -> AsyncIterator[World]:
     smtp_port, outbox = sink
-    http_port = free_port()
-    export, export_port = await create_export(ExportSettings(
-        mongodb_uri=mongo_uri, auth_db_name=f"{db_prefix}_auth",
-        export_db_name=f"{db_prefix}_export", grpc_port=0, http_port=http_port,
-        public_base_url=f"http://127.0.0.1:{http_port}", tracker_address=stack.tracker_address,
-        config_address=stack.config_address, smtp_port=smtp_port, link_secret="k" * 40,
-        service_api_key=platform_key, lease_s=5.0, shutdown_grace_s=1.0,
-        token_keys=TOKEN_KEYS,
-    ), clock=clock, ttl_indexes=False)
-    await export.start()
-    export_address = f"127.0.0.1:{export_port}"
+    export, export_address = await export_fixtures.start_export_beside(
+        stack, mongo_uri=mongo_uri, db_prefix=db_prefix, smtp_port=smtp_port,
+        platform_key=platform_key, clock=clock)
     try:
         a = await make_tenant(f"alpha-{uuid.uuid4().hex[:8]}")
         b = await make_tenant(f"bravo-{uuid.uuid4().hex[:8]}")

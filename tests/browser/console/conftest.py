@@ -26,13 +26,10 @@ from playwright.async_api import Browser, Page
 
 from edge_svc.server import EdgeServer
 from edge_svc.settings import EdgeSettings
-from export_svc.server import create_server as create_export
-from export_svc.settings import ExportSettings
 from goalflow_common.auth import Role
 from goalflow_common.client import make_channel
 from goalflow_common.clock import ManualClock
 from goalflow_common.pb.goals.v1 import export_pb2_grpc, tracker_pb2_grpc
-from goalflow_dev.embedded_mongo import free_port
 from tests.browser.conftest import Console
 from tests.conftest import TOKEN_KEYS, Tenant
 from tests.services.export_svc import conftest as export_fixtures
@@ -100,17 +97,9 @@ async def console_world(
     if not (CONSOLE_DIR / "index.html").is_file():
         pytest.fail(f"{CONSOLE_DIR} is not built: run `make web`")
     smtp_port, outbox = sink
-    http_port = free_port()
-    export, export_port = await create_export(ExportSettings(
-        mongodb_uri=mongo_uri, auth_db_name=f"{db_prefix}_auth",
-        export_db_name=f"{db_prefix}_export", grpc_port=0, http_port=http_port,
-        public_base_url=f"http://127.0.0.1:{http_port}", tracker_address=stack.tracker_address,
-        config_address=stack.config_address, smtp_port=smtp_port, link_secret="k" * 40,
-        service_api_key=platform_key, lease_s=5.0, shutdown_grace_s=1.0,
-        token_keys=TOKEN_KEYS,
-    ), clock=clock, ttl_indexes=False)
-    await export.start()
-    export_address = f"127.0.0.1:{export_port}"
+    export, export_address = await export_fixtures.start_export_beside(
+        stack, mongo_uri=mongo_uri, db_prefix=db_prefix, smtp_port=smtp_port,
+        platform_key=platform_key, clock=clock)
     edge = EdgeServer(EdgeSettings(
         http_port=0, config_address=stack.config_address,
         tracker_address=stack.tracker_address, export_address=export_address,

@@ -10,13 +10,10 @@ import pytest
 
 from edge_svc.server import EdgeServer
 from edge_svc.settings import EdgeSettings
-from export_svc.server import create_server as create_export
-from export_svc.settings import ExportSettings
 from goalflow_common.server import GoalflowServer
 from goalflow_common.tokens import TokenAuthority
-from goalflow_dev.embedded_mongo import free_port
 from tests.conftest import Tenant
-from tests.services.export_svc.conftest import sink  # noqa: F401
+from tests.services.export_svc.conftest import sink, start_export_beside  # noqa: F401
 from tests.services.tracker_svc.conftest import Stack, stack  # noqa: F401
 
 ORIGIN = "https://console.example"
@@ -55,17 +52,11 @@ def edge_settings(services: Stack, export_address: str, **overrides: object) -> 
 async def export_server(stack, sink, mongo_uri, db_prefix, clock, platform_key  # noqa: F811
                         ) -> AsyncIterator[tuple[GoalflowServer, str]]:
     smtp_port, _ = sink
-    http_port = free_port()
-    export, port = await create_export(ExportSettings(
-        mongodb_uri=mongo_uri, auth_db_name=f"{db_prefix}_auth",
-        export_db_name=f"{db_prefix}_export", grpc_port=0, http_port=http_port,
-        public_base_url=f"http://127.0.0.1:{http_port}", tracker_address=stack.tracker_address,
-        config_address=stack.config_address, smtp_port=smtp_port, link_secret="k" * 40,
-        service_api_key=platform_key, lease_s=5.0, shutdown_grace_s=1.0,
-    ), clock=clock, ttl_indexes=False)
-    await export.start()
+    export, address = await start_export_beside(
+        stack, mongo_uri=mongo_uri, db_prefix=db_prefix, smtp_port=smtp_port,
+        platform_key=platform_key, clock=clock)
     try:
-        yield export, f"127.0.0.1:{port}"
+        yield export, address
     finally:
         await export.stop(0.5)
 

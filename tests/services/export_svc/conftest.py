@@ -1,4 +1,6 @@
-"""The SMTP sink (as `make run` starts it) as a subprocess on a free loopback port."""
+"""The SMTP sink (as `make run` starts it) as a subprocess on a free loopback port, and the
+export service started beside a config + tracker stack (:func:`start_export_beside`), as
+the security, edge and console tests run it."""
 
 from __future__ import annotations
 
@@ -12,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from export_svc.server import create_server as create_export
+from export_svc.settings import ExportSettings
+from goalflow_common.clock import Clock
+from goalflow_common.server import GoalflowServer
 from goalflow_dev.embedded_mongo import free_port
+from tests.conftest import TOKEN_KEYS
+from tests.services.tracker_svc.conftest import Stack
 
 
 async def start_sink(port: int, outbox: Path) -> asyncio.subprocess.Process:
@@ -63,3 +71,22 @@ def read_outbox(outbox: Path) -> list[EmailMessage]:
 
 # The real config + tracker stack, reused from the tracker tests.
 from tests.services.tracker_svc.conftest import stack  # noqa: E402, F401
+
+
+async def start_export_beside(beside: Stack, *, mongo_uri: str, db_prefix: str, smtp_port: int,
+                              platform_key: str, clock: Clock
+                              ) -> tuple[GoalflowServer, str]:
+    """The export service on loopback, started, calling the config and tracker of ``beside`` and
+    mailing through the SMTP sink on ``smtp_port``: the server and its gRPC address. The
+    caller stops it (``await server.stop(0.5)``)."""
+    http_port = free_port()
+    export, port = await create_export(ExportSettings(
+        mongodb_uri=mongo_uri, auth_db_name=f"{db_prefix}_auth",
+        export_db_name=f"{db_prefix}_export", grpc_port=0, http_port=http_port,
+        public_base_url=f"http://127.0.0.1:{http_port}", tracker_address=beside.tracker_address,
+        config_address=beside.config_address, smtp_port=smtp_port, link_secret="k" * 40,
+        service_api_key=platform_key, lease_s=5.0, shutdown_grace_s=1.0,
+        token_keys=TOKEN_KEYS,
+    ), clock=clock, ttl_indexes=False)
+    await export.start()
+    return export, f"127.0.0.1:{port}"
