@@ -45,13 +45,16 @@ export const SESSION_ENDED = "Your session has ended. Sign in again to go on.";
 
 const UNAVAILABLE =
   "goalflow cannot be reached right now (the service or the network is down). " +
-  "Your changes were not saved; try again in a moment.";
+  "Try again in a moment.";
+/** Said as well when the failed call was a change (a save, an activation, a request). */
+const NOT_SAVED = " Your changes were not saved.";
 
 /** The server's field-first messages ("conditions: at most 100 ..."), docs/rules.md. */
 const FIELD_RE = /^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.+)$/s;
 
-/** What went wrong, in words, from any error a call threw. */
-export function describe(err: unknown): Problem {
+/** What went wrong, in words, from any error a call threw; `saving`: the call was a change,
+ * and an unreachable service must also say that nothing was saved. */
+export function describe(err: unknown, saving = false): Problem {
   const error = ConnectError.from(err);
   const message = error.rawMessage;
   switch (error.code) {
@@ -59,12 +62,12 @@ export function describe(err: unknown): Problem {
       return { kind: "expired", message: SESSION_ENDED };
     case Code.Unavailable:
     case Code.DeadlineExceeded:
-      return { kind: "unavailable", message: UNAVAILABLE };
+      return { kind: "unavailable", message: UNAVAILABLE + (saving ? NOT_SAVED : "") };
     case Code.Unknown:
     case Code.Internal:
       // fetch() itself failed (edge down, network gone): connect-web reports Unknown.
       if (/fetch|network|load failed/i.test(message)) {
-        return { kind: "unavailable", message: UNAVAILABLE };
+        return { kind: "unavailable", message: UNAVAILABLE + (saving ? NOT_SAVED : "") };
       }
       return { kind: "refused", message: `The server failed: ${message}` };
     case Code.InvalidArgument:

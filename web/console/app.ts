@@ -9,8 +9,9 @@ import type { Session } from "./session.js";
 export interface AppContext {
   session: Session;
   api: Api;
-  /** Describes `err`; an ended session also signs the person out with that message. */
-  fail(err: unknown): Problem;
+  /** Describes `err` (`saving`: the failed call was a change); an ended session also signs
+   * the person out with that message. */
+  fail(err: unknown, saving?: boolean): Problem;
 }
 
 export const App = createContext<AppContext | null>(null);

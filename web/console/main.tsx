@@ -50,10 +50,10 @@ function SignIn({ onSession, notice }: {
     try {
       onSession(await signIn(credential, agentId));
     } catch (err: unknown) {
-      if (err instanceof Error && err.name !== "ConnectError") {
+      if (err instanceof Error && err.name !== "ConnectError" && err.message) {
         setError(err.message);
       } else {
-        const found = describe(err);
+        const found = describe(err instanceof Error && err.cause ? err.cause : err);
         setProblem(found.kind === "expired"
           ? { kind: "refused", message: "This key is not valid (unknown, revoked or mistyped)." }
           : found);
@@ -72,14 +72,18 @@ function SignIn({ onSession, notice }: {
         <input id="credential" name="credential" type="password" autocomplete="off" required
           value={credential} onInput={(e) => setCredential(e.currentTarget.value)} />
         <p class="hint">
-          A key is exchanged for a one-hour session token and not kept. An agent key needs
-          the agent's id.
+          A key is exchanged for a session token (one hour unless the deployment says
+          otherwise) and not kept. Agents sign in with the token their workspace gives them.
         </p>
         {keyGiven && (
           <>
-            <label for="agent-id">Agent id (agent keys only)</label>
-            <input id="agent-id" name="agent-id" value={agentId}
+            <label for="agent-id">Agent id, to open that agent's view</label>
+            <input id="agent-id" name="agent-id" value={agentId} aria-describedby="agent-id-hint"
               onInput={(e) => setAgentId(e.currentTarget.value)} />
+            <p class="hint" id="agent-id-hint">
+              With an admin key or the account's agent key (a workspace backend's
+              credential: it opens any agent's view). Empty with an admin key: the console.
+            </p>
           </>
         )}
         {error && <p class="field-error" role="alert">{error}</p>}
@@ -171,8 +175,8 @@ function Console() {
     setSession(null);
   }, []);
   useSessionExpiry(session, signOut);
-  const fail = useCallback((err: unknown) => {
-    const problem = describe(err);
+  const fail = useCallback((err: unknown, saving = false) => {
+    const problem = describe(err, saving);
     if (problem.kind === "expired") {
       signOut(problem.message);
     }

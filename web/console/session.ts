@@ -4,7 +4,7 @@
 // the token it returns (sessionStorage: this tab, gone when it closes). A token pasted
 // instead (minted by a backend) is used as is. When the token is refused or past its expiry
 // the console says so and asks for a key again (see `api.ts`, `SessionExpired`).
-import { createClient } from "@connectrpc/connect";
+import { Code, ConnectError, createClient } from "@connectrpc/connect";
 
 import { AccountService, Role as RoleMessage } from "../src/gen/goals/v1/accounts_pb.js";
 import { edgeTransport } from "../src/transport.js";
@@ -22,8 +22,6 @@ export interface Session {
 }
 
 const STORAGE_KEY = "goalflow.session";
-/** What the console asks for: the deployment's default maximum (README: Tokens). */
-export const SESSION_TTL_S = 3600;
 const API_KEY_RE = /^gf_[A-Za-z0-9_-]+$/;
 
 /** The edge serving this page: the console is served by the edge it calls. */
@@ -107,14 +105,35 @@ export async function signIn(credential: string, agentId: string): Promise<Sessi
     edgeTransport({ baseUrl: edgeBaseUrl(), protocol: "connect", token: value }),
   );
   const agent = agentId.trim();
-  const minted = await accounts.mintToken({
-    role: agent ? RoleMessage.AGENT : RoleMessage.ADMIN,
-    agentId: agent,
-    ttlSeconds: SESSION_TTL_S,
-  });
+  let minted;
+  try {
+    minted = await accounts.mintToken({
+      role: agent ? RoleMessage.AGENT : RoleMessage.ADMIN,
+      agentId: agent,
+      longest: true, // the deployment's maximum (one hour unless configured)
+    });
+  } catch (err: unknown) {
+    throw new Error(signInRefusal(ConnectError.from(err), agent) ?? "", { cause: err });
+  }
   const session = readToken(minted.token);
   if (session === null) {
     throw new Error("The edge returned a token this console cannot read.");
   }
   return session;
+}
+
+/** A sentence for a refused sign-in whose cause the person can act on, or null to let the
+ * caller describe the error (`cause`) as any other. */
+function signInRefusal(error: ConnectError, agentId: string): string | null {
+  if (error.code === Code.PermissionDenied && !agentId && /agent tokens only/.test(error.rawMessage)) {
+    return "This is an agent key: give the id of the agent whose view to open.";
+  }
+  if (error.code === Code.PermissionDenied && /HTTP 403|origin/i.test(error.rawMessage)) {
+    // The edge refused the page's origin: behind a proxy that rewrote the Host header, this
+    // console's own origin no longer looks like the edge's (README: Web console).
+    return "The edge refused this page's origin. If a proxy sits in front of it, it must " +
+      "pass the Host header on, or the console's address must be listed in " +
+      "GOALFLOW_CORS_ALLOWED_ORIGINS.";
+  }
+  return null;
 }

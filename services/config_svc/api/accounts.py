@@ -147,11 +147,11 @@ class AccountServicer(accounts_pb2_grpc.AccountServiceServicer):
         account_id, role = rules.token_grant(
             principal, request.account_id, role_from_proto(request.role), request.agent_id
         )
-        if request.ttl_seconds < 0:
-            raise InvalidArgument("ttl_seconds", "must not be negative (0: the default)")
+        ttl_s = rules.token_lifetime(request.ttl_seconds, request.longest,
+                                     self._tokens.max_ttl_s)
         await self._keys.get_account(account_id)  # NOT_FOUND for a platform key's typo
         minted = self._tokens.mint(
-            account_id, role, agent_id=request.agent_id, ttl_s=request.ttl_seconds,
+            account_id, role, agent_id=request.agent_id, ttl_s=ttl_s,
             minted_by=principal.key_id,
         )
         return accounts_pb2.MintTokenResponse(

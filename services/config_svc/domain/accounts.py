@@ -216,3 +216,17 @@ def token_grant(
             raise InvalidArgument("account_id", "required with a platform key")
         return _named_account(requested), role
     return _own_account(principal, requested), role
+
+
+def token_lifetime(ttl_seconds: int, longest: bool, max_ttl_s: int) -> int:
+    """The lifetime a MintToken request asks for, in seconds (0: the deployment's default;
+    more than ``max_ttl_s`` is the TokenAuthority's to refuse). ``longest`` asks for the
+    maximum itself, so that a caller that wants the longest session (the web console) need
+    not know the deployment's limit."""
+    if ttl_seconds < 0:
+        raise InvalidArgument("ttl_seconds", "must not be negative (0: the default)")
+    if longest:
+        if ttl_seconds:
+            raise InvalidArgument("ttl_seconds", "must be 0 when longest is set")
+        return max_ttl_s
+    return ttl_seconds

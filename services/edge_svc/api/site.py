@@ -9,9 +9,11 @@ served. Each file carries its type, an ETag, and a gzip copy when that is smalle
 console's page forbids framing and loading code from anywhere but this origin
 (:data:`SECURITY_HEADERS`).
 
-Why in memory: the build is a few files of ~1.3 MB in all (most of it source maps), so a
-table costs little and makes path traversal impossible by construction rather than by
-checks on each request."""
+Why in memory: the build is a few files of 6.5 MB in all (measured: console.js 816 KB,
+270 KB gzipped; the embed 150 KB; 5.6 MB of source maps, served so that a browser's
+developer tools show the TypeScript; the source is no secret), about 8 MB with the gzip
+copies, so a table costs little and makes path traversal impossible by construction rather
+than by checks on each request."""
 
 from __future__ import annotations
 

@@ -139,11 +139,11 @@ class ConsolePages:
                         agent_id: str = "", viewport: dict[str, int] | None = None,
                         page: str = "") -> Page:
         """The console, signed in with ``credential`` (the tenant's admin key by default;
-        an agent key with ``agent_id``), at ``#/page``."""
+        an agent key or the admin key with ``agent_id``: that agent's view), at ``#/page``."""
         opened = await self.open(world.url + (f"#/{page}" if page else ""), viewport=viewport)
         await opened.get_by_label("API key or token").fill(credential or world.admin_key)
         if agent_id:
-            await opened.get_by_label("Agent id (agent keys only)").fill(agent_id)
+            await opened.get_by_label("Agent id, to open that agent's view").fill(agent_id)
         await opened.get_by_role("button", name="Sign in").click()
         await opened.get_by_role("button", name="Sign out").wait_for()
         return opened

@@ -467,8 +467,12 @@ async def test_mint_token_lifetimes_and_bad_requests(accounts: Accounts):
         role=P.ROLE_AGENT, agent_id="agent-7", ttl_seconds=60))
     longest = await accounts.ok(admin, "MintToken", P.MintTokenRequest(
         role=P.ROLE_AGENT, agent_id="agent-7", ttl_seconds=MAX_TTL_S))
+    # `longest` asks for the deployment's maximum without knowing it (the web console).
+    asked_longest = await accounts.ok(admin, "MintToken", P.MintTokenRequest(
+        role=P.ROLE_ADMIN, longest=True))
     after = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
-    for reply, ttl in ((default, 900), (short, 60), (longest, MAX_TTL_S)):
+    for reply, ttl in ((default, 900), (short, 60), (longest, MAX_TTL_S),
+                       (asked_longest, MAX_TTL_S)):
         expires = reply.expire_time.ToDatetime(dt.UTC)
         assert before + dt.timedelta(seconds=ttl) <= expires <= after + dt.timedelta(seconds=ttl)
         accounts.tokens.verify(reply.token)
@@ -485,6 +489,8 @@ async def test_mint_token_lifetimes_and_bad_requests(accounts: Accounts):
         ("admin", P.MintTokenRequest(role=P.ROLE_AGENT, agent_id="a", ttl_seconds=-5),
          "INVALID_ARGUMENT", "ttl_seconds"),
         ("admin", P.MintTokenRequest(role=P.ROLE_AGENT), "INVALID_ARGUMENT", "agent_id"),
+        ("admin", P.MintTokenRequest(role=P.ROLE_ADMIN, longest=True, ttl_seconds=60),
+         "INVALID_ARGUMENT", "ttl_seconds"),
         ("admin", P.MintTokenRequest(role=P.ROLE_AGENT, agent_id="a" * 129),
          "INVALID_ARGUMENT", "agent_id"),
         ("admin", P.MintTokenRequest(role=P.ROLE_SUPERVISOR, agent_id="a"),
