@@ -17,6 +17,13 @@ async def test_signing_in_with_an_admin_key_keeps_only_a_token(
     stored = await page.evaluate("JSON.stringify(Object.entries(sessionStorage))")
     assert console_world.admin_key not in stored
     assert "eyJ" in stored  # the token (a JWT)
+    # ... of the deployment's longest lifetime (MintToken's `longest`), whatever it is.
+    lifetime = await page.evaluate("""() => {
+        const token = sessionStorage.getItem("goalflow.session");
+        const claims = JSON.parse(atob(token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/")));
+        return claims.exp - claims.iat;
+    }""")
+    assert lifetime == 3600
     assert await page.get_by_role("link", name="Goals").get_attribute("aria-current") == "page"
     await page.get_by_role("button", name="Sign out").click()
     await page.get_by_label("API key or token").wait_for()
