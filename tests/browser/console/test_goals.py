@@ -556,6 +556,14 @@ async def test_the_delete_question_is_below_its_row_and_escape_closes_it(
     await expect(row(page, "Beta")).to_have_count(0)
     assert sorted(s.goal.name for s in await listed(world)) == ["Alpha", "Gamma"]
 
+    # At phone width the question fits below its goal too.
+    phone = await console_pages.signed_in(world, page="goals", viewport=PHONE)
+    await phone.get_by_role("button", name="Delete Alpha").click()
+    await expect(phone.get_by_role("alertdialog", name="Delete “Alpha”?")
+                 .get_by_role("button", name="Keep it")).to_be_focused()
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    await screenshot(phone, "goals-delete-question-phone")
+
 
 async def test_goals_sort_by_name_naturally_with_money_and_the_last_day_in_plain_words(
     console_world: ConsoleWorld, console_pages: ConsolePages,
