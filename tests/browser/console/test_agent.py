@@ -108,7 +108,7 @@ async def test_the_agent_sees_its_own_conversions_and_a_live_notice_within_a_sec
     assert latency_ms < MAX_LATENCY_MS
     notice = page.locator('[aria-live="polite"]')
     text = await notice.inner_text()
-    assert GOAL in text and "$149.99" in text and "conv-a" in text, text
+    assert GOAL in text and "149.99 USD" in text and "conv-a" in text, text
     # Prepended to the list.
     await expect(table.locator("tbody tr").first).to_contain_text("conv-a")
 
@@ -169,7 +169,7 @@ async def test_the_embedded_notice_shows_a_conversion_and_todays_count(
     assert latency_ms < MAX_LATENCY_MS
     toast = notice.locator(".gf-toast")
     await expect(toast).to_contain_text(f"New conversion: {GOAL}")
-    await expect(toast).to_contain_text("$149.99")
+    await expect(toast).to_contain_text("149.99 USD")
     await expect(notice.get_by_text("Today: 2 conversions", exact=True)).to_be_visible()
     await screenshot(page, "agent-embed")
 

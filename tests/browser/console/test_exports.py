@@ -1,7 +1,8 @@
 """The console's exports page (issue 13): an admin requests a goal's export from the form,
 follows it to "Mailed", and the mail reaches the SMTP sink addressed to the e-mail typed; a
 refused request shows the server's message beside the field it names; the page lists the
-account's exports; at phone width nothing overflows.
+account's exports, which fit at 1280 px even with a long goal name; at phone width nothing
+overflows.
 
 A double click on "Request export" makes one job, not two (the page's idempotency key and
 its guard on a submission in flight)."""
@@ -168,3 +169,36 @@ async def test_at_phone_width_the_page_does_not_overflow(
     assert overflow <= 0
     await screenshot(page, "exports-phone")
 
+
+
+async def test_past_exports_fit_at_1280_px_with_a_long_goal_name(
+    console_world: ConsoleWorld, console_pages: ConsolePages,
+) -> None:
+    """Every column, the link included, shows without scrolling the table: the goal and
+    recipient cells wrap; the numbers do not."""
+    long_name = ("Spring campaign for returning customers of the north-west region, "
+                 "checkout through the partner shops")
+    assert len(long_name) == 100
+    recipient = "regional.marketing.lead.north-west@partner-shop.example.com"
+    await goal_with_a_conversion(console_world, long_name)
+    today = console_world.clock.now().date()
+    page = await console_pages.signed_in(console_world, page="exports")
+    await fill_request(page, goal=long_name, start=today, end=today, email=recipient)
+    await page.get_by_role("button", name="Request export").click()
+    await expect(page.get_by_role("region", name="Your export").get_by_role("status")
+                 ).to_contain_text("Mailed")
+    past = page.get_by_role("region", name="Past exports")
+    first = past.locator("tbody tr").first
+    await expect(first.locator(".badge")).to_have_text("Mailed")
+    await expect(first.get_by_role("link", name="Download")).to_be_visible()
+
+    wrap = past.locator(".table-wrap")
+    sizes = await wrap.evaluate("(el) => [el.scrollWidth, el.clientWidth]")
+    assert sizes[0] <= sizes[1], sizes
+    assert long_name in await first.inner_text()
+    # The numbers stay on one line each (a wrapped "1" or "1.2 kB" would be taller).
+    for cell in await first.locator("td.num").all():
+        assert await cell.evaluate("(td) => getComputedStyle(td).whiteSpace") == "nowrap"
+    link = await first.get_by_role("link", name="Download").bounding_box()
+    assert link is not None and link["x"] + link["width"] <= 1280
+    await screenshot(page, "exports-long-name")

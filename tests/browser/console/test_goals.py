@@ -7,8 +7,10 @@ list reads at 1280 and 390 px; a supervisor sees it read-only."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
+import time
 import uuid
 from typing import Any
 
@@ -21,6 +23,7 @@ from goalflow_common.auth import Role
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, config_pb2_grpc
 from goalflow_common.tokens import TokenAuthority
 from tests.browser.console.conftest import PHONE, ConsolePages, ConsoleWorld, screenshot
+from tests.browser.console.test_errors import SESSION_ENDED, admin_token, sign_in_form_says
 from tests.services.config_svc.helpers import date, goal_request, url_condition
 from tests.services.tracker_svc.builders import (
     agent,
@@ -406,6 +409,10 @@ async def test_a_supervisor_sees_goals_read_only(
     await page.get_by_role("link", name="Checkout", exact=True).click()
     await expect(page.get_by_label("Name", exact=True)).to_be_disabled()
     await expect(page.get_by_role("button", name="Save changes")).to_have_count(0)
+    # Supervisors may not count the active slots (ListActiveGoals), and need not: a
+    # read-only page says nothing of them, least of all that they "could not be counted".
+    await expect(page.get_by_text("An active goal is tracked from")).to_be_visible()
+    await expect(page.get_by_text("active slots")).to_have_count(0)
     await page.goto(world.url + "#/goals/new")
     await expect(page.get_by_text("Only an admin can create goals.")).to_be_visible()
 
@@ -430,3 +437,149 @@ async def test_config_down_is_said_in_words_with_a_way_to_retry(
     alert = page.get_by_role("alert")
     await expect(alert).to_contain_text("cannot be reached")
     await expect(alert.get_by_role("button", name="Try again")).to_be_visible()
+
+
+# -- a form that survives the session, the delete question, order and words ---------------
+
+RESTORED = "Restored the unsaved changes from before you signed in again."
+DRAFT_KEYS_JS = "Object.keys(sessionStorage).filter((k) => k.startsWith('goalflow.goal-draft'))"
+
+
+async def let_the_session_end(page: Page, expires_at: float) -> None:
+    """Waits out the token's last seconds: the console signs out and says why."""
+    await asyncio.sleep(max(expires_at - time.time(), 0) + 0.2)
+    await sign_in_form_says(page, SESSION_ENDED)
+
+
+async def sign_in_again(page: Page, world: ConsoleWorld) -> None:
+    await page.get_by_label("API key or token").fill(world.admin_key)
+    await page.get_by_role("button", name="Sign in").click()
+    await page.get_by_role("button", name="Sign out").wait_for()
+
+
+async def test_a_new_goal_being_typed_survives_a_session_that_ends(
+    console_world: ConsoleWorld, console_pages: ConsolePages,
+) -> None:
+    world = console_world
+    token, expires_at = admin_token(world, life_s=6)
+    page = await console_pages.signed_in(world, credential=token, page="goals/new")
+    name = page.get_by_label("Name", exact=True)
+    await name.fill("Half-typed goal")
+    await page.get_by_label("Condition 1 value", exact=True).fill("/thanks")
+    await let_the_session_end(page, expires_at)
+
+    await sign_in_again(page, world)
+    assert await page.evaluate("location.hash") == "#/goals/new"
+    await expect(name).to_have_value("Half-typed goal")
+    await expect(page.get_by_label("Condition 1 value", exact=True)).to_have_value("/thanks")
+    await expect(page.get_by_role("status").filter(has_text="Restored")).to_have_text(RESTORED)
+
+    # Cancel forgets it: the form opened again starts empty, with nothing restored.
+    await page.get_by_role("link", name="Cancel").click()
+    await page.get_by_role("link", name="New goal").click()
+    await expect(page.get_by_label("Condition 1 value", exact=True)).to_have_value("")
+    await expect(name).to_have_value("")
+    await expect(page.get_by_text(RESTORED)).to_have_count(0)
+    assert await page.evaluate(DRAFT_KEYS_JS) == []
+    assert await listed(world) == []
+
+
+async def test_a_goal_being_edited_survives_a_session_that_ends_and_then_saves(
+    console_world: ConsoleWorld, console_pages: ConsolePages,
+) -> None:
+    world = console_world
+    goal = await add_goal(world, "Checkout", description="Old words")
+    token, expires_at = admin_token(world, life_s=6)
+    page = await console_pages.signed_in(world, credential=token, page=f"goals/{goal.id}")
+    description = page.get_by_label("Description (optional)")
+    await expect(description).to_have_value("Old words")
+    await description.fill("New words")
+    await let_the_session_end(page, expires_at)
+
+    await sign_in_again(page, world)
+    await expect(description).to_have_value("New words")
+    await expect(page.get_by_text(RESTORED)).to_be_visible()
+    await page.get_by_role("button", name="Save changes").click()
+    await expect(page.get_by_role("status").first).to_have_text("“Checkout” saved.")
+    got = (await config(world).GetGoal(config_pb2.GetGoalRequest(goal_id=goal.id))).goal
+    assert (got.name, got.description, got.revision) == ("Checkout", "New words", 2)
+    assert await page.evaluate(DRAFT_KEYS_JS) == []
+
+    # Within one session a reload starts from the server, as before (nothing to restore).
+    await page.get_by_role("link", name="Checkout", exact=True).click()
+    await description.fill("Not kept")
+    await page.reload()
+    await expect(description).to_have_value("New words")
+    await expect(page.get_by_text(RESTORED)).to_have_count(0)
+
+
+async def test_the_delete_question_is_below_its_row_and_escape_closes_it(
+    console_world: ConsoleWorld, console_pages: ConsolePages,
+) -> None:
+    world = console_world
+    for name in ("Alpha", "Beta", "Gamma"):
+        await add_goal(world, name)
+    page = await console_pages.signed_in(world, page="goals")
+    delete = page.get_by_role("button", name="Delete Beta")
+    await delete.focus()
+    await page.keyboard.press("Enter")
+    confirm = page.get_by_role("alertdialog", name="Delete “Beta”?")
+    keep = confirm.get_by_role("button", name="Keep it")
+    await expect(keep).to_be_focused()
+    # In the table, in the row right below Beta's, and drawn right under it.
+    above = await confirm.evaluate(
+        "(el) => el.closest('tr').previousElementSibling.dataset.goalId")
+    assert above == next(s.goal.id for s in await listed(world) if s.goal.name == "Beta")
+    beta = await row(page, "Beta").bounding_box()
+    asked = await confirm.bounding_box()
+    assert beta is not None and asked is not None
+    assert 0 <= asked["y"] - (beta["y"] + beta["height"]) < 16, (beta, asked)
+    await screenshot(page, "goals-delete-question")
+
+    await page.keyboard.press("Escape")
+    await expect(confirm).to_have_count(0)
+    await expect(delete).to_be_focused()
+
+    # Escape from its other button too; then a delete by the keyboard alone.
+    await page.keyboard.press("Enter")
+    await expect(keep).to_be_focused()
+    await page.keyboard.press("Shift+Tab")
+    await expect(confirm.get_by_role("button", name="Yes, delete “Beta”")).to_be_focused()
+    await page.keyboard.press("Escape")
+    await expect(confirm).to_have_count(0)
+    await expect(delete).to_be_focused()
+    await page.keyboard.press("Enter")
+    await expect(keep).to_be_focused()
+    await page.keyboard.press("Shift+Tab")
+    await page.keyboard.press("Enter")
+    await expect(page.get_by_role("status").first).to_have_text("“Beta” deleted.")
+    await expect(row(page, "Beta")).to_have_count(0)
+    assert sorted(s.goal.name for s in await listed(world)) == ["Alpha", "Gamma"]
+
+    # At phone width the question fits below its goal too.
+    phone = await console_pages.signed_in(world, page="goals", viewport=PHONE)
+    await phone.get_by_role("button", name="Delete Alpha").click()
+    await expect(phone.get_by_role("alertdialog", name="Delete “Alpha”?")
+                 .get_by_role("button", name="Keep it")).to_be_focused()
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
+    await screenshot(phone, "goals-delete-question-phone")
+
+
+async def test_goals_sort_by_name_naturally_with_money_and_the_last_day_in_plain_words(
+    console_world: ConsoleWorld, console_pages: ConsolePages,
+) -> None:
+    world = console_world
+    await add_goal(world, "G10",
+                   transaction_value=common_pb2.Money(currency_code="USD", amount="59.9"))
+    await add_goal(world, "G2", end=today(world),
+                   transaction_value=common_pb2.Money(currency_code="EUR", amount="25"))
+    await add_goal(world, "g1",
+                   transaction_value=common_pb2.Money(currency_code="JPY", amount="1500"))
+    await add_goal(world, "G3", end=today(world) + DAY)
+    page = await console_pages.signed_in(world, page="goals")
+    names = page.locator("tbody th.name a")
+    await expect(names).to_have_text(["g1", "G2", "G3", "G10"])
+    values = page.locator("tbody td[data-label='Value']")
+    await expect(values).to_have_text(["1500 JPY", "25.00 EUR", "—", "59.90 USD"])
+    await expect(row(page, "G2").locator(".badge")).to_have_text("Ends today")
+    await expect(row(page, "G3").locator(".badge")).to_have_text("Ending — 2 days left")

@@ -240,7 +240,7 @@ function PastExports({ jobs, more, loading, problem, onMore }: {
       {jobs.length === 0 && !loading && !problem && <p class="hint">No exports yet.</p>}
       {jobs.length > 0 && (
         <div class="table-wrap">
-          <table>
+          <table class="exports-table">
             <caption class="visually-hidden">Exports, newest first</caption>
             <thead>
               <tr>
@@ -254,14 +254,14 @@ function PastExports({ jobs, more, loading, problem, onMore }: {
               {jobs.map((job) => (
                 <tr key={job.id} data-export-id={job.id}>
                   <td>{formatTime(job.createTime)}</td>
-                  <td>{job.goalName || job.goalId}</td>
+                  <td class="wrap">{job.goalName || job.goalId}</td>
                   <td>{showDate(job.startDate)} to {showDate(job.endDate)}</td>
-                  <td>{job.recipientEmail}</td>
+                  <td class="wrap">{job.recipientEmail}</td>
                   <td><StateBadge job={job} /></td>
                   <td class="num">{pending(job) ? "—" : String(job.rowCount)}</td>
                   <td class="num">{pending(job) ? "—" : showBytes(job.sizeBytes)}</td>
                   <td>{formatTime(job.mailTime)}</td>
-                  <td>
+                  <td class="wrap">
                     {job.downloadUrl ? <a href={job.downloadUrl}>Download</a> : job.error || ""}
                   </td>
                 </tr>

@@ -12,6 +12,7 @@ import { GetReportRequestSchema, ReportGrouping } from "../../src/gen/goals/v1/t
 import type {
   GetReportRequest, GetReportResponse, ReportMetrics, ReportRow,
 } from "../../src/gen/goals/v1/tracker_pb.js";
+import { formatMoney } from "../../embed/format.js";
 import type { Problem } from "../api.js";
 import { useApp } from "../app.js";
 import {
@@ -105,7 +106,7 @@ function listOf(text: string): string[] {
 }
 
 export function showMoney(values: readonly Money[]): string {
-  return values.map((money) => `${money.amount} ${money.currencyCode}`).join("; ");
+  return values.map((money) => formatMoney(money)).join("; ");
 }
 
 export function showSeconds(seconds: bigint): string {

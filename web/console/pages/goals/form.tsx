@@ -7,6 +7,7 @@ import type { Goal } from "../../../src/gen/goals/v1/config_pb.js";
 import type { Problem } from "../../api.js";
 import { useApp } from "../../app.js";
 import { ProblemBanner } from "../../ui/problem.js";
+import { forgetDraft, keepDraft, stillSignedIn, takeDraft } from "./draft.js";
 import {
   ConditionsField,
   GroupsField,
@@ -38,10 +39,15 @@ interface Loaded {
   /** The form as last saved (edit) or as first shown (new): what changes are found against. */
   initial: GoalForm;
   revision: bigint;
-  /** Active goals of the account; null when they could not be counted. */
+  /** Active goals of the account; null when they could not be counted (or not asked:
+   * read-only). */
   used: number | null;
   timeZone: string;
+  /** The form as the person left it when their last session ended (see draft.ts). */
+  restored: GoalForm | null;
 }
+
+const RESTORED = "Restored the unsaved changes from before you signed in again.";
 
 function local(field: string, rule: string): Problem {
   return { kind: "invalid", field, rule, message: `${field}: ${rule}` };
@@ -63,7 +69,20 @@ async function loadForm(app: ReturnType<typeof useApp>, goalId: string | null): 
   }
   const initial = goal ? formOf(goal)
     : emptyForm(used === null || used < MAX_ACTIVE, todayIn(timeZone));
-  return { goal, initial, revision: goal?.revision ?? 0n, used, timeZone };
+  const loaded = { goal, initial, revision: goal?.revision ?? 0n, used, timeZone };
+  const draft = session.role === "admin" ? takeDraft(session, goalId ?? "new") : null;
+  if (draft === null) {
+    return { ...loaded, restored: null };
+  }
+  if (goal === null) {
+    // A new goal: activating it still needs a free slot now.
+    const form = initial.active ? draft.form : { ...draft.form, active: false };
+    return { ...loaded, restored: form };
+  }
+  // An edit saves the changes made against what the person saw then: should the goal have
+  // changed since, the server refuses the old revision and says so.
+  return { ...loaded, initial: draft.initial, revision: BigInt(draft.revision),
+    restored: draft.form };
 }
 
 /** Attributes tying an input to its hint and to the server's message about `fields`. */
@@ -80,6 +99,18 @@ function fieldAttrs(problem: Problem | null) {
       error: message ? <p class="field-error" id={`${id}-error`}>{message}</p> : null,
     };
   };
+}
+
+/** How many active slots are used, for the admin who may activate (the server enforces the
+ * limit either way; a read-only view does not count them). */
+function SlotsNote({ used }: { used: number | null }) {
+  return (
+    <>
+      {used === null
+        ? `The active slots could not be counted; the server still allows at most ${MAX_ACTIVE}. `
+        : `${used} of ${MAX_ACTIVE} active slots used. `}
+    </>
+  );
 }
 
 function Buttons({ creating, busy, readOnly }: {
@@ -112,16 +143,34 @@ export function GoalFormView({ goalId, onSaved }: {
   const [problem, setProblem] = useState<Problem | null>(null);
   const [busy, setBusy] = useState(false);
   const [attempt, setAttempt] = useState(0);
+  const route = goalId ?? "new";
 
   useEffect(() => {
     let live = true;
     setLoadProblem(null);
     loadForm(app, goalId).then(
-      (result) => { if (live) { setLoaded(result); setForm(result.initial); } },
+      (result) => {
+        if (live) {
+          setLoaded(result);
+          setForm(result.restored ?? result.initial);
+          if (result.restored) {
+            keepDraft(session, route, { form: result.restored, initial: result.initial,
+              revision: result.revision.toString() }); // kept for this session too
+          }
+        }
+      },
       (err: unknown) => { if (live) { setLoadProblem(fail(err)); } },
     );
     return () => { live = false; };
   }, [goalId, attempt]);
+
+  // Leaving the form while still signed in (a link, Cancel, saved) discards its draft; a
+  // form closed because the session ended keeps it for the next sign-in.
+  useEffect(() => () => {
+    if (stillSignedIn(session)) {
+      forgetDraft(session, route);
+    }
+  }, [route]);
 
   // The first (and only: the server names one) field the server refused gets the focus.
   useEffect(() => {
@@ -144,13 +193,24 @@ export function GoalFormView({ goalId, onSaved }: {
       </section>
     );
   }
-  const set = (changes: Partial<GoalForm>) => setForm({ ...form, ...changes });
+  const set = (changes: Partial<GoalForm>) => {
+    const next = { ...form, ...changes };
+    setForm(next);
+    // Kept at once (not in an effect): the session may end before the next render.
+    if (changedFields(loaded.initial, next).length || next.active !== loaded.initial.active) {
+      keepDraft(session, route, { form: next, initial: loaded.initial,
+        revision: loaded.revision.toString() });
+    } else {
+      forgetDraft(session, route);
+    }
+  };
   const slotsFull = loaded.used !== null && loaded.used >= MAX_ACTIVE;
   const activeLocked = !readOnly && slotsFull && !loaded.initial.active;
 
   const save = async (period: number | undefined) => {
     if (goalId === null) {
       const reply = await api.config.createGoal(createRequest(form, period));
+      forgetDraft(session, route);
       onSaved(`“${reply.goal?.name ?? form.name}” created.`);
       return;
     }
@@ -163,14 +223,17 @@ export function GoalFormView({ goalId, onSaved }: {
       });
       saved = reply.goal;
       // Saved: a refused activation below must not send these fields again.
-      setLoaded({ ...loaded, initial: { ...form, active: loaded.initial.active },
-        revision: saved?.revision ?? loaded.revision });
+      const initial = { ...form, active: loaded.initial.active };
+      const revision = saved?.revision ?? loaded.revision;
+      setLoaded({ ...loaded, initial, revision });
+      keepDraft(session, route, { form, initial, revision: revision.toString() });
     }
     if (form.active !== loaded.initial.active) {
       saved = form.active
         ? (await api.config.activateGoal({ goalId })).goal
         : (await api.config.deactivateGoal({ goalId })).goal;
     }
+    forgetDraft(session, route);
     onSaved(saved ? `“${saved.name}” saved.` : "Nothing changed.");
   };
 
@@ -223,6 +286,7 @@ export function GoalFormView({ goalId, onSaved }: {
         {badge && <span class={`badge ${badge.tone}`}>{badge.text}</span>}
       </div>
       {readOnly && <p class="hint">Your role can look at goals but not change them.</p>}
+      {loaded.restored && <p class="notice" role="status">{RESTORED}</p>}
       <form noValidate onSubmit={(e) => void submit(e)} aria-labelledby="goal-form-title">
         <fieldset class="plain" disabled={readOnly}>
           <label for="goal-name">Name</label>
@@ -247,10 +311,7 @@ export function GoalFormView({ goalId, onSaved }: {
             </p>
           ) : (
             <p class="hint" id="goal-active-hint">
-              {loaded.used === null
-                ? "The active slots could not be counted; the server still allows at most "
-                  + `${MAX_ACTIVE}. `
-                : `${loaded.used} of ${MAX_ACTIVE} active slots used. `}
+              {!readOnly && <SlotsNote used={loaded.used} />}
               An active goal is tracked from its start date through its end date.
             </p>
           )}

@@ -1,5 +1,6 @@
 // The goal list: status, model, groups, value and 7-day conversions of every goal, the
 // active slots used, and (admins) activate, deactivate and delete.
+import { Fragment } from "preact";
 import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 
 import type { GoalSummary } from "../../../src/gen/goals/v1/config_pb.js";
@@ -49,30 +50,44 @@ function Slots({ used }: { used: number }) {
   );
 }
 
-function ConfirmDelete({ row, busy, onConfirm, onCancel }: {
+/** The question before a delete, in a row of its own right below the goal's row: focus
+ * starts on "Keep it"; Escape, like "Keep it", closes it (and the caller puts the focus
+ * back on the row's Delete). */
+function ConfirmDelete({ row, busy, columns, onConfirm, onCancel }: {
   row: GoalSummary;
   busy: boolean;
+  columns: number;
   onConfirm(): void;
   onCancel(): void;
 }) {
   const keep = useRef<HTMLButtonElement>(null);
   useEffect(() => keep.current?.focus(), [row]);
   const name = row.goal?.name ?? "";
+  const onKeyDown = (event: KeyboardEvent) => {
+    if (event.key === "Escape") {
+      event.preventDefault();
+      onCancel();
+    }
+  };
   return (
-    <div class="card confirm" role="alertdialog" aria-labelledby="goal-delete-title"
-      aria-describedby="goal-delete-text">
-      <h2 id="goal-delete-title">Delete “{name}”?</h2>
-      <p id="goal-delete-text">
-        Deleting is permanent. Conversions already recorded for this goal stay in reports and
-        exports under its name.
-      </p>
-      <div class="actions">
-        <button type="button" class="danger" disabled={busy} onClick={onConfirm}>
-          Yes, delete “{name}”
-        </button>
-        <button type="button" class="secondary" ref={keep} onClick={onCancel}>Keep it</button>
-      </div>
-    </div>
+    <tr class="confirm-row">
+      <td colSpan={columns} class="confirm-cell">
+        <div class="card confirm" role="alertdialog" aria-labelledby="goal-delete-title"
+          aria-describedby="goal-delete-text" onKeyDown={onKeyDown}>
+          <h2 id="goal-delete-title">Delete “{name}”?</h2>
+          <p id="goal-delete-text">
+            Deleting is permanent. Conversions already recorded for this goal stay in reports
+            and exports under its name.
+          </p>
+          <div class="actions">
+            <button type="button" class="danger" disabled={busy} onClick={onConfirm}>
+              Yes, delete “{name}”
+            </button>
+            <button type="button" class="secondary" ref={keep} onClick={onCancel}>Keep it</button>
+          </div>
+        </div>
+      </td>
+    </tr>
   );
 }
 
@@ -109,13 +124,22 @@ function RowActions({ row, full, busy, onAction }: {
   );
 }
 
-function GoalTable({ list, admin, busyId, onAction }: {
+interface Confirming {
+  row: GoalSummary;
+  onConfirm(): void;
+  onCancel(): void;
+}
+
+function GoalTable({ list, admin, busyId, confirming, onAction }: {
   list: GoalList;
   admin: boolean;
   busyId: string | null;
+  /** The goal whose delete is being asked about (its question is drawn below its row). */
+  confirming: Confirming | null;
   onAction(action: Action, row: GoalSummary): void;
 }) {
   const full = activeCount(list.rows) >= MAX_ACTIVE;
+  const columns = admin ? 8 : 7;
   return (
     <div class="table-wrap">
       <table class="goals">
@@ -136,24 +160,33 @@ function GoalTable({ list, admin, busyId, onAction }: {
           {list.rows.map((row) => {
             const goal = row.goal!;
             const badge = statusBadge(goal);
+            const asking = confirming?.row.goal?.id === goal.id ? confirming : null;
             return (
-              <tr key={goal.id} data-goal-id={goal.id}>
-                <th scope="row" class="name">
-                  <a href={`#/goals/${encodeURIComponent(goal.id)}`}>{goal.name}</a>
-                </th>
-                <td data-label="Status"><span class={`badge ${badge.tone}`}>{badge.text}</span></td>
-                <td data-label="Model">{modelText(goal.attributionModel)}</td>
-                <td class="groups" data-label="Groups">{goal.agentGroupIds.join(", ")}</td>
-                <td class="num" data-label="Value">{valueText(goal)}</td>
-                <td data-label="Dates">{datesText(goal)}</td>
-                <td class="num" data-testid="seven-day" data-label="7-day conversions">
-                  <SevenDay row={row} available={list.countsAvailable} />
-                </td>
-                {admin && (
-                  <RowActions row={row} full={full} busy={busyId === goal.id}
-                    onAction={onAction} />
+              <Fragment key={goal.id}>
+                <tr data-goal-id={goal.id}>
+                  <th scope="row" class="name">
+                    <a href={`#/goals/${encodeURIComponent(goal.id)}`}>{goal.name}</a>
+                  </th>
+                  <td data-label="Status">
+                    <span class={`badge ${badge.tone}`}>{badge.text}</span>
+                  </td>
+                  <td data-label="Model">{modelText(goal.attributionModel)}</td>
+                  <td class="groups" data-label="Groups">{goal.agentGroupIds.join(", ")}</td>
+                  <td class="num" data-label="Value">{valueText(goal)}</td>
+                  <td data-label="Dates">{datesText(goal)}</td>
+                  <td class="num" data-testid="seven-day" data-label="7-day conversions">
+                    <SevenDay row={row} available={list.countsAvailable} />
+                  </td>
+                  {admin && (
+                    <RowActions row={row} full={full} busy={busyId === goal.id}
+                      onAction={onAction} />
+                  )}
+                </tr>
+                {asking && (
+                  <ConfirmDelete row={asking.row} busy={busyId !== null} columns={columns}
+                    onConfirm={asking.onConfirm} onCancel={asking.onCancel} />
                 )}
-              </tr>
+              </Fragment>
             );
           })}
         </tbody>
@@ -214,10 +247,15 @@ export function GoalListView({ notice, onNotice }: {
       setBusyId(null);
     }
   };
-  const opener = useRef<HTMLElement | null>(null);
+  // Closing the question (Keep it, Escape) puts the focus back on the row's Delete.
+  const keepGoal = (row: GoalSummary) => {
+    setConfirming(null);
+    const id = row.goal?.id ?? "";
+    document.querySelector<HTMLElement>(
+      `tr[data-goal-id="${CSS.escape(id)}"] .row-actions button.danger`)?.focus();
+  };
   const onAction = (action: Action, row: GoalSummary) => {
     if (action === "delete") {
-      opener.current = document.activeElement as HTMLElement | null;
       setConfirming(row);
     } else {
       void act(action, row);
@@ -235,11 +273,6 @@ export function GoalListView({ notice, onNotice }: {
         <p class="notice ok" role="status" tabIndex={-1} ref={noticeRef}>{notice}</p>
       )}
       {list && <Slots used={activeCount(list.rows)} />}
-      {confirming && (
-        <ConfirmDelete row={confirming} busy={busyId !== null}
-          onConfirm={() => void act("delete", confirming)}
-          onCancel={() => { setConfirming(null); opener.current?.focus(); }} />
-      )}
       <ProblemBanner problem={problem} onRetry={() => void load()} />
       {list === null && problem === null && <p role="status">Loading goals…</p>}
       {list && list.rows.length === 0 && (
@@ -247,7 +280,12 @@ export function GoalListView({ notice, onNotice }: {
       )}
       {list && list.rows.length > 0 && (
         <>
-          <GoalTable list={list} admin={admin} busyId={busyId} onAction={onAction} />
+          <GoalTable list={list} admin={admin} busyId={busyId} onAction={onAction}
+            confirming={confirming && {
+              row: confirming,
+              onConfirm: () => void act("delete", confirming),
+              onCancel: () => keepGoal(confirming),
+            }} />
           {!list.countsAvailable && (
             <p class="hint" role="status">7-day conversions unavailable: {COUNTS_UNAVAILABLE}</p>
           )}

@@ -14,6 +14,7 @@ import type {
   GoalSummary,
 } from "../../../src/gen/goals/v1/config_pb.js";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+import { formatMoney } from "../../../embed/format.js";
 import type { Api } from "../../api.js";
 
 /** docs/rules.md §2: active goals per account (ended ones still active included). */
@@ -28,7 +29,16 @@ export interface GoalList {
   countsAvailable: boolean;
 }
 
-/** Every goal of the account, ordered by name (all pages of ListGoals). */
+/** Names in the reader's order, numbers by value: "G2" before "G10", "a" beside "A". */
+const NAME_ORDER = new Intl.Collator(undefined, { numeric: true, sensitivity: "base" });
+
+/** `rows` ordered by goal name naturally (then by id, so that equal names keep one order). */
+export function byName(rows: readonly GoalSummary[]): GoalSummary[] {
+  return [...rows].sort((a, b) => NAME_ORDER.compare(a.goal?.name ?? "", b.goal?.name ?? "")
+    || (a.goal?.id ?? "").localeCompare(b.goal?.id ?? ""));
+}
+
+/** Every goal of the account (all pages of ListGoals), ordered by name naturally. */
 export async function loadAllGoals(api: Api): Promise<GoalList> {
   const rows: GoalSummary[] = [];
   let countsAvailable = true;
@@ -39,7 +49,7 @@ export async function loadAllGoals(api: Api): Promise<GoalList> {
     countsAvailable &&= page.sevenDayConversionsAvailable;
     pageToken = page.nextPageToken;
   } while (pageToken);
-  return { rows, countsAvailable };
+  return { rows: byName(rows), countsAvailable };
 }
 
 export function activeCount(rows: readonly GoalSummary[]): number {
@@ -81,8 +91,9 @@ export function statusBadge(goal: Goal): StatusBadge {
     case GoalStatus.ACTIVE:
       return { text: "Active", tone: "active" };
     case GoalStatus.ENDING: {
+      // docs/rules.md §2: today counts as 1, so 1 is the last day.
       const days = goal.daysRemaining;
-      return { text: `Ending — ${days} ${days === 1 ? "day" : "days"} left`, tone: "ending" };
+      return { text: days <= 1 ? "Ends today" : `Ending — ${days} days left`, tone: "ending" };
     }
     case GoalStatus.SCHEDULED:
       return { text: "Scheduled", tone: "scheduled" };
@@ -118,7 +129,7 @@ export function datesText(goal: Goal): string {
 
 export function valueText(goal: Goal): string {
   const money = goal.transactionValue;
-  return money ? `${money.amount} ${money.currencyCode}` : "—";
+  return money ? formatMoney(money) : "—";
 }
 
 /** Today in `timeZone` (the account's; the browser's own when empty or unknown), as
