@@ -32,7 +32,7 @@ export type MetricId =
 export interface MetricSpec {
   id: MetricId;
   title: string;
-  /** What the chart's axis measures: a count, money (one series per currency), hours. */
+  /** What it measures: a count, money (a chart per currency), hours. */
   unit: "count" | "value" | "hours";
 }
 
@@ -44,8 +44,6 @@ export const METRICS: readonly MetricSpec[] = [
   { id: "responses", title: "Agent responses", unit: "count" },
   { id: "assigned", title: "Time assigned", unit: "hours" },
 ];
-
-const UNIT_TITLES = { count: "count", value: "value", hours: "hours" } as const;
 
 export const WEEKDAYS = [
   "Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday",
@@ -71,9 +69,11 @@ function countOf(metrics: ReportMetrics | undefined, id: MetricId): number {
   }
 }
 
-/** What a chart draws of a row: its label and figures (none: a gap filled with zeros). */
+/** What a chart draws of a row: its label, the id behind it where the grouping's key is
+ * one (agent, group, goal), and its figures (none: a gap filled with zeros). */
 export interface Point {
   label: string;
+  id?: string;
   metrics?: ReportMetrics | undefined;
 }
 
@@ -120,102 +120,168 @@ export function timeline(rows: readonly ReportRow[], unit: "day" | "week" | "hou
 
 interface Series {
   name: string;
-  unit: MetricSpec["unit"];
+  metric: MetricId;
   values: number[];
 }
 
-/** One series per chosen metric, and per currency for the money metrics. */
-export function seriesOf(rows: readonly Point[], chosen: readonly MetricId[]): Series[] {
-  const found: Series[] = [];
-  for (const spec of METRICS.filter((metric) => chosen.includes(metric.id))) {
-    if (spec.unit !== "value") {
-      const values = rows.map((row) => countOf(row.metrics, spec.id));
-      found.push({ name: spec.unit === "hours" ? `${spec.title} (h)` : spec.title,
-        unit: spec.unit, values });
-      continue;
-    }
-    const currencies = [...new Set(rows.flatMap(
-      (row) => moneyOf(row.metrics, spec.id).map((money) => money.currencyCode)))].sort();
-    for (const currency of currencies) {
-      const values = rows.map((row) => {
-        const money = moneyOf(row.metrics, spec.id).find((m) => m.currencyCode === currency);
-        return money ? Number(money.amount) : 0;
-      });
-      found.push({ name: `${spec.title} ${currency}`, unit: "value", values });
-    }
+function currenciesOf(rows: readonly Point[], id: MetricId): string[] {
+  return [...new Set(rows.flatMap(
+    (row) => moneyOf(row.metrics, id).map((money) => money.currencyCode)))].sort();
+}
+
+function amountsOf(rows: readonly Point[], id: MetricId, currency: string): number[] {
+  return rows.map((row) => {
+    const money = moneyOf(row.metrics, id).find((m) => m.currencyCode === currency);
+    return money ? Number(money.amount) : 0;
+  });
+}
+
+/** One chart of a report: chosen metrics that share one unit, drawn on one axis. Counts,
+ * hours and each currency get charts of their own, so that no axis mixes them: a EUR line
+ * is never flattened under a USD scale, and bars of different meaning are never set side
+ * by side at different scales. */
+export interface ChartPart {
+  /** "count", "hours" or "money-<currency>": stable, for the container's test id. */
+  key: string;
+  /** What its axis measures: "count", "hours" or a currency code. */
+  axis: string;
+  /** The metrics it draws, in words, for its caption ("transaction value, lead value in USD"). */
+  words: string;
+  series: Series[];
+}
+
+function wordsOf(specs: readonly MetricSpec[]): string {
+  return specs.map((spec) => spec.title.toLowerCase()).join(", ");
+}
+
+/** The charts the chosen metrics need over `rows`: one of the counts, one per currency of
+ * the money metrics (transaction and lead value of a currency together), one of the time
+ * assigned; in that order, and none for a money metric without any value. */
+export function chartParts(rows: readonly Point[], chosen: readonly MetricId[]): ChartPart[] {
+  const specs = METRICS.filter((metric) => chosen.includes(metric.id));
+  const parts: ChartPart[] = [];
+  const counts = specs.filter((spec) => spec.unit === "count");
+  if (counts.length > 0) {
+    parts.push({ key: "count", axis: "count", words: wordsOf(counts), series: counts.map(
+      (spec) => ({ name: spec.title, metric: spec.id,
+        values: rows.map((row) => countOf(row.metrics, spec.id)) })) });
   }
-  return found;
+  const money = specs.filter((spec) => spec.unit === "value");
+  const currencies = [...new Set(money.flatMap((spec) => currenciesOf(rows, spec.id)))].sort();
+  for (const currency of currencies) {
+    const having = money.filter((spec) => currenciesOf(rows, spec.id).includes(currency));
+    parts.push({ key: `money-${currency}`, axis: currency,
+      words: `${wordsOf(having)} in ${currency}`, series: having.map((spec) => ({
+        name: `${spec.title} ${currency}`, metric: spec.id,
+        values: amountsOf(rows, spec.id, currency) })) });
+  }
+  for (const spec of specs.filter((one) => one.unit === "hours")) {
+    parts.push({ key: "hours", axis: "hours", words: `${spec.title.toLowerCase()} in hours`,
+      series: [{ name: `${spec.title} (h)`, metric: spec.id,
+        values: rows.map((row) => countOf(row.metrics, spec.id)) }] });
+  }
+  return parts;
+}
+
+/** The chosen money metrics with no value in `rows` (so without a chart). */
+export function moneyWithoutValues(rows: readonly Point[],
+                                   chosen: readonly MetricId[]): MetricSpec[] {
+  return METRICS.filter((metric) => metric.unit === "value" && chosen.includes(metric.id)
+    && currenciesOf(rows, metric.id).length === 0);
+}
+
+/** At most this many bars per chart; the table lists every row. */
+export const MOST_BARS = 20;
+
+/** The rows a bar chart draws: all of them when there are at most MOST_BARS, else the
+ * MOST_BARS largest by the first chosen metric (in METRICS order; of a money metric, its
+ * first currency by code), ties in the report's order, largest first. `by` names that
+ * figure ("conversions", "transaction value USD"). */
+export function topPoints(rows: readonly Point[], chosen: readonly MetricId[]):
+    { points: Point[]; by: string } {
+  const first = METRICS.filter((metric) => chosen.includes(metric.id)).map((spec) => {
+    if (spec.unit !== "value") {
+      return { by: spec.title.toLowerCase(), values: rows.map((row) => countOf(row.metrics, spec.id)) };
+    }
+    const currency = currenciesOf(rows, spec.id)[0];
+    return currency === undefined ? null : { by: `${spec.title.toLowerCase()} ${currency}`,
+      values: amountsOf(rows, spec.id, currency) };
+  }).find((found) => found !== null);
+  if (rows.length <= MOST_BARS || first == null) {
+    return { points: rows.slice(0, MOST_BARS), by: first?.by ?? "" };
+  }
+  const order = rows.map((_, i) => i).sort((a, b) => first.values[b] - first.values[a] || a - b);
+  return { points: order.slice(0, MOST_BARS).map((i) => rows[i]), by: first.by };
+}
+
+/** A point's full name: its label, and its id in brackets where the id says more. */
+export function fullName(point: Point): string {
+  return point.id && point.id !== point.label ? `${point.label} (${point.id})` : point.label;
+}
+
+function twoLines(rows: readonly Point[]): boolean {
+  return rows.some((row) => Boolean(row.id) && row.id !== row.label);
 }
 
 const PALETTE = ["#2f5bd3", "#e07b00", "#1e7a3c", "#9c27b0", "#b3261e", "#00838f", "#6d4c41"];
 
-/** Units in first-seen order: the first axis on the near side, the others on the far side. */
-function unitsOf(series: readonly Series[]): MetricSpec["unit"][] {
-  return [...new Set(series.map((s) => s.unit))];
+/** A metric keeps its colour in every chart. */
+function colorsOf(part: ChartPart): string[] {
+  return part.series.map((s) => PALETTE[METRICS.findIndex((metric) => metric.id === s.metric)]);
 }
 
-function axisOf(unit: MetricSpec["unit"], i: number) {
+function valueAxis(part: ChartPart) {
+  return { type: "value" as const, name: part.axis, minInterval: part.axis === "count" ? 1 : 0 };
+}
+
+/** One part of a report over days, weeks, weekdays or hours: counts as bars, money and
+ * time as lines. */
+export function trendOption(rows: readonly Point[], part: ChartPart): ChartOption {
+  const bars = part.axis === "count";
   return {
-    type: "value" as const,
-    name: UNIT_TITLES[unit],
-    offset: i >= 2 ? 56 * (i - 1) : 0,
-    splitLine: { show: i === 0 },
-    minInterval: unit === "count" ? 1 : 0,
-  };
-}
-
-function yAxes(units: readonly MetricSpec["unit"][]) {
-  return units.map((unit, i) => ({
-    ...axisOf(unit, i), position: i === 0 ? "left" as const : "right" as const,
-  }));
-}
-
-function xAxes(units: readonly MetricSpec["unit"][]) {
-  return units.map((unit, i) => ({
-    ...axisOf(unit, i), position: i === 0 ? "bottom" as const : "top" as const,
-    nameLocation: "middle" as const, nameGap: 22,
-  }));
-}
-
-/** Conversions and value over days, weeks, weekdays or hours: counts as bars, value and
- * time as lines, one axis per unit. */
-export function trendOption(rows: readonly Point[], chosen: readonly MetricId[]): ChartOption {
-  const series = seriesOf(rows, chosen);
-  const units = unitsOf(series);
-  return {
-    color: PALETTE,
+    color: colorsOf(part),
     animation: false,
     tooltip: { trigger: "axis" },
     legend: { type: "scroll", top: 0 },
-    grid: { left: 56, right: units.length > 1 ? 56 * (units.length - 1) + 8 : 24, top: 48,
-      bottom: 36, containLabel: true },
+    grid: { left: 8, right: 24, top: 48, bottom: 8, containLabel: true },
     xAxis: { type: "category", data: rows.map((row) => row.label) },
-    yAxis: yAxes(units),
-    series: series.map((s): BarSeriesOption | LineSeriesOption => (s.unit === "count"
-      ? { type: "bar", name: s.name, data: s.values, yAxisIndex: units.indexOf(s.unit) }
-      : { type: "line", name: s.name, data: s.values, yAxisIndex: units.indexOf(s.unit),
-        symbolSize: 7 })),
+    yAxis: valueAxis(part),
+    series: part.series.map((s): BarSeriesOption | LineSeriesOption => (bars
+      ? { type: "bar", name: s.name, data: s.values }
+      : { type: "line", name: s.name, data: s.values, symbolSize: 7 })),
   };
 }
 
-/** Per-agent, per-group, per-skill or per-goal bars, one bar per chosen metric (and
- * currency), laid sideways so that long names stay readable. */
-export function barsOption(rows: readonly Point[], chosen: readonly MetricId[]): ChartOption {
-  const series = seriesOf(rows, chosen);
-  const units = unitsOf(series);
+/** The height in pixels of a bar chart of `rows`: room for each row's name (and id below
+ * it) and its bars, the legend and the axis. */
+export function barsHeight(rows: readonly Point[], part: ChartPart): number {
+  const perRow = Math.max(twoLines(rows) ? 38 : 24, 8 * part.series.length + 10);
+  return Math.max(220, 96 + perRow * rows.length);
+}
+
+/** One part of a per-agent, per-group, per-skill or per-goal report as bars, one per
+ * series, laid sideways so that long names stay readable; a row's id is drawn under its
+ * name, and both are in the tooltip whole. */
+export function barsOption(rows: readonly Point[], part: ChartPart): ChartOption {
   return {
-    color: PALETTE,
+    color: colorsOf(part),
     animation: false,
     tooltip: { trigger: "axis", axisPointer: { type: "shadow" } },
     legend: { type: "scroll", top: 0 },
-    grid: { left: 8, right: 24, top: units.length > 1 ? 80 : 40, bottom: 40,
-      containLabel: true },
-    yAxis: { type: "category", data: rows.map((row) => row.label), inverse: true,
-      axisLabel: { width: 140, overflow: "truncate" } },
-    xAxis: xAxes(units),
-    series: series.map((s): BarSeriesOption => ({
-      type: "bar", name: s.name, data: s.values, xAxisIndex: units.indexOf(s.unit),
-    })),
+    grid: { left: 8, right: 24, top: 40, bottom: 40, containLabel: true },
+    yAxis: { type: "category", data: rows.map(fullName), inverse: true,
+      axisLabel: {
+        width: 150, overflow: "truncate", lineHeight: 15,
+        formatter: (_value: string, index: number) => {
+          const row = rows[index];
+          if (row === undefined) {
+            return "";
+          }
+          return row.id && row.id !== row.label ? `${row.label}\n${row.id}` : row.label;
+        },
+      } },
+    xAxis: { ...valueAxis(part), nameLocation: "middle", nameGap: 26 },
+    series: part.series.map((s): BarSeriesOption => ({ type: "bar", name: s.name, data: s.values })),
   };
 }
 

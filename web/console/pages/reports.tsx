@@ -1,11 +1,16 @@
 // The reports page: GetReport's range, offset, filters and grouping; charts where people
 // would rather look than read (a trend over days, weeks, weekdays or hours; per-agent,
-// group, skill or goal bars; always the weekday × hour heat map), the table below them with
-// the totals (the "All" counting rule, docs/rules.md §4), and a CSV of exactly that table.
+// group, skill or goal bars, the 20 largest when there are more; counts, hours and each
+// currency in charts of their own; always the weekday × hour heat map, fetched again only
+// when what it depends on changed), the table below them with the totals (the "All"
+// counting rule, docs/rules.md §4) and the ids behind agent, group and goal names, and a
+// CSV of that table (money in a column per currency, plain amounts a spreadsheet can sum).
 import { useEffect, useMemo, useRef, useState } from "preact/hooks";
 
 import { create } from "@bufbuild/protobuf";
 import type { MessageInitShape } from "@bufbuild/protobuf";
+
+import { toJsonString } from "@bufbuild/protobuf";
 
 import type { Money } from "../../src/gen/goals/v1/common_pb.js";
 import { GetReportRequestSchema, ReportGrouping } from "../../src/gen/goals/v1/tracker_pb.js";
@@ -16,25 +21,42 @@ import { formatMoney } from "../../embed/format.js";
 import type { Problem } from "../api.js";
 import { useApp } from "../app.js";
 import {
-  METRICS, barsOption, heatCells, heatmapOption, timeline, trendOption,
+  METRICS, barsHeight, barsOption, chartParts, heatCells, heatmapOption,
+  moneyWithoutValues, timeline, topPoints, trendOption,
 } from "../charts.js";
-import type { MetricId } from "../charts.js";
+import type { ChartOption, MetricId, Point } from "../charts.js";
 import { csvOf, downloadCsv } from "../csv.js";
 import type { Route } from "../router.js";
 import { Chart } from "../ui/chart.js";
 import { ProblemBanner, fieldMessage } from "../ui/problem.js";
 
-const GROUPINGS: readonly { value: ReportGrouping; title: string; column: string }[] = [
-  { value: ReportGrouping.DAY, title: "Day", column: "Day" },
-  { value: ReportGrouping.WEEK, title: "Week (from Sunday)", column: "Week starting" },
-  { value: ReportGrouping.HOUR, title: "Hour of the day", column: "Hour" },
-  { value: ReportGrouping.DAY_OF_WEEK, title: "Day of the week", column: "Day of the week" },
+interface Grouping {
+  value: ReportGrouping;
+  title: string;
+  /** The table's first column. */
+  column: string;
+  /** The rows, in words ("65 agents"). */
+  plural: string;
+  /** Where the row's key is an id (agent, group, goal): the column showing it. */
+  idColumn?: string;
+}
+
+const GROUPINGS: readonly Grouping[] = [
+  { value: ReportGrouping.DAY, title: "Day", column: "Day", plural: "days" },
+  { value: ReportGrouping.WEEK, title: "Week (from Sunday)", column: "Week starting",
+    plural: "weeks" },
+  { value: ReportGrouping.HOUR, title: "Hour of the day", column: "Hour", plural: "hours" },
+  { value: ReportGrouping.DAY_OF_WEEK, title: "Day of the week", column: "Day of the week",
+    plural: "days of the week" },
   { value: ReportGrouping.DAY_OF_WEEK_HOUR, title: "Day of the week and hour",
-    column: "Day of the week and hour" },
-  { value: ReportGrouping.AGENT, title: "Agent", column: "Agent" },
-  { value: ReportGrouping.GROUP, title: "Agent group", column: "Agent group" },
-  { value: ReportGrouping.SKILL, title: "Skill", column: "Skill" },
-  { value: ReportGrouping.GOAL, title: "Goal", column: "Goal" },
+    column: "Day of the week and hour", plural: "hours of the week" },
+  { value: ReportGrouping.AGENT, title: "Agent", column: "Agent", plural: "agents",
+    idColumn: "Agent id" },
+  { value: ReportGrouping.GROUP, title: "Agent group", column: "Agent group",
+    plural: "agent groups", idColumn: "Group id" },
+  { value: ReportGrouping.SKILL, title: "Skill", column: "Skill", plural: "skills" },
+  { value: ReportGrouping.GOAL, title: "Goal", column: "Goal", plural: "goals",
+    idColumn: "Goal id" },
 ];
 
 /** Groupings drawn as a trend over time (and the step of their time line); the others as
@@ -117,20 +139,36 @@ export function showSeconds(seconds: bigint): string {
   return `${h}:${m}:${s}`;
 }
 
-/** A row's (or the totals') cells as the table shows them, in METRICS order. */
-function metricCells(metrics: ReportMetrics | undefined): string[] {
+/** The money of one metric: transaction or lead value, per currency. */
+function moneyOf(metrics: ReportMetrics | undefined, id: MetricId): Money[] {
   if (metrics === undefined) {
-    return ["0", "", "", "0", "0", "0:00:00"];
+    return [];
   }
-  return [
-    String(metrics.conversions), showMoney(metrics.transactionValues),
-    showMoney(metrics.leadValues), String(metrics.agentMessages),
-    String(metrics.agentResponses), showSeconds(metrics.timeAssignedSeconds),
-  ];
+  return id === "transaction" ? metrics.transactionValues : metrics.leadValues;
 }
 
-const HEADERS = [...METRICS.map((metric) => (metric.id === "assigned"
-  ? "Time assigned (h:mm:ss)" : metric.title))];
+/** A metric's cell as the table shows it (money as "12.50 USD; 3.00 EUR"). */
+function metricCell(metrics: ReportMetrics | undefined, id: MetricId): string {
+  switch (id) {
+    case "conversions": return String(metrics?.conversions ?? 0n);
+    case "transaction": case "lead": return showMoney(moneyOf(metrics, id));
+    case "messages": return String(metrics?.agentMessages ?? 0n);
+    case "responses": return String(metrics?.agentResponses ?? 0n);
+    case "assigned": return showSeconds(metrics?.timeAssignedSeconds ?? 0n);
+    default: return "";
+  }
+}
+
+/** A row's (or the totals') cells as the table shows them, in METRICS order. */
+function metricCells(metrics: ReportMetrics | undefined): string[] {
+  return METRICS.map((metric) => metricCell(metrics, metric.id));
+}
+
+function metricHeader(id: MetricId, title: string): string {
+  return id === "assigned" ? "Time assigned (h:mm:ss)" : title;
+}
+
+const HEADERS = METRICS.map((metric) => metricHeader(metric.id, metric.title));
 
 interface Shown {
   request: { start: string; end: string; offset: number; grouping: ReportGrouping };
@@ -316,65 +354,159 @@ function rangeWords(shown: Shown): string {
   return `${start} to ${end} (${offsetLabel(offset)})`;
 }
 
-function Charts({ shown, chosen }: { shown: Shown; chosen: MetricId[] }) {
-  const { report, heat, request } = shown;
+/** A report's rows as chart points; the key is the id behind the label where the grouping
+ * has one. */
+function pointsOf(shown: Shown): Point[] {
+  const withId = groupingOf(shown.request.grouping).idColumn !== undefined;
+  return shown.report.rows.map((row) => ({
+    label: row.label, id: withId ? row.key : undefined, metrics: row.metrics,
+  }));
+}
+
+interface Drawn {
+  testId: string;
+  caption: string;
+  /** Beside the chart: which rows it draws when not all. */
+  note: string | null;
+  label: string;
+  option: ChartOption;
+  height?: number;
+}
+
+/** The charts of the report's grouping: a trend over time, or bars (the MOST_BARS largest
+ * rows when there are more), one chart per unit (counts, each currency, hours). */
+function mainCharts(shown: Shown, chosen: MetricId[]): { charts: Drawn[]; notes: string[] } {
+  const { request, report } = shown;
+  if (request.grouping === ReportGrouping.DAY_OF_WEEK_HOUR) {
+    return { charts: [], notes: [] };
+  }
   const grouping = groupingOf(request.grouping);
-  const metricWords = METRICS.filter((m) => chosen.includes(m.id))
-    .map((m) => m.title.toLowerCase()).join(", ") || "no metric chosen";
-  const main = useMemo(() => {
-    if (request.grouping === ReportGrouping.DAY_OF_WEEK_HOUR) {
-      return null;
-    }
-    const step = OVER_TIME.get(request.grouping);
-    return step === undefined
-      ? barsOption(report.rows, chosen)
-      : trendOption(timeline(report.rows, step, request.start, request.end), chosen);
-  }, [report, chosen, request]);
+  const step = OVER_TIME.get(request.grouping);
+  const all = step === undefined
+    ? pointsOf(shown) : timeline(report.rows, step, request.start, request.end);
+  const top = step === undefined ? topPoints(all, chosen) : { points: all, by: "" };
+  const points = top.points;
+  const note = points.length < all.length
+    ? `Top ${points.length} of ${all.length} ${grouping.plural} by ${top.by}; all are in the ` +
+      "table below."
+    : null;
+  const charts = chartParts(points, chosen).map((part): Drawn => {
+    const kind = step === undefined ? "bars" : "trend";
+    const rows = note === null
+      ? `${points.length} ${points.length === 1 ? "row" : "rows"}`
+      : `the top ${points.length} of ${all.length} ${grouping.plural} by ${top.by}`;
+    return {
+      testId: `chart-${kind}-${part.key}`,
+      caption: `${grouping.title}: ${part.words}`,
+      note,
+      label: `${kind === "trend" ? "Trend" : "Bar chart"} of ${part.words} by ` +
+        `${grouping.title.toLowerCase()}, ${rangeWords(shown)}, ${rows}; the table below ` +
+        "lists the figures.",
+      option: kind === "trend" ? trendOption(points, part) : barsOption(points, part),
+      height: kind === "trend" ? undefined : barsHeight(points, part),
+    };
+  });
+  const notes = moneyWithoutValues(all, chosen).map(
+    (metric) => `No ${metric.title.toLowerCase()} in this report, so no chart of it.`);
+  if (chosen.length === 0) {
+    notes.push("No metric is chosen to chart; the table lists them all.");
+  }
+  return { charts, notes };
+}
+
+function Charts({ shown, chosen }: { shown: Shown; chosen: MetricId[] }) {
+  const { heat } = shown;
+  const main = useMemo(() => mainCharts(shown, chosen), [shown, chosen]);
   const heatRows = heat?.rows ?? [];
   const heatOption = useMemo(() => heatmapOption(heatRows), [heat]);
   const busiest = Math.max(0, ...heatCells(heatRows).map((cell) => cell[2]));
-  const overTime = OVER_TIME.has(request.grouping);
   return (
-    <div class="charts">
-      {main !== null && (
-        <figure class="card chart-card">
-          <figcaption>{grouping.title}: {metricWords}</figcaption>
-          <Chart option={main} testId={overTime ? "chart-trend" : "chart-bars"}
-            label={`${overTime ? "Trend" : "Bar chart"} of ${metricWords} by ` +
-              `${grouping.title.toLowerCase()}, ${rangeWords(shown)}, ` +
-              `${report.rows.length} ${report.rows.length === 1 ? "row" : "rows"}; ` +
-              "the table below lists the figures."}
-            tall={!overTime && report.rows.length > 8} />
-        </figure>
-      )}
-      {heat !== null && (
-        <figure class="card chart-card">
-          <figcaption>
-            Conversions by day of the week and hour (darker is more; the busiest hour had{" "}
-            {busiest})
-          </figcaption>
-          <Chart option={heatOption} testId="chart-heatmap"
-            label={`Heat map of conversions by day of the week (rows, Sunday first) and hour ` +
-              `(columns, 00 to 23), ${rangeWords(shown)}; darker cells had more ` +
-              `conversions, the busiest ${busiest}.`} />
-        </figure>
-      )}
-    </div>
+    <>
+      {main.notes.map((note) => <p class="hint chart-missing">{note}</p>)}
+      <div class="charts">
+        {main.charts.map((chart) => (
+          <figure class="card chart-card" key={chart.testId}>
+            <figcaption>{chart.caption}</figcaption>
+            {chart.note !== null && <p class="hint chart-note">{chart.note}</p>}
+            <Chart option={chart.option} testId={chart.testId} label={chart.label}
+              height={chart.height} />
+          </figure>
+        ))}
+        {heat !== null && (
+          <figure class="card chart-card">
+            <figcaption>
+              Conversions by day of the week and hour (darker is more; the busiest hour had{" "}
+              {busiest})
+            </figcaption>
+            <Chart option={heatOption} testId="chart-heatmap"
+              label={`Heat map of conversions by day of the week (rows, Sunday first) and hour ` +
+                `(columns, 00 to 23), ${rangeWords(shown)}; darker cells had more ` +
+                `conversions, the busiest ${busiest}.`} />
+          </figure>
+        )}
+      </div>
+    </>
   );
 }
 
 function tableRows(shown: Shown): { header: string[]; body: string[][]; totals: string[] } {
-  const header = [groupingOf(shown.request.grouping).column, ...HEADERS];
-  const body = shown.report.rows.map((row: ReportRow) => [row.label, ...metricCells(row.metrics)]);
-  return { header, body, totals: [TOTALS_LABEL, ...metricCells(shown.report.totals)] };
+  const { column, idColumn } = groupingOf(shown.request.grouping);
+  const ids = idColumn === undefined ? [] : [idColumn];
+  const header = [column, ...ids, ...HEADERS];
+  const body = shown.report.rows.map((row: ReportRow) => [
+    row.label, ...(idColumn === undefined ? [] : [row.key]), ...metricCells(row.metrics),
+  ]);
+  const totals = [TOTALS_LABEL, ...ids.map(() => ""), ...metricCells(shown.report.totals)];
+  return { header, body, totals };
+}
+
+/** The CSV of the table: the same rows, but money in a column per metric and currency
+ * ("Transaction value USD") holding plain amounts ("12.50"), so that a spreadsheet can sum
+ * them; empty where a row has none of that currency. A money metric without any value keeps
+ * one empty column under its own name. */
+function csvLines(shown: Shown): string[][] {
+  const { column, idColumn } = groupingOf(shown.request.grouping);
+  const { rows, totals } = shown.report;
+  const everyMetrics = [...rows.map((row) => row.metrics), totals];
+  const columns = METRICS.flatMap((metric) => {
+    if (metric.unit !== "value") {
+      return [{ title: metricHeader(metric.id, metric.title),
+        cell: (m: ReportMetrics | undefined) => metricCell(m, metric.id) }];
+    }
+    const currencies = [...new Set(everyMetrics.flatMap(
+      (m) => moneyOf(m, metric.id).map((money) => money.currencyCode)))].sort();
+    if (currencies.length === 0) {
+      return [{ title: metric.title, cell: () => "" }];
+    }
+    return currencies.map((currency) => ({
+      title: `${metric.title} ${currency}`,
+      cell: (m: ReportMetrics | undefined) =>
+        moneyOf(m, metric.id).find((money) => money.currencyCode === currency)?.amount ?? "",
+    }));
+  });
+  const line = (label: string, id: string, metrics: ReportMetrics | undefined) => [
+    label, ...(idColumn === undefined ? [] : [id]), ...columns.map((c) => c.cell(metrics)),
+  ];
+  return [
+    [column, ...(idColumn === undefined ? [] : [idColumn]), ...columns.map((c) => c.title)],
+    ...rows.map((row) => line(row.label, row.key, row.metrics)),
+    line(TOTALS_LABEL, "", totals),
+  ];
 }
 
 function ReportTable({ shown }: { shown: Shown }) {
   const { header, body, totals } = tableRows(shown);
+  const figuresFrom = groupingOf(shown.request.grouping).idColumn === undefined ? 1 : 2;
+  const cell = (text: string, i: number) => {
+    if (i === 0) {
+      return <th scope="row">{text}</th>;
+    }
+    return i < figuresFrom ? <td class="report-id">{text}</td> : <td class="num">{text}</td>;
+  };
   const download = () => {
     const { start, end } = shown.request;
     const name = groupingOf(shown.request.grouping).column.toLowerCase().replace(/\W+/g, "-");
-    downloadCsv(`goalflow-report-${name}-${start}-to-${end}.csv`, csvOf([header, ...body, totals]));
+    downloadCsv(`goalflow-report-${name}-${start}-to-${end}.csv`, csvOf(csvLines(shown)));
   };
   return (
     <section aria-labelledby="report-table-title">
@@ -385,20 +517,15 @@ function ReportTable({ shown }: { shown: Shown }) {
       <div class="table-wrap">
         <table>
           <thead>
-            <tr>{header.map((title, i) => <th scope="col" class={i > 0 ? "num" : undefined}>{title}</th>)}</tr>
+            <tr>{header.map((title, i) => (
+              <th scope="col" class={i >= figuresFrom ? "num" : undefined}>{title}</th>))}</tr>
           </thead>
           <tbody>
-            {body.map((cells) => (
-              <tr>{cells.map((cell, i) => (i === 0
-                ? <th scope="row">{cell}</th>
-                : <td class="num">{cell}</td>))}</tr>
-            ))}
+            {body.map((cells) => <tr>{cells.map(cell)}</tr>)}
           </tbody>
           <tfoot>
             <tr data-testid="report-totals" class="totals" aria-describedby="report-totals-rule">
-              {totals.map((cell, i) => (i === 0
-                ? <th scope="row">{cell}</th>
-                : <td class="num">{cell}</td>))}
+              {totals.map(cell)}
             </tr>
           </tfoot>
         </table>
@@ -421,6 +548,11 @@ export function ReportsPage(_props: { route: Route }) {
   const [problem, setProblem] = useState<Problem | null>(null);
   const [busy, setBusy] = useState(false);
   const asked = useRef(0);
+  // The heat map last fetched and what it was fetched for (the request without its
+  // grouping), and the last request shown: a heat map is fetched again only when its range,
+  // offset or filters changed, or when the same report is asked for again (a refresh).
+  const heatFetched = useRef<{ key: string; heat: GetReportResponse } | null>(null);
+  const lastShown = useRef("");
   const setForm = (update: Partial<Form>) => setFormState((old) => ({ ...old, ...update }));
 
   const load = async (wanted: Form) => {
@@ -428,16 +560,26 @@ export function ReportsPage(_props: { route: Route }) {
     setBusy(true);
     setProblem(null);
     try {
+      const request = requestOf(wanted, wanted.grouping);
+      const heatRequest = requestOf(wanted, ReportGrouping.DAY_OF_WEEK_HOUR);
+      const key = toJsonString(GetReportRequestSchema, request);
+      const heatKey = toJsonString(GetReportRequestSchema, heatRequest);
       const both = wanted.grouping === ReportGrouping.DAY_OF_WEEK_HOUR;
+      const kept = heatFetched.current;
+      const reuse = !both && key !== lastShown.current && kept?.key === heatKey
+        ? kept.heat : null;
       const [report, heat] = await Promise.all([
-        api.tracker.getReport(requestOf(wanted, wanted.grouping)),
-        both ? null : api.tracker.getReport(requestOf(wanted, ReportGrouping.DAY_OF_WEEK_HOUR)),
+        api.tracker.getReport(request),
+        both || reuse !== null ? null : api.tracker.getReport(heatRequest),
       ]);
       if (call === asked.current) {
+        const heatShown = reuse ?? heat ?? report;
+        heatFetched.current = { key: heatKey, heat: heatShown };
+        lastShown.current = key;
         setShown({
           request: { start: wanted.start, end: wanted.end, offset: wanted.offset,
             grouping: wanted.grouping },
-          report, heat: heat ?? report,
+          report, heat: heatShown,
         });
       }
     } catch (err: unknown) {

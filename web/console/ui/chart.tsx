@@ -6,11 +6,12 @@ import { useEffect, useRef } from "preact/hooks";
 import { mountChart } from "../charts.js";
 import type { ChartOption } from "../charts.js";
 
-export function Chart({ option, testId, label, tall }: {
+export function Chart({ option, testId, label, height }: {
   option: ChartOption;
   testId: string;
   label: string;
-  tall?: boolean;
+  /** In pixels, for a chart that grows with its rows; else the stylesheet's. */
+  height?: number | undefined;
 }) {
   const element = useRef<HTMLDivElement>(null);
   const chart = useRef<ReturnType<typeof mountChart> | null>(null);
@@ -29,7 +30,8 @@ export function Chart({ option, testId, label, tall }: {
     chart.current?.show(option);
   }, [option]);
   return (
-    <div ref={element} class={tall ? "chart chart-tall" : "chart"} role="img"
+    <div ref={element} class="chart" role="img"
+      style={height === undefined ? undefined : { height: `${height}px` }}
       aria-label={label} data-testid={testId} />
   );
 }
