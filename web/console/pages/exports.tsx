@@ -141,7 +141,7 @@ function ExportForm({ goals, onRequested }: {
         onRequested(answer.export);
       }
     } catch (err: unknown) {
-      const found = fail(err);
+      const found = fail(err, true);
       if (found.kind !== "unavailable") {
         requestId.current = null; // refused: nothing was recorded under this key
       }

@@ -254,7 +254,7 @@ export function GoalFormView({ goalId, onSaved }: {
     try {
       await save(period);
     } catch (err: unknown) {
-      setProblem(fail(err));
+      setProblem(fail(err, true));
     } finally {
       setBusy(false);
     }

@@ -241,7 +241,7 @@ export function GoalListView({ notice, onNotice }: {
       await load();
       noticeRef.current?.focus();
     } catch (err: unknown) {
-      const found = fail(err);
+      const found = fail(err, true);
       setProblem({ ...found, message: `Could not ${action} “${goal.name}”: ${found.message}` });
     } finally {
       setBusyId(null);
