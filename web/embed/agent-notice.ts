@@ -273,6 +273,10 @@ export function mount(element: HTMLElement, options: MountOptions): Mounted {
     if (stopped) {
       return;
     }
+    // The feed ended already, or the count's call was refused: then this token stops
+    // following too (a tab sharing another's subscription would go on showing its toasts).
+    stopFeed?.();
+    stopFeed = null;
     if (error.code === Code.Unauthenticated) {
       setState("connecting", "Signing in again…");
       if (await refreshToken()) {

@@ -156,6 +156,7 @@ export function followAgentShared(
   const abort = new AbortController();
   let leading = false;
   let live = false; // what this tab's handlers were last told
+  let leaderLive = false; // this tab leads and its subscription is live
   let stopLeading: (() => void) | null = null;
   const post = (message: Relay) => channel.postMessage(message);
   const stop = () => {
@@ -166,8 +167,11 @@ export function followAgentShared(
 
   channel.onmessage = (event: MessageEvent<Relay>) => {
     const message = event.data;
+    if (typeof message !== "object" || message === null) {
+      return;
+    }
     if (leading) {
-      if (message.kind === "hello" && live) {
+      if (message.kind === "hello" && leaderLive) {
         post({ kind: "live", joined: true });
       }
       return;
@@ -206,7 +210,7 @@ export function followAgentShared(
     leading = true;
     const stopFeed = followAgent(transport, agentId, {
       onLive() {
-        live = true;
+        live = leaderLive = true;
         post({ kind: "live", joined: false });
         handlers.onLive?.();
       },
@@ -215,7 +219,7 @@ export function followAgentShared(
         handlers.onConversion(conversion);
       },
       onRetry(error, attempt, delayMs) {
-        live = false;
+        live = leaderLive = false;
         post({ kind: "retry", code: error.code, message: error.rawMessage, attempt, delayMs });
         handlers.onRetry?.(error, attempt, delayMs);
       },
@@ -234,7 +238,7 @@ export function followAgentShared(
     });
     stopLeading = () => {
       stopLeading = null;
-      leading = false;
+      leading = leaderLive = false;
       stopFeed();
       release();
     };

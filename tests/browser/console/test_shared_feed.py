@@ -8,7 +8,8 @@ notice) in one browser context hold exactly 1 subscription at the tracker; every
 a new conversion; a 9th tab still loads the console and signs in; and when the tab holding
 the subscription closes, another subscribes in its place and the conversions recorded from
 then on still reach every remaining tab. Another agent's tab in the same browser has a
-subscription of its own and never shows the first agent's conversions.
+subscription of its own and never shows the first agent's conversions. A leading tab whose
+own token is refused hands over to the next tab without stopping it.
 
 The tabs share one browser context: the browser's connection limit, its Web Locks and its
 BroadcastChannels are all per context (per profile), as they are per browser for a person.
@@ -25,7 +26,7 @@ import pytest
 from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 
 from goalflow_common.auth import Role
-from goalflow_common.tokens import TokenAuthority
+from goalflow_common.tokens import TokenAuthority, parse_token_keys
 from tests.browser.conftest import Console
 from tests.browser.console.conftest import DESKTOP, UI_WAIT_MS, ConsolePages, ConsoleWorld
 from tests.browser.console.test_agent import convert, tracked_goal
@@ -212,4 +213,55 @@ async def test_another_agents_tab_has_its_own_subscription(
     await expect(other.locator("#goalflow-notice").get_by_text(
         "Today: 1 conversion", exact=True)).to_be_visible()
     assert "conv-a" not in await embed_notice(other).inner_text()
+
+
+
+LOCKS = ("navigator.locks.query().then(q => ({held: q.held.map(l => l.name), "
+         "pending: q.pending.map(l => l.name)}))")
+
+
+async def until_waiting(page: Page, name: str, count: int) -> None:
+    """Until ``count`` requests wait for the lock ``name`` (the browser's, seen from
+    ``page``)."""
+    deadline = time.monotonic() + UI_WAIT_MS / 1000
+    while (await page.evaluate(LOCKS))["pending"] != [name] * count:
+        assert time.monotonic() < deadline, await page.evaluate(LOCKS)
+        await asyncio.sleep(0.01)
+
+
+async def test_a_refused_leader_hands_over_without_stopping_the_others(
+    console_world: ConsoleWorld, tabs: Tabs, tokens: TokenAuthority,
+) -> None:
+    """The subscription's Unauthenticated is the leader's token's, not the others': it is
+    not relayed; the next tab subscribes with its own token. To make a tab with a refused
+    token lead, the test holds the feed's lock in a tab of its own until both wait for it."""
+    await tracked_goal(console_world)
+    tabs.console.expect("401")  # Chromium logs the refused request itself
+    first = await embed_tab(console_world, tabs, tokens)
+    holder = await tabs.open(f"{console_world.url}embed/example.html")  # no token: no feed
+    [name] = (await holder.evaluate(LOCKS))["held"]
+    await holder.evaluate("name => { navigator.locks.request(name, () => new Promise(() => {})); }",
+                          name)
+    await tabs.close(first)  # the lock passes to the holder, which follows nothing
+    await until_subscribers(console_world, "0", lambda now: not now)
+
+    other = TokenAuthority(parse_token_keys("other-1:" + "x" * 43))  # same claims, refused
+    refused = other.mint(console_world.tenant.account_id, Role.AGENT, agent_id=AGENT).token
+    refused_tab = await tabs.open(
+        f"{console_world.url}embed/example.html#token={refused}&agent={AGENT}")
+    await until_waiting(refused_tab, name, 1)
+    token = tokens.mint(console_world.tenant.account_id, Role.AGENT, agent_id=AGENT).token
+    good = await tabs.open(f"{console_world.url}embed/example.html#token={token}&agent={AGENT}")
+    await until_waiting(good, name, 2)
+    for page in (refused_tab, good):
+        await expect(page.locator("#goalflow-notice").get_by_role("status")).to_have_text(
+            "Connecting…")
+
+    await tabs.close(holder)  # the refused tab leads, is refused, and hands over
+    await expect(refused_tab.locator("#goalflow-notice").get_by_role("status")).to_have_text(
+        "Stopped: the session has ended (the token expired or was refused).")
+    await expect(good.locator("#goalflow-notice").get_by_role("status")).to_have_text("Live")
+    await until_subscribers(console_world, "1", lambda now: len(now) == 1)
+    await convert(console_world, "conv-handed-over", AGENT)
+    await all_show([good], embed_notice, "conv-handed-over")
 
