@@ -20,7 +20,12 @@
 //   notice.stop();
 //
 // The page's origin must be on the edge's allow-list (GOALFLOW_CORS_ALLOWED_ORIGINS) unless
-// the page is served by the edge itself. Never put an API key in a page: only tokens.
+// the page is served by the edge itself (the browser does not tell a refused origin from an
+// edge it cannot reach: the notice names both). Never put an API key in a page: only tokens.
+//
+// Every tab of the browser showing the notice for the same agent shares one live
+// subscription (followAgentShared, ../src/feed.ts): an agent may keep many workspace tabs
+// open without using up the browser's connections to the edge.
 //
 // The notice renders in a Shadow DOM with its own styles, so it neither inherits nor leaks
 // the host page's CSS (its box resets every inherited property; constructed style sheets,
@@ -31,7 +36,7 @@ import { timestampFromDate } from "@bufbuild/protobuf/wkt";
 
 import type { Conversion } from "../src/gen/goals/v1/tracker_pb.js";
 import { TrackerService } from "../src/gen/goals/v1/tracker_pb.js";
-import { followAgent } from "../src/feed.js";
+import { followAgentShared } from "../src/feed.js";
 import { edgeTransport } from "../src/transport.js";
 import type { Protocol } from "../src/transport.js";
 import { formatMoney, goalLabel, startOfToday, toDate } from "./format.js";
@@ -137,7 +142,9 @@ export function mount(element: HTMLElement, options: MountOptions): Mounted {
   let stopFeed: (() => void) | null = null;
   let stopped = false;
   let refreshes = 0;
+  let everLive = false;
   let token = typeof options.token === "string" ? options.token : "";
+  const baseUrl = options.baseUrl.replace(/\/+$/, "");
 
   const retry = el("button", "gf-retry", "Reconnect");
   retry.type = "button";
@@ -158,7 +165,7 @@ export function mount(element: HTMLElement, options: MountOptions): Mounted {
   };
 
   const transport = () => edgeTransport({
-    baseUrl: options.baseUrl.replace(/\/+$/, ""), protocol: options.protocol ?? "connect", token,
+    baseUrl, protocol: options.protocol ?? "connect", token,
   });
 
   const removeToast = (toast: HTMLElement, timer: ReturnType<typeof setTimeout>) => {
@@ -245,10 +252,31 @@ export function mount(element: HTMLElement, options: MountOptions): Mounted {
     }
   };
 
+  /** Why the edge could not be reached, in words. A page of another origin whose first call
+   * failed in the network may as well be refused by the edge's CORS allow-list: the browser
+   * tells the page nothing more, so both are said. */
+  const unreachable = (error: ConnectError): string => {
+    let edgeOrigin = baseUrl;
+    try {
+      edgeOrigin = new URL(baseUrl, window.location.href).origin;
+    } catch {
+      // not a URL: compared as given
+    }
+    if (everLive || error.code === Code.Unavailable || edgeOrigin === window.location.origin) {
+      return "goalflow cannot be reached.";
+    }
+    return `goalflow cannot be reached, or this page's origin (${window.location.origin}) is ` +
+      "not in the edge's allowed origins (GOALFLOW_CORS_ALLOWED_ORIGINS).";
+  };
+
   const failed = async (error: ConnectError): Promise<void> => {
     if (stopped) {
       return;
     }
+    // The feed ended already, or the count's call was refused: then this token stops
+    // following too (a tab sharing another's subscription would go on showing its toasts).
+    stopFeed?.();
+    stopFeed = null;
     if (error.code === Code.Unauthenticated) {
       setState("connecting", "Signing in again…");
       if (await refreshToken()) {
@@ -263,7 +291,7 @@ export function mount(element: HTMLElement, options: MountOptions): Mounted {
       return;
     }
     if (error.code === Code.Unavailable || /fetch|network/i.test(error.rawMessage)) {
-      setState("stopped", "Stopped: goalflow cannot be reached.", true);
+      setState("stopped", `Stopped: ${unreachable(error)}`, true);
       return;
     }
     setState("stopped", `Stopped: ${error.rawMessage}`, true);
@@ -275,9 +303,10 @@ export function mount(element: HTMLElement, options: MountOptions): Mounted {
     }
     stopFeed?.();
     setState("connecting", "Connecting…");
-    stopFeed = followAgent(transport(), options.agentId, {
+    stopFeed = followAgentShared(transport(), options.agentId, {
       onLive() {
         refreshes = 0;
+        everLive = true;
         setState("live", "Live");
         // Counted once live: what is recorded from now on arrives on the feed.
         countToday().catch((err: unknown) => {
@@ -299,7 +328,7 @@ export function mount(element: HTMLElement, options: MountOptions): Mounted {
       onEnd() {
         setState("stopped", "Stopped: the service closed the feed.", true);
       },
-    });
+    }, { baseUrl, token });
   }
 
   const begin = async (): Promise<void> => {

@@ -1,10 +1,32 @@
 // The agent workspace's live feed: SubscribeConversions for one agent, as a callback API
 // that a page can start and stop.
+//
+// followAgentShared: one live subscription per browser, whatever the number of tabs. Each
+// tab's streaming fetch holds one of the 6 HTTP/1.1 connections a browser opens to a host,
+// so 6 tabs following an agent would leave none for anything else (the console would not
+// load). The contract:
+// - Tabs of one origin that follow the same agent with tokens of the same edge, account,
+//   role and agent share one subscription; any other combination has a name of its own
+//   (the agent id and those claims are in it), so nothing is ever shared across agents. A
+//   token whose claims cannot be read is not shared.
+// - The tab holding the Web Lock of that name (the leader) runs followAgent with its own
+//   token and relays every event (live, each conversion as binary protobuf, retry, error,
+//   end) on a BroadcastChannel of the same name; the other tabs wait in the lock's queue and
+//   call their handlers with what it relays. A tab that joins a live feed is told it is live.
+// - When the leader closes or stops, the lock passes to the next tab, which subscribes and
+//   says "live" again: conversions recorded in between are not replayed, as after any
+//   reconnect (a page lists its conversions again on every onLive after the first).
+// - An error or end of the subscription stops every tab's feed, as followAgent's do (each
+//   tab follows again when its page asks). Except Unauthenticated: the leader's own token
+//   ended, so only the leader is told, and the next tab subscribes with its own.
+// - Where navigator.locks (secure contexts only: https, or http://127.0.0.1 / localhost)
+//   or BroadcastChannel is missing, each tab subscribes by itself (followAgent).
+import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import type { Transport } from "@connectrpc/connect";
 
 import type { Conversion } from "./gen/goals/v1/tracker_pb.js";
-import { TrackerService } from "./gen/goals/v1/tracker_pb.js";
+import { ConversionSchema, TrackerService } from "./gen/goals/v1/tracker_pb.js";
 
 /** Attempts of one subscription when the edge answers Unavailable ("retry with backoff"),
  * and the first wait between them (doubled each time: 0.1, 0.2, 0.4, 0.8 s). */
@@ -88,4 +110,141 @@ export function followAgent(
   };
   void run();
   return () => abort.abort();
+}
+
+/** What the leader relays to the other tabs (and "hello", a joining tab's question). */
+type Relay =
+  | { kind: "hello" }
+  | { kind: "live"; joined: boolean }
+  | { kind: "conversion"; conversion: Uint8Array }
+  | { kind: "retry"; code: Code; message: string; attempt: number; delayMs: number }
+  | { kind: "error"; code: Code; message: string }
+  | { kind: "end" };
+
+/** The lock's and the channel's name for following `agentId` at `baseUrl` with `token`
+ * (its claims read without checking: the edge checks them); null when they cannot be read. */
+function shareName(agentId: string, baseUrl: string, token: string): string | null {
+  const parts = token.split(".");
+  if (parts.length !== 3) {
+    return null;
+  }
+  try {
+    const claims: unknown = JSON.parse(atob(parts[1].replace(/-/g, "+").replace(/_/g, "/")));
+    if (typeof claims !== "object" || claims === null) {
+      return null;
+    }
+    const { acct, role, agent } = claims as Record<string, unknown>;
+    return `goalflow-feed:${agentId}:${JSON.stringify([baseUrl, acct, role, agent ?? ""])}`;
+  } catch {
+    return null;
+  }
+}
+
+/** followAgent, shared by the tabs of this browser (the contract is at the top of this
+ * module). `share`: the edge `transport` reaches and the token it carries. */
+export function followAgentShared(
+  transport: Transport,
+  agentId: string,
+  handlers: FeedHandlers,
+  share: { baseUrl: string; token: string },
+): () => void {
+  const name = shareName(agentId, share.baseUrl, share.token);
+  if (name === null || typeof BroadcastChannel !== "function" || !navigator.locks) {
+    return followAgent(transport, agentId, handlers);
+  }
+  const channel = new BroadcastChannel(name);
+  const abort = new AbortController();
+  let leading = false;
+  let live = false; // what this tab's handlers were last told
+  let leaderLive = false; // this tab leads and its subscription is live
+  let stopLeading: (() => void) | null = null;
+  const post = (message: Relay) => channel.postMessage(message);
+  const stop = () => {
+    abort.abort(); // leaves the lock's queue
+    stopLeading?.();
+    channel.close();
+  };
+
+  channel.onmessage = (event: MessageEvent<Relay>) => {
+    const message = event.data;
+    if (typeof message !== "object" || message === null) {
+      return;
+    }
+    if (leading) {
+      if (message.kind === "hello" && leaderLive) {
+        post({ kind: "live", joined: true });
+      }
+      return;
+    }
+    switch (message.kind) {
+      case "live":
+        if (!(message.joined && live)) {
+          live = true;
+          handlers.onLive?.();
+        }
+        break;
+      case "conversion":
+        handlers.onConversion(fromBinary(ConversionSchema, message.conversion));
+        break;
+      case "retry":
+        live = false;
+        handlers.onRetry?.(new ConnectError(message.message, message.code), message.attempt,
+          message.delayMs);
+        break;
+      case "error":
+        stop();
+        handlers.onError(new ConnectError(message.message, message.code));
+        break;
+      case "end":
+        stop();
+        handlers.onEnd?.();
+        break;
+    }
+  };
+
+  const lead = () => new Promise<void>((release) => {
+    if (abort.signal.aborted) { // stopped as the lock was granted
+      release();
+      return;
+    }
+    leading = true;
+    const stopFeed = followAgent(transport, agentId, {
+      onLive() {
+        live = leaderLive = true;
+        post({ kind: "live", joined: false });
+        handlers.onLive?.();
+      },
+      onConversion(conversion) {
+        post({ kind: "conversion", conversion: toBinary(ConversionSchema, conversion) });
+        handlers.onConversion(conversion);
+      },
+      onRetry(error, attempt, delayMs) {
+        live = leaderLive = false;
+        post({ kind: "retry", code: error.code, message: error.rawMessage, attempt, delayMs });
+        handlers.onRetry?.(error, attempt, delayMs);
+      },
+      onError(error) {
+        if (error.code !== Code.Unauthenticated) {
+          post({ kind: "error", code: error.code, message: error.rawMessage });
+        }
+        stop();
+        handlers.onError(error);
+      },
+      onEnd() {
+        post({ kind: "end" });
+        stop();
+        handlers.onEnd?.();
+      },
+    });
+    stopLeading = () => {
+      stopLeading = null;
+      leading = leaderLive = false;
+      stopFeed();
+      release();
+    };
+  });
+  // Rejected (AbortError) when stopped before this tab led.
+  navigator.locks.request(name, { signal: abort.signal }, lead).catch(() => undefined);
+  post({ kind: "hello" });
+  return stop;
 }

@@ -156,6 +156,9 @@ async def test_the_embedded_notice_shows_a_conversion_and_todays_count(
     # Playwright's locators reach into the notice's (open) shadow root.
     notice = page.locator("#goalflow-notice")
     await expect(notice.get_by_role("status")).to_have_text("Live")
+    # The token, read, is out of the address bar and the history.
+    assert await page.evaluate("location.hash") == ""
+    assert token not in await page.evaluate("location.href")
     await expect(notice.get_by_text("Today: 1 conversion", exact=True)).to_be_visible()
 
     sent_ms = await convert(console_world, "conv-embed", "agent-a")
@@ -271,7 +274,8 @@ async def test_the_embed_works_from_another_origin_the_edge_allows(
         f"{console_world.url.rstrip('/')}")
     refused_notice = refused.locator("#goalflow-notice")
     await expect(refused_notice.get_by_role("status")).to_have_text(
-        "Stopped: goalflow cannot be reached.")
+        f"Stopped: goalflow cannot be reached, or this page's origin ({embed_origin}) is not "
+        "in the edge's allowed origins (GOALFLOW_CORS_ALLOWED_ORIGINS).")
     await expect(refused_notice.get_by_role("button", name="Reconnect")).to_be_visible()
 
 

@@ -1,8 +1,9 @@
 // The agent view (agent tokens): the agent's own conversions, newest first, and a live
 // notice when a new one credits the agent.
 //
-// The notice comes from the live feed (followAgent: SubscribeConversions for this agent,
-// announced, with heartbeats) and is prepended to the list. The feed's state is said in
+// The notice comes from the live feed (followAgentShared: SubscribeConversions for this
+// agent, announced, with heartbeats, one subscription shared by every tab of the browser
+// following the agent) and is prepended to the list. The feed's state is said in
 // words. Conversions recorded while the feed was down are not replayed by it, so the list's
 // first page is read again each time the feed is live after a reconnect. An ended session
 // (the feed or a read answered Unauthenticated) takes the agent back to sign-in.
@@ -12,11 +13,12 @@ import { useCallback, useEffect, useRef, useState } from "preact/hooks";
 
 import { Channel } from "../../src/gen/goals/v1/tracker_pb.js";
 import type { Conversion } from "../../src/gen/goals/v1/tracker_pb.js";
-import { followAgent } from "../../src/feed.js";
+import { followAgentShared } from "../../src/feed.js";
 import { formatMoney, formatTime, goalLabel } from "../../embed/format.js";
 import type { Problem } from "../api.js";
 import { describe } from "../api.js";
 import { useApp } from "../app.js";
+import { edgeBaseUrl } from "../session.js";
 import type { Route } from "../router.js";
 import { ProblemBanner } from "../ui/problem.js";
 
@@ -179,7 +181,7 @@ export function AgentPage(_props: { route: Route }) {
   useEffect(() => {
     let wasLive = false;
     setFeed({ kind: "connecting" });
-    const stop = followAgent(api.transport, agentId, {
+    const stop = followAgentShared(api.transport, agentId, {
       onLive() {
         if (wasLive || follow > 0) {
           void load("", true); // what was recorded while the feed was down
@@ -205,9 +207,9 @@ export function AgentPage(_props: { route: Route }) {
       onEnd() {
         setFeed({ kind: "stopped", reason: "the service closed the feed." });
       },
-    });
+    }, { baseUrl: edgeBaseUrl(), token: session.token });
     return stop;
-  }, [api, fail, agentId, load, follow]);
+  }, [api, fail, agentId, load, follow, session.token]);
 
   const dismiss = (id: string) => {
     setNotices((shown) => shown.filter((n) => n.id !== id));
