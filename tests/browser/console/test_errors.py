@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from playwright.async_api import Page
+from playwright.async_api import Page, expect
 
 from goalflow_common.auth import Role
 from goalflow_common.tokens import TokenAuthority, parse_token_keys
@@ -47,7 +47,8 @@ async def test_a_session_that_expires_while_open_returns_to_sign_in_in_words(
 ) -> None:
     token, expires_at = admin_token(console_world, life_s=4)
     page = await console_pages.signed_in(console_world, credential=token, page="reports")
-    assert await page.get_by_role("link", name="Reports").get_attribute("aria-current") == "page"
+    await expect(page.get_by_role("link", name="Reports")).to_have_attribute(
+        "aria-current", "page")
     await asyncio.sleep(max(expires_at - time.time(), 0) + 0.2)
     await sign_in_form_says(page, SESSION_ENDED)
     # Acting now (another page) keeps the person at sign-in, told why; nothing went blank.
@@ -212,4 +213,5 @@ async def test_signing_in_and_moving_between_pages_by_keyboard_with_visible_focu
     await page.get_by_role("link", name="Reports").focus()
     await page.keyboard.press("Enter")
     await page.wait_for_function("location.hash === '#/reports'")
-    assert await page.get_by_role("link", name="Reports").get_attribute("aria-current") == "page"
+    await expect(page.get_by_role("link", name="Reports")).to_have_attribute(
+        "aria-current", "page")
