@@ -141,10 +141,7 @@ class ConsolePages:
         """The console, signed in with ``credential`` (the tenant's admin key by default;
         an agent key or the admin key with ``agent_id``: that agent's view), at ``#/page``."""
         opened = await self.open(world.url + (f"#/{page}" if page else ""), viewport=viewport)
-        await opened.get_by_label("API key or token").fill(credential or world.admin_key)
-        if agent_id:
-            await opened.get_by_label("Agent id, to open that agent's view").fill(agent_id)
-        await opened.get_by_role("button", name="Sign in").click()
+        await sign_in(opened, credential or world.admin_key, agent_id)
         await opened.get_by_role("button", name="Sign out").wait_for()
         return opened
 
@@ -161,6 +158,14 @@ async def console_pages(browser: Browser, console: Console) -> AsyncIterator[Con
     finally:
         await opened.close()
     assert console.unexpected() == [], "browser console errors"
+
+
+async def sign_in(page: Page, credential: str, agent_id: str = "") -> None:
+    """Fill the sign-in form of ``page`` (an agent's id: that agent's view) and submit it."""
+    await page.get_by_label("API key or token").fill(credential)
+    if agent_id:
+        await page.get_by_label("Agent id, to open that agent's view").fill(agent_id)
+    await page.get_by_role("button", name="Sign in").click()
 
 
 async def screenshot(page: Page, name: str) -> Path:

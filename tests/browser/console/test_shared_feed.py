@@ -28,7 +28,13 @@ from playwright.async_api import Browser, BrowserContext, Locator, Page, expect
 from goalflow_common.auth import Role
 from goalflow_common.tokens import TokenAuthority, parse_token_keys
 from tests.browser.conftest import Console
-from tests.browser.console.conftest import DESKTOP, UI_WAIT_MS, ConsolePages, ConsoleWorld
+from tests.browser.console.conftest import (
+    DESKTOP,
+    UI_WAIT_MS,
+    ConsolePages,
+    ConsoleWorld,
+    sign_in,
+)
 from tests.browser.console.test_agent import convert, tracked_goal
 
 TABS = 8  # more than the 6 connections Chromium opens to one host over HTTP/1.1
@@ -89,9 +95,7 @@ async def agent_tab(world: ConsoleWorld, tabs: Tabs, agent_id: str = AGENT) -> P
     """A tab of the console's agent view, signed in with the agent key (each tab has a
     session of its own: sessionStorage is per tab), once its feed says it is live."""
     page = await tabs.open(world.url + "#/agent")
-    await page.get_by_label("API key or token").fill(world.tenant.keys[Role.AGENT])
-    await page.get_by_label("Agent id (agent keys only)").fill(agent_id)
-    await page.get_by_role("button", name="Sign in").click()
+    await sign_in(page, world.tenant.keys[Role.AGENT], agent_id)
     await expect(page.get_by_role("status").filter(has_text="Live")).to_be_visible()
     return page
 
