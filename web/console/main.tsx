@@ -17,6 +17,7 @@ import {
   clearSession, isApiKey, loadSession, saveSession, signIn, takeEndedSession,
 } from "./session.js";
 import type { Role, Session } from "./session.js";
+import { forgetAllDrafts } from "./pages/goals/draft.js";
 import { ProblemBanner } from "./ui/problem.js";
 
 interface PageSpec {
@@ -185,7 +186,8 @@ function Console() {
   if (session === null) {
     return <SignIn notice={notice} onSession={(s) => { saveSession(s); setNotice(null); setSession(s); }} />;
   }
-  return <Shell session={session} fail={fail} onSignOut={() => signOut("Signed out.")} />;
+  const signOutByHand = () => { forgetAllDrafts(); signOut("Signed out."); };
+  return <Shell session={session} fail={fail} onSignOut={signOutByHand} />;
 }
 
 render(<Console />, document.getElementById("console")!);

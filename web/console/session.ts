@@ -19,6 +19,8 @@ export interface Session {
   agentId: string;
   /** Milliseconds since the epoch at which the token stops being accepted. */
   expiresAtMs: number;
+  /** The id of the key that minted the token ("" if it does not say). */
+  mintedBy: string;
 }
 
 const STORAGE_KEY = "goalflow.session";
@@ -49,6 +51,7 @@ export function readToken(token: string): Session | null {
       accountId: String(claims["acct"] ?? ""),
       agentId: String(claims["agent"] ?? ""),
       expiresAtMs: Number(claims["exp"] ?? 0) * 1000,
+      mintedBy: String(claims["by"] ?? ""),
     };
   } catch {
     return null;
@@ -128,9 +131,10 @@ function signInRefusal(error: ConnectError, agentId: string): string | null {
   if (error.code === Code.PermissionDenied && !agentId && /agent tokens only/.test(error.rawMessage)) {
     return "This is an agent key: give the id of the agent whose view to open.";
   }
-  if (error.code === Code.PermissionDenied && /HTTP 403|origin/i.test(error.rawMessage)) {
-    // The edge refused the page's origin: behind a proxy that rewrote the Host header, this
-    // console's own origin no longer looks like the edge's (README: Web console).
+  if (error.code === Code.PermissionDenied && error.rawMessage === "HTTP 403") {
+    // A bare 403 (no Connect error body): the edge's CORS refusal, the only 403 it sends.
+    // Behind a proxy that rewrote the Host header, this console's own origin no longer
+    // looks like the edge's (README: Web console).
     return "The edge refused this page's origin. If a proxy sits in front of it, it must " +
       "pass the Host header on, or the console's address must be listed in " +
       "GOALFLOW_CORS_ALLOWED_ORIGINS.";

@@ -52,6 +52,11 @@ export interface MountOptions {
   protocol?: Protocol;
   /** How long a toast stays unless dismissed, in ms (default 8000). */
   toastMs?: number;
+  /** Share one subscription with this browser's other tabs of the same origin (default
+   * true). Sharing trusts every script of the page's origin with the agent's conversions
+   * (a BroadcastChannel of that origin carries them), which any such script could read
+   * anyway with the token the page holds; false gives the tab a subscription of its own. */
+  share?: boolean;
 }
 
 export interface Mounted {
@@ -328,7 +333,7 @@ export function mount(element: HTMLElement, options: MountOptions): Mounted {
       onEnd() {
         setState("stopped", "Stopped: the service closed the feed.", true);
       },
-    }, { baseUrl, token });
+    }, { baseUrl, token }, options.share ?? true);
   }
 
   const begin = async (): Promise<void> => {

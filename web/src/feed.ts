@@ -20,7 +20,12 @@
 //   tab follows again when its page asks). Except Unauthenticated: the leader's own token
 //   ended, so only the leader is told, and the next tab subscribes with its own.
 // - Where navigator.locks (secure contexts only: https, or http://127.0.0.1 / localhost)
-//   or BroadcastChannel is missing, each tab subscribes by itself (followAgent).
+//   or BroadcastChannel is missing, or the caller says `enabled = false`, each tab
+//   subscribes by itself (followAgent).
+// - Trust: the lock and the channel are the origin's; any script of the origin can listen,
+//   post or hold the lock. Such a script can already read the token the page holds, so
+//   sharing gives it nothing new; a page that embeds scripts it does not trust passes
+//   enabled = false (the embed's `share: false`).
 import { fromBinary, toBinary } from "@bufbuild/protobuf";
 import { Code, ConnectError, createClient } from "@connectrpc/connect";
 import type { Transport } from "@connectrpc/connect";
@@ -45,9 +50,11 @@ export interface FeedHandlers {
   onConversion(conversion: Conversion): void;
   /** The stream failed for good (not called when stopped by the caller). */
   onError(error: ConnectError): void;
-  /** The edge said Unavailable; the subscription is made again after `delayMs`. */
+  /** The edge said Unavailable, or the server ended the stream; the subscription is made
+   * again after `delayMs`. */
   onRetry?(error: ConnectError, attempt: number, delayMs: number): void;
-  /** The server ended the stream normally. */
+  /** The server ended the stream normally, again and again (MAX_ATTEMPTS times in a row
+   * without the feed going live in between): no longer followed. */
   onEnd?(): void;
 }
 
@@ -61,8 +68,11 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
 /** Follows the conversions crediting `agentId` until the returned function is called.
  *
  * Unavailable (the edge could not reach the tracker) is retried with backoff, as the edge's
- * message asks; every other error ends the feed. Conversions recorded while no subscription
- * was open are not replayed: a workspace lists them (ListConversions) after a reconnect. */
+ * message asks, and so is a stream the server ends cleanly (an edge or tracker shutting
+ * down ends its streams so that browsers reconnect elsewhere); every other error ends the
+ * feed. A subscription that was live starts a fresh run of attempts. Conversions recorded
+ * while no subscription was open are not replayed: a workspace lists them
+ * (ListConversions) after a reconnect, when onLive is called again. */
 export function followAgent(
   transport: Transport,
   agentId: string,
@@ -70,6 +80,7 @@ export function followAgent(
 ): () => void {
   const client = createClient(TrackerService, transport);
   const abort = new AbortController();
+  let live = false;
   const once = async (): Promise<void> => {
     const stream = client.subscribeConversions(
       {
@@ -81,6 +92,7 @@ export function followAgent(
     );
     for await (const message of stream) {
       if (message.subscribed) {
+        live = true;
         handlers.onLive?.();
       } else if (message.conversion) {
         handlers.onConversion(message.conversion);
@@ -89,28 +101,42 @@ export function followAgent(
   };
   const run = async (): Promise<void> => {
     for (let attempt = 1; ; attempt++) {
+      let failure: ConnectError | null = null;
+      live = false;
       try {
         await once();
-        handlers.onEnd?.();
-        return;
       } catch (err: unknown) {
-        const error = ConnectError.from(err);
-        if (abort.signal.aborted) {
-          return;
-        }
-        if (error.code !== Code.Unavailable || attempt >= MAX_ATTEMPTS) {
-          handlers.onError(error);
-          return;
-        }
-        const delayMs = FIRST_BACKOFF_MS * 2 ** (attempt - 1);
-        handlers.onRetry?.(error, attempt, delayMs);
-        await sleep(delayMs, abort.signal);
+        failure = ConnectError.from(err);
       }
+      if (abort.signal.aborted) {
+        return;
+      }
+      if (live) {
+        attempt = 1; // it was live: whatever ended it starts a fresh run of attempts
+      }
+      if (failure !== null && failure.code !== Code.Unavailable) {
+        handlers.onError(failure);
+        return;
+      }
+      if (attempt >= MAX_ATTEMPTS) {
+        if (failure !== null) {
+          handlers.onError(failure);
+        } else {
+          handlers.onEnd?.();
+        }
+        return;
+      }
+      const delayMs = FIRST_BACKOFF_MS * 2 ** (attempt - 1);
+      handlers.onRetry?.(failure ?? new ConnectError(ENDED_BY_SERVER, Code.Unavailable),
+        attempt, delayMs);
+      await sleep(delayMs, abort.signal);
     }
   };
   void run();
   return () => abort.abort();
 }
+
+const ENDED_BY_SERVER = "the server ended the live feed (it is shutting down); following again";
 
 /** What the leader relays to the other tabs (and "hello", a joining tab's question). */
 type Relay =
@@ -147,8 +173,9 @@ export function followAgentShared(
   agentId: string,
   handlers: FeedHandlers,
   share: { baseUrl: string; token: string },
+  enabled = true,
 ): () => void {
-  const name = shareName(agentId, share.baseUrl, share.token);
+  const name = enabled ? shareName(agentId, share.baseUrl, share.token) : null;
   if (name === null || typeof BroadcastChannel !== "function" || !navigator.locks) {
     return followAgent(transport, agentId, handlers);
   }

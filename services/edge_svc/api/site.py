@@ -68,8 +68,10 @@ class Site:
             relative = path.relative_to(directory)
             if not path.is_file() or any(part.startswith(".") for part in relative.parts):
                 continue
-            if not path.resolve().is_relative_to(root):
-                continue  # a symbolic link out of the directory
+            target = path.resolve()
+            if not target.is_relative_to(root) or any(
+                    part.startswith(".") for part in target.relative_to(root).parts):
+                continue  # a symbolic link out of the directory, or to a dot-file in it
             body = path.read_bytes()
             assets["/" + relative.as_posix()] = _asset(path.suffix, body)
         if "/index.html" not in assets:

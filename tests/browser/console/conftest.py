@@ -13,12 +13,15 @@ README's copies."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from grpc import aio
@@ -82,6 +85,23 @@ class ConsoleWorld:
         channel = make_channel(self.stack.tracker_address, self.tenant.keys[Role.INGEST])
         self.channels.append(channel)
         return tracker_pb2_grpc.TrackerServiceStub(channel)
+
+    def subscriptions(self) -> set[Any]:
+        """The tracker's live-feed subscriptions right now (its Subscriber objects: a new
+        one is a new subscription, not the same one counted again)."""
+        server = self.stack.tracker_server
+        assert server is not None
+        feed = server.components["feed"]
+        return {sub for subs in feed._subscribers.values() for sub in subs}
+
+    async def until_subscriptions(self, what: str, done: Callable[[set[Any]], bool]
+                                  ) -> set[Any]:
+        """The tracker's subscriptions, once ``done`` says they are as the test expects."""
+        deadline = time.monotonic() + UI_WAIT_MS / 1000
+        while not done(current := self.subscriptions()):
+            assert time.monotonic() < deadline, f"{len(current)} subscriptions, expected {what}"
+            await asyncio.sleep(0.01)
+        return current
 
     def exports(self) -> export_pb2_grpc.ExportServiceStub:
         channel = make_channel(self.export_address, self.admin_key)

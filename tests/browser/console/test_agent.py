@@ -253,9 +253,11 @@ async def allowing_edge(console_world: ConsoleWorld, embed_origin: str) -> Async
 
 
 async def test_the_embed_works_from_another_origin_the_edge_allows(
-    console_world: ConsoleWorld, console_pages: ConsolePages, tokens: TokenAuthority,
-    embed_origin: str, allowing_edge: str,
+    console_world: ConsoleWorld, embed_origin: str, allowing_edge: str,
+    console_pages: ConsolePages, tokens: TokenAuthority,
 ) -> None:
+    # (console_pages after allowing_edge: its pages close before that edge stops, which
+    # would end their feeds, and a feed ended cleanly is followed again: refused, logged.)
     await tracked_goal(console_world)
     token = tokens.mint(console_world.tenant.account_id, Role.AGENT, agent_id="agent-a").token
     page = await console_pages.open(
@@ -304,3 +306,19 @@ async def test_the_embed_asks_its_token_function_again_when_a_token_is_refused(
     assert await page.evaluate("window.tokenCalls") == 2
     await convert(console_world, "conv-refreshed", "agent-a")
     await expect(notice.locator(".gf-toast")).to_contain_text("conversation conv-refreshed")
+
+
+async def test_a_feed_the_edge_ends_cleanly_is_followed_again(
+    console_world: ConsoleWorld, console_pages: ConsolePages,
+) -> None:
+    """An edge shutting down ends its live streams cleanly so that browsers reconnect (to
+    another replica): the agent view follows again and later conversions still arrive."""
+    await tracked_goal(console_world)
+    page = await agent_page(console_world, console_pages, "agent-a")
+    [first] = await console_world.until_subscriptions("1", lambda subs: len(subs) == 1)
+    console_world.edge.upstreams.end_streams()  # what SIGTERM does first (EdgeServer.stop)
+    await console_world.until_subscriptions(
+        "a new one", lambda subs: len(subs) == 1 and first not in subs)
+    await expect(page.get_by_role("status").filter(has_text="Live")).to_be_visible()
+    sent_ms = await convert(console_world, "conv-after-end", "agent-a")
+    assert await notice_latency_ms(page, "conv-after-end", sent_ms) < MAX_LATENCY_MS

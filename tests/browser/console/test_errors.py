@@ -23,10 +23,12 @@ STORAGE_KEY = "goalflow.session"  # web/console/session.ts
 def admin_token(world: ConsoleWorld, *, life_s: float, ttl_s: int = 60,
                 keys: str = TOKEN_KEYS) -> tuple[str, float]:
     """An admin token of the world's account with ``life_s`` seconds left (negative: expired
-    that long ago), minted by a minter whose clock is behind; and its expiry (epoch s)."""
+    that long ago), minted by a minter whose clock is behind, as the console would with the
+    admin key (its id in the token); and its expiry (epoch s)."""
     minted_at = time.time() - (ttl_s - life_s)
     minter = TokenAuthority(parse_token_keys(keys), now=lambda: minted_at)
-    minted = minter.mint(world.tenant.account_id, Role.ADMIN, ttl_s=ttl_s)
+    minted = minter.mint(world.tenant.account_id, Role.ADMIN, ttl_s=ttl_s,
+                         minted_by=world.admin_key.split("_")[1])
     return minted.token, minted.expire_time.timestamp()
 
 

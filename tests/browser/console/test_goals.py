@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
+from google.protobuf import field_mask_pb2
 from grpc import aio
 from playwright.async_api import Locator, Page, expect
 
@@ -510,6 +511,45 @@ async def test_a_goal_being_edited_survives_a_session_that_ends_and_then_saves(
     await description.fill("Not kept")
     await page.reload()
     await expect(description).to_have_value("New words")
+    await expect(page.get_by_text(RESTORED)).to_have_count(0)
+
+
+async def test_a_draft_of_a_goal_changed_meanwhile_is_not_given_back(
+    console_world: ConsoleWorld, console_pages: ConsolePages,
+) -> None:
+    """Changes made against revision 1 are dropped once another admin made revision 2: a
+    restored edit that only flipped Active would go through ActivateGoal, which checks no
+    revision. The page says so and shows the goal as it is now."""
+    world = console_world
+    goal = await add_goal(world, "Checkout", description="Old words")
+    token, expires_at = admin_token(world, life_s=6)
+    page = await console_pages.signed_in(world, credential=token, page=f"goals/{goal.id}")
+    description = page.get_by_label("Description (optional)")
+    await expect(description).to_have_value("Old words")
+    await description.fill("Mine")
+    await config(world).UpdateGoal(config_pb2.UpdateGoalRequest(
+        goal_id=goal.id, goal=config_pb2.Goal(description="Theirs"),
+        update_mask=field_mask_pb2.FieldMask(paths=["description"])))
+    await let_the_session_end(page, expires_at)
+
+    await sign_in_again(page, world)
+    await expect(page.get_by_text("were not restored")).to_be_visible()
+    await expect(description).to_have_value("Theirs")
+    await expect(page.get_by_text(RESTORED)).to_have_count(0)
+
+
+async def test_signing_out_by_hand_leaves_no_draft_for_the_next_person(
+    console_world: ConsoleWorld, console_pages: ConsolePages,
+) -> None:
+    world = console_world
+    page = await console_pages.signed_in(world, page="goals/new")
+    name = page.get_by_label("Name", exact=True)
+    await name.fill("Private plans")
+    await page.get_by_role("button", name="Sign out").click()
+    assert await page.evaluate(DRAFT_KEYS_JS) == []
+    await sign_in_again(page, world)
+    await page.evaluate("location.hash = '#/goals/new'")
+    await expect(name).to_have_value("")
     await expect(page.get_by_text(RESTORED)).to_have_count(0)
 
 

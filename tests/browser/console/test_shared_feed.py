@@ -41,24 +41,6 @@ TABS = 8  # more than the 6 connections Chromium opens to one host over HTTP/1.1
 AGENT, OTHER_AGENT = "agent-a", "agent-b"
 
 
-def subscribers(world: ConsoleWorld) -> set[Any]:
-    """The tracker's live-feed subscriptions right now (its Subscriber objects)."""
-    server = world.stack.tracker_server
-    assert server is not None
-    feed = server.components["feed"]
-    return {sub for subs in feed._subscribers.values() for sub in subs}
-
-
-async def until_subscribers(world: ConsoleWorld, what: str,
-                            done: Callable[[set[Any]], bool]) -> set[Any]:
-    """The tracker's subscriptions, once ``done`` says they are as the test expects."""
-    deadline = time.monotonic() + UI_WAIT_MS / 1000
-    while not done(current := subscribers(world)):
-        assert time.monotonic() < deadline, f"{len(current)} subscriptions, expected {what}"
-        await asyncio.sleep(0.01)
-    return current
-
-
 class Tabs:
     """Tabs of one browser context, each watched for console errors."""
 
@@ -136,14 +118,14 @@ async def leader_closes_and_another_subscribes(
         "navigator.locks.query().then(q => [q.held.length, q.pending.length])")
     assert locks == [1, TABS - 1], locks
     await tabs.close(leader)
-    replaced = await until_subscribers(
-        world, "1, not the closed tab's", lambda now: len(now) == 1 and now.isdisjoint(held))
+    replaced = await world.until_subscriptions(
+        "1, not the closed tab's", lambda now: len(now) == 1 and now.isdisjoint(held))
     locks = await tabs.pages[0].evaluate(
         "navigator.locks.query().then(q => [q.held.length, q.pending.length])")
     assert locks == [1, TABS - 2], locks
     await convert(world, "conv-after-close", AGENT)
     await all_show(tabs.pages, notice, "conv-after-close")
-    assert subscribers(world) == replaced
+    assert world.subscriptions() == replaced
 
 
 async def test_eight_agent_view_tabs_share_one_subscription(
@@ -152,7 +134,7 @@ async def test_eight_agent_view_tabs_share_one_subscription(
     await tracked_goal(console_world)
     for _ in range(TABS):
         await agent_tab(console_world, tabs)
-    held = await until_subscribers(console_world, "1", lambda now: len(now) == 1)
+    held = await console_world.until_subscriptions("1", lambda now: len(now) == 1)
 
     await convert(console_world, "conv-shared", AGENT)
     await all_show(tabs.pages, agent_notice, "conv-shared")
@@ -165,7 +147,7 @@ async def test_eight_agent_view_tabs_share_one_subscription(
     await ninth.get_by_role("button", name="Sign in").click()
     await expect(ninth.get_by_role("heading", level=1)).to_have_text("Goals")
     await tabs.close(ninth)
-    assert subscribers(console_world) == held
+    assert console_world.subscriptions() == held
 
     await leader_closes_and_another_subscribes(console_world, tabs, agent_notice, held)
 
@@ -177,7 +159,7 @@ async def test_eight_embed_tabs_share_one_subscription(
     await convert(console_world, "conv-before", AGENT)
     for _ in range(TABS):
         await embed_tab(console_world, tabs, tokens)
-    held = await until_subscribers(console_world, "1", lambda now: len(now) == 1)
+    held = await console_world.until_subscriptions("1", lambda now: len(now) == 1)
     for page in tabs.pages:  # every tab counted today's conversion itself
         await expect(page.locator("#goalflow-notice").get_by_text(
             "Today: 1 conversion", exact=True)).to_be_visible()
@@ -206,7 +188,7 @@ async def test_another_agents_tab_has_its_own_subscription(
     first = await embed_tab(console_world, tabs, tokens)
     second = await embed_tab(console_world, tabs, tokens)
     other = await embed_tab(console_world, tabs, tokens, agent_id=OTHER_AGENT)
-    await until_subscribers(console_world, "2", lambda now: len(now) == 2)
+    await console_world.until_subscriptions("2", lambda now: len(now) == 2)
 
     await convert(console_world, "conv-b", OTHER_AGENT)
     await convert(console_world, "conv-a", AGENT)
@@ -247,7 +229,7 @@ async def test_a_refused_leader_hands_over_without_stopping_the_others(
     await holder.evaluate("name => { navigator.locks.request(name, () => new Promise(() => {})); }",
                           name)
     await tabs.close(first)  # the lock passes to the holder, which follows nothing
-    await until_subscribers(console_world, "0", lambda now: not now)
+    await console_world.until_subscriptions("0", lambda now: not now)
 
     other = TokenAuthority(parse_token_keys("other-1:" + "x" * 43))  # same claims, refused
     refused = other.mint(console_world.tenant.account_id, Role.AGENT, agent_id=AGENT).token
@@ -265,7 +247,7 @@ async def test_a_refused_leader_hands_over_without_stopping_the_others(
     await expect(refused_tab.locator("#goalflow-notice").get_by_role("status")).to_have_text(
         "Stopped: the session has ended (the token expired or was refused).")
     await expect(good.locator("#goalflow-notice").get_by_role("status")).to_have_text("Live")
-    await until_subscribers(console_world, "1", lambda now: len(now) == 1)
+    await console_world.until_subscriptions("1", lambda now: len(now) == 1)
     await convert(console_world, "conv-handed-over", AGENT)
     await all_show([good], embed_notice, "conv-handed-over")
 

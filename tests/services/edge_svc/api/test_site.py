@@ -89,10 +89,13 @@ def test_files_outside_the_directory_are_never_read(tmp_path: Path):
     (console / "leak.txt").symlink_to(tmp_path / "secret.txt")
     (console / "dir").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
     (console / "alias.js").symlink_to(console / "inside.js")
+    (console / ".env").write_bytes(b"outside")  # a dot-file, reached through a link
+    (console / "env.txt").symlink_to(console / ".env")
     site = Site.load(console)
     assert all(asset.body != b"outside" for asset in site.assets.values())
     assert site.find("/leak.txt") is None
     assert site.find("/dir/key.pem") is None
+    assert site.find("/env.txt") is None
     assert set(site.assets) <= {"/", "/index.html", "/inside.js", "/alias.js"}
     assert {"/", "/index.html", "/inside.js"} <= set(site.assets)
 

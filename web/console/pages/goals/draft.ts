@@ -27,7 +27,20 @@ interface Stored extends Draft {
 }
 
 function keyOf(session: Session, route: string): string {
-  return `${PREFIX}.${session.accountId}.${route}`;
+  // The key that minted the session too: the next person signing in to the account in this
+  // tab with another key gets nothing of it.
+  return `${PREFIX}.${session.accountId}.${session.mintedBy}.${route}`;
+}
+
+/** Forgets every draft of this tab: a deliberate sign-out leaves nothing for whoever
+ * signs in next. */
+export function forgetAllDrafts(): void {
+  for (let i = window.sessionStorage.length - 1; i >= 0; i--) {
+    const key = window.sessionStorage.key(i);
+    if (key?.startsWith(`${PREFIX}.`)) {
+      window.sessionStorage.removeItem(key);
+    }
+  }
 }
 
 function sessionMark(session: Session): string {

@@ -45,9 +45,13 @@ interface Loaded {
   timeZone: string;
   /** The form as the person left it when their last session ended (see draft.ts). */
   restored: GoalForm | null;
+  /** Such a form was dropped: the goal has changed since. */
+  dropped?: boolean;
 }
 
 const RESTORED = "Restored the unsaved changes from before you signed in again.";
+const DROPPED = "Your unsaved changes from before you signed in again were not restored: " +
+  "the goal has been changed since. This is the goal as it is now.";
 
 function local(field: string, rule: string): Problem {
   return { kind: "invalid", field, rule, message: `${field}: ${rule}` };
@@ -79,10 +83,13 @@ async function loadForm(app: ReturnType<typeof useApp>, goalId: string | null): 
     const form = initial.active ? draft.form : { ...draft.form, active: false };
     return { ...loaded, restored: form };
   }
-  // An edit saves the changes made against what the person saw then: should the goal have
-  // changed since, the server refuses the old revision and says so.
-  return { ...loaded, initial: draft.initial, revision: BigInt(draft.revision),
-    restored: draft.form };
+  // Changes made against another revision are not given back: an edit that only flips
+  // Active would go through ActivateGoal/DeactivateGoal, which check no revision, onto a
+  // goal someone else changed meanwhile.
+  if (goal.revision !== BigInt(draft.revision)) {
+    return { ...loaded, restored: null, dropped: true };
+  }
+  return { ...loaded, initial: draft.initial, restored: draft.form };
 }
 
 /** Attributes tying an input to its hint and to the server's message about `fields`. */
@@ -287,6 +294,7 @@ export function GoalFormView({ goalId, onSaved }: {
       </div>
       {readOnly && <p class="hint">Your role can look at goals but not change them.</p>}
       {loaded.restored && <p class="notice" role="status">{RESTORED}</p>}
+      {loaded.dropped && <p class="notice" role="status">{DROPPED}</p>}
       <form noValidate onSubmit={(e) => void submit(e)} aria-labelledby="goal-form-title">
         <fieldset class="plain" disabled={readOnly}>
           <label for="goal-name">Name</label>
