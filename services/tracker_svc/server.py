@@ -14,17 +14,23 @@ from goalflow_common.server import GoalflowServer, Registration, build_server
 from tracker_svc.adapters.goal_feed import GoalCache
 from tracker_svc.api.ingest import IngestHandler
 from tracker_svc.api.queries import MAX_GOAL_IDS, ConversionQueries
+from tracker_svc.api.replay import ReplayHandler
 from tracker_svc.api.reports import MAX_FILTER_ENTRIES, ReportHandler
 from tracker_svc.api.servicer import TrackerServicer, feed_message
 from tracker_svc.domain.conversions import ConversionReads
 from tracker_svc.domain.feed import ConversionFeed
 from tracker_svc.domain.ingest import Ingestor
+from tracker_svc.domain.replay import Replayer
 from tracker_svc.domain.reports import Reporter
 from tracker_svc.settings import TrackerSettings
 from tracker_svc.store.tracker_store import TrackerStore
 
 # Conversions read per StreamConversions query (a time window holds about this many).
 STREAM_FETCH_SIZE = 5000
+
+
+# A goal's conditions and agent groups: at most 100 each (config's rules).
+MAX_GOAL_LIST = 100
 
 
 def request_budgets(settings: TrackerSettings) -> dict[str, RequestBudget]:
@@ -44,6 +50,10 @@ def request_budgets(settings: TrackerSettings) -> dict[str, RequestBudget]:
         # 1,000 goal ids of 128 characters: ~516 KB.
         "CountConversions": RequestBudget(MAX_GOAL_IDS * text_bytes(MAX_ID) + 1024, {
             "goals.v1.CountConversionsRequest.goal_ids": MAX_GOAL_IDS}),
+        # One goal as config sends it (100 conditions of 2,048 characters: ~820 KB).
+        "ReplayGoal": RequestBudget(settings.max_message_bytes, {
+            "goals.v1.Goal.conditions": MAX_GOAL_LIST,
+            "goals.v1.Goal.agent_group_ids": MAX_GOAL_LIST}),
     }
 
 
@@ -82,6 +92,7 @@ async def create_server(
         ConversionQueries(ConversionReads(store, fetch_size=max(chunk_size, STREAM_FETCH_SIZE)),
                           chunk_size=chunk_size),
         ReportHandler(Reporter(store, clock)),
+        ReplayHandler(Replayer(store), settings.simulation_max_days),
     )
     await goals.start()
     await feed.start()
