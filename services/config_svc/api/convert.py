@@ -209,6 +209,25 @@ def update_paths(request: config_pb2.UpdateGoalRequest) -> tuple[str, ...]:
     return paths
 
 
+def override_paths(request: config_pb2.SimulateGoalRequest) -> tuple[str, ...]:
+    """The fields a simulation overrides: those its mask names (as UpdateGoal's update
+    mask), every writable one for an empty mask with overrides set, else none."""
+    paths = tuple(request.override_mask.paths)
+    if not paths:
+        return rules.UPDATABLE if request.HasField("overrides") else ()
+    for path in paths:
+        if path not in rules.UPDATABLE:
+            allowed = ", ".join(rules.UPDATABLE)
+            raise InvalidArgument(
+                "override_mask", f"{path[:64]!r} cannot be overridden; allowed: {allowed}")
+    return paths
+
+
+def nested(prefix: str, error: InvalidArgument) -> InvalidArgument:
+    """``error`` naming its field inside the request's ``prefix`` message."""
+    return InvalidArgument(f"{prefix}.{error.field}", error.rule)
+
+
 def activation_dates(request: config_pb2.ActivateGoalRequest) -> GoalPatch:
     """The start and end dates an activation sets, if any."""
     patch = GoalPatch()
