@@ -267,9 +267,22 @@ class TrackerStore:
     # -- reads for a simulation (domain.replay) --------------------------------------------
 
     async def count_events(self, account_id: str, start: dt.datetime, end: dt.datetime) -> int:
-        """How many of the account's events occurred in [start, end)."""
-        return await self._events.count_documents(
-            {"account_id": eq(account_id), "at": {"$gte": start, "$lt": end}})
+        """How many of the account's events occurred in [start, end) (whole seconds, as
+        for ``events_between``).
+
+        The ``count`` command, not ``count_documents``: nx-27017 runs the latter as an
+        aggregation over every matching document (0.44 s for 20,000 events, as long as
+        reading them) and answers the former from the index in 0.02 s. It compares the
+        datetimes to the second, so the bounds must be whole seconds; then the counts agree
+        (test_mongo_conformance.py::test_count_command_on_whole_second_bounds,
+        ::test_count_command_on_millisecond_bounds)."""
+        if start.microsecond or end.microsecond:
+            raise ValueError("a count's start and end must be whole seconds")
+        reply = await self._events.database.command({
+            "count": self._events.name,
+            "query": {"account_id": eq(account_id), "at": {"$gte": start, "$lt": end}},
+        })
+        return int(reply["n"])
 
     async def events_between(
         self, account_id: str, start: dt.datetime, end: dt.datetime, size: int
