@@ -37,13 +37,18 @@ class TrackerReplays:
         call = self._stub.ReplayGoal(tracker_pb2.ReplayGoalRequest(
             account_id=account_id, goal=goal, start_time=timestamp(start),
             end_time=timestamp(end)))
+        finished = False
         try:
             async for update in call:
+                finished = update.HasField("result")
                 yield update
         except grpc.aio.AioRpcError as exc:
             raise _mapped(exc) from None
         finally:
             call.cancel()
+        if not finished:  # the tracker stopped (shutting down) before its result
+            log.warning("replay_ended_early")
+            raise Unavailable(UNAVAILABLE)
 
 
 def _mapped(exc: grpc.aio.AioRpcError) -> DomainError:
