@@ -228,6 +228,29 @@ def nested(prefix: str, error: InvalidArgument) -> InvalidArgument:
     return InvalidArgument(f"{prefix}.{error.field}", error.rule)
 
 
+def simulated_goal(
+    request: config_pb2.SimulateGoalRequest,
+) -> tuple[GoalFields | None, GoalPatch]:
+    """What a simulation's goal is made of: a definition's fields, validated as CreateGoal
+    validates them (and no patch), or for a goal_id the overrides (``None`` fields). Errors
+    name the field inside ``definition`` or ``overrides``."""
+    which = request.WhichOneof("goal")
+    if which is None:
+        raise InvalidArgument("goal", "required: a definition or a goal_id")
+    if which == "definition":
+        if request.HasField("overrides") or request.override_mask.paths:
+            raise InvalidArgument("overrides", "only with goal_id")
+        try:
+            return goal_fields(request.definition), GoalPatch()
+        except InvalidArgument as exc:
+            raise nested("definition", exc) from None
+    paths = override_paths(request)
+    try:
+        return None, goal_patch(request.overrides, paths)
+    except InvalidArgument as exc:
+        raise nested("overrides", exc) from None
+
+
 def activation_dates(request: config_pb2.ActivateGoalRequest) -> GoalPatch:
     """The start and end dates an activation sets, if any."""
     patch = GoalPatch()

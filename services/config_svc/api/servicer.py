@@ -13,7 +13,7 @@ from config_svc.adapters.replays import TrackerReplays
 from config_svc.api import convert
 from config_svc.domain.counts import ConversionCounts, seven_day_counts
 from config_svc.domain.goals import Goals
-from config_svc.domain.model import ChangeKind, Goal, GoalChange, GoalFields, GoalPatch
+from config_svc.domain.model import ChangeKind, Goal, GoalChange
 from config_svc.domain.simulation import definition_goal, existing_goal, simulation_range
 from config_svc.store.protocols import GoalStore
 from goalflow_common.auth import KeyStore, current_principal
@@ -202,24 +202,7 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
     async def SimulateGoal(
         self, request: config_pb2.SimulateGoalRequest, context: Context
     ) -> AsyncIterator[config_pb2.SimulateGoalResponse]:
-        which = request.WhichOneof("goal")
-        if which is None:
-            raise InvalidArgument("goal", "required: a definition or a goal_id")
-        if which == "definition" and (request.HasField("overrides")
-                                      or request.override_mask.paths):
-            raise InvalidArgument("overrides", "only with goal_id")
-        fields: GoalFields | None = None
-        patch = GoalPatch()
-        try:
-            if which == "definition":
-                fields = convert.goal_fields(request.definition)
-            else:
-                patch = convert.goal_patch(request.overrides, convert.override_paths(request))
-        except InvalidArgument as exc:
-            if exc.field == "override_mask":
-                raise
-            raise convert.nested(
-                "definition" if which == "definition" else "overrides", exc) from None
+        fields, patch = convert.simulated_goal(request)
         first_day = simulation_day("start_date", request)
         last_day = simulation_day("end_date", request)
         account_id, tz, today = await self._account()
