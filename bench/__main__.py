@@ -17,6 +17,7 @@ MODULES: dict[str, str] = {
     "config": "bench.config_bench",
     "ingest": "bench.ingest_bench",
     "export": "bench.export_bench",
+    "simulate": "bench.simulate_bench",
     "soak": "bench.soak_bench",
     "browser": "bench.browser_bench",
 }

@@ -7,6 +7,7 @@ import datetime as dt
 import structlog
 
 from config_svc.adapters.counts import TrackerCounts
+from config_svc.adapters.replays import TrackerReplays
 from config_svc.api.accounts import AccountServicer
 from config_svc.api.servicer import ConfigServicer
 from config_svc.domain import rules
@@ -46,8 +47,13 @@ def request_budgets() -> dict[str, RequestBudget]:
     # UpdateGoal names the goal's fields as the update mask does.
     names = {f"goals.v1.Goal.{name}": name for name in lists}
     names["google.protobuf.FieldMask.paths"] = "update_mask"
+    # SimulateGoal: a definition or overrides (one goal's fields), a mask and two dates.
+    simulate = {f"goals.v1.CreateGoalRequest.{name}": n for name, n in lists.items()}
+    simulate["google.protobuf.FieldMask.paths"] = len(rules.UPDATABLE)
     return {"CreateGoal": RequestBudget(goal_bytes, create),
-            "UpdateGoal": RequestBudget(goal_bytes, update, names)}
+            "UpdateGoal": RequestBudget(goal_bytes, update, names),
+            "SimulateGoal": RequestBudget(goal_bytes, simulate,
+                                          {"google.protobuf.FieldMask.paths": "override_mask"})}
 
 
 async def create_server(
@@ -84,6 +90,8 @@ async def create_server(
         TrackerCounts(stub, settings.tracker_timeout_s),
         lifecycle,
         page_bytes=settings.max_message_bytes // 2,
+        replays=TrackerReplays(stub),
+        simulation_max_days=settings.simulation_max_days,
     )
 
     async def close() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pydantic import AwareDatetime
+from pydantic import AwareDatetime, Field
 
 from goalflow_common.settings import ServiceSettings
 
@@ -23,6 +23,10 @@ class ConfigSettings(ServiceSettings):
 
     tracker_timeout_s: float = 0.5
     """Deadline of the 7-day count call; past it the list answers without counts."""
+
+    simulation_max_days: int = Field(92, ge=1, le=3660)
+    """SimulateGoal: the longest date range simulated, in days (both ends included); a
+    longer one is refused with INVALID_ARGUMENT naming this limit."""
 
     clock_start: AwareDatetime | None = None
     """The instant the service's clock starts from instead of the real time (ISO 8601 with

@@ -9,22 +9,32 @@ from goalflow_common.db import connect
 from goalflow_common.lifecycle import Lifecycle
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2, tracker_pb2_grpc
 from goalflow_common.protoconv import MAX_ID
-from goalflow_common.request_guard import RequestBudget, text_bytes
+from goalflow_common.request_guard import KIB, RequestBudget, text_bytes
 from goalflow_common.server import GoalflowServer, Registration, build_server
 from tracker_svc.adapters.goal_feed import GoalCache
 from tracker_svc.api.ingest import IngestHandler
 from tracker_svc.api.queries import MAX_GOAL_IDS, ConversionQueries
+from tracker_svc.api.replay import ReplayHandler
 from tracker_svc.api.reports import MAX_FILTER_ENTRIES, ReportHandler
 from tracker_svc.api.servicer import TrackerServicer, feed_message
 from tracker_svc.domain.conversions import ConversionReads
 from tracker_svc.domain.feed import ConversionFeed
 from tracker_svc.domain.ingest import Ingestor
+from tracker_svc.domain.replay import Replayer
 from tracker_svc.domain.reports import Reporter
 from tracker_svc.settings import TrackerSettings
 from tracker_svc.store.tracker_store import TrackerStore
 
 # Conversions read per StreamConversions query (a time window holds about this many).
 STREAM_FETCH_SIZE = 5000
+
+
+# A goal's conditions and agent groups: at most 100 each (config's rules), and the bytes
+# of one goal message: name 100 and description 1,000 characters, 100 groups of 128, 100
+# conditions of 2,048 (+ category and operator), 8 KiB for the rest (ReplayGoal's budget).
+MAX_GOAL_LIST = 100
+GOAL_BYTES = (text_bytes(100) + text_bytes(1000) + MAX_GOAL_LIST * text_bytes(MAX_ID)
+              + MAX_GOAL_LIST * (text_bytes(2048) + 16) + 8 * KIB)
 
 
 def request_budgets(settings: TrackerSettings) -> dict[str, RequestBudget]:
@@ -44,6 +54,10 @@ def request_budgets(settings: TrackerSettings) -> dict[str, RequestBudget]:
         # 1,000 goal ids of 128 characters: ~516 KB.
         "CountConversions": RequestBudget(MAX_GOAL_IDS * text_bytes(MAX_ID) + 1024, {
             "goals.v1.CountConversionsRequest.goal_ids": MAX_GOAL_IDS}),
+        # One goal as config sends it, at config's documented limits: ~885 KB.
+        "ReplayGoal": RequestBudget(GOAL_BYTES, {
+            "goals.v1.Goal.conditions": MAX_GOAL_LIST,
+            "goals.v1.Goal.agent_group_ids": MAX_GOAL_LIST}),
     }
 
 
@@ -82,6 +96,7 @@ async def create_server(
         ConversionQueries(ConversionReads(store, fetch_size=max(chunk_size, STREAM_FETCH_SIZE)),
                           chunk_size=chunk_size),
         ReportHandler(Reporter(store, clock)),
+        ReplayHandler(Replayer(store), settings.simulation_max_days),
     )
     await goals.start()
     await feed.start()

@@ -35,3 +35,7 @@ class TrackerSettings(ServiceSettings):
     subscriber_max_queued: int = Field(20_000, gt=0)
     """SubscribeConversions: most undelivered conversions held for one subscriber (a hard
     memory bound besides the time limit); reaching it drops the subscriber too."""
+
+    simulation_max_days: int = Field(92, ge=1, le=3660)
+    """ReplayGoal (config's SimulateGoal): the longest range replayed, in days (config
+    refuses a longer date range; the tracker allows one day more for time zones)."""

@@ -32,7 +32,7 @@ from tests.security.conftest import (
     touching,
 )
 from tests.security.rpcs import METHODS, Outcome, convert_again, first, invoke, snapshot_done
-from tests.services.config_svc.helpers import date, goal_request
+from tests.services.config_svc.helpers import date, goal_request, url_condition
 from tests.services.tracker_svc.builders import agent, assigned, ingest, message, opened, visit
 
 PLATFORM = "platform"  # the platform-wide service key, naming account B
@@ -74,6 +74,16 @@ def _events(ids: Ids) -> list[tracker_pb2.IngestEventsRequest]:
     ]
     return [tracker_pb2.IngestEventsRequest(batch_id="foreign", events=foreign),
             tracker_pb2.IngestEventsRequest(batch_id="same-ids", events=same_ids)]
+
+
+def _replay(ids: Ids, account_id: str) -> tracker_pb2.ReplayGoalRequest:
+    """A replay of A's goal (its id, groups and URL) over June 1, for ``account_id``."""
+    start = dt.datetime(2026, 6, 1, tzinfo=dt.UTC)
+    return tracker_pb2.ReplayGoalRequest(
+        account_id=account_id, goal=config_pb2.Goal(
+            id=ids.goal_id, agent_group_ids=["alpha-sales"],
+            conditions=[url_condition("/alpha-checkout")]),
+        start_time=_ts(start), end_time=_ts(start + dt.timedelta(days=1)))
 
 
 def _b(w: World) -> str:
@@ -126,6 +136,26 @@ PROBES: dict[str, Probe] = {
         C + "ListActiveGoals", r,
         lambda w, i: config_pb2.ListActiveGoalsRequest(account_id=i.account_id),
         {"PERMISSION_DENIED"}) for r in (ADMIN, SERVICE, ADMIN_TOKEN)},
+    # A simulation of A's goal by id is refused as for a goal of nobody; a definition with
+    # A's URL simulates over B's events only (none match: nothing of A's shows).
+    **{f"SimulateGoal of A's goal by {_name(r)}": Probe(
+        C + "SimulateGoal", r, lambda w, i: config_pb2.SimulateGoalRequest(
+            goal_id=i.goal_id, start_date=JUNE_1, end_date=JUNE_1), {"NOT_FOUND"})
+       for r in (ADMIN, ADMIN_TOKEN)},
+    **{f"SimulateGoal of A's URL by {_name(r)}": Probe(
+        C + "SimulateGoal", r, lambda w, i: config_pb2.SimulateGoalRequest(
+            definition=goal_request("Spy", conditions=[url_condition("/alpha-checkout")],
+                                    agent_group_ids=["alpha-sales"]),
+            start_date=JUNE_1, end_date=JUNE_1), {"OK"})
+       for r in (ADMIN, ADMIN_TOKEN)},
+    # ReplayGoal: B's service key replays B's events only; naming A's account is refused.
+    "ReplayGoal of A's goal by service key": Probe(
+        T + "ReplayGoal", SERVICE, lambda w, i: _replay(i, ""), {"OK"}),
+    "ReplayGoal naming A's account by service key": Probe(
+        T + "ReplayGoal", SERVICE, lambda w, i: _replay(i, i.account_id),
+        {"PERMISSION_DENIED"}),
+    "ReplayGoal by platform key for B": Probe(
+        T + "ReplayGoal", PLATFORM, lambda w, i: _replay(i, _b(w)), {"OK"}),
     "ListActiveGoals by platform key for B": Probe(
         C + "ListActiveGoals", PLATFORM,
         lambda w, i: config_pb2.ListActiveGoalsRequest(account_id=_b(w)), {"OK"}),

@@ -27,10 +27,10 @@ from goalflow_common.pb.goals.v1 import accounts_pb2, config_pb2, export_pb2, tr
 from tests.security import forged
 from tests.security.conftest import A_AGENT, JUNE_1, T0, World, revoked_key, snapshot
 from tests.security.rpcs import METHODS, Outcome, convert_again, first, invoke, snapshot_done
-from tests.services.config_svc.helpers import date, goal_request
+from tests.services.config_svc.helpers import date, goal_request, url_condition
 from tests.services.tracker_svc.builders import message
 
-DAY = dt.timedelta(days=1)
+DAY, HOUR = dt.timedelta(days=1), dt.timedelta(hours=1)
 
 
 def _ts(when) -> Timestamp:
@@ -95,6 +95,18 @@ CASES: dict[str, Case] = {
         lambda w: config_pb2.WatchGoalsRequest(send_snapshot=True),
         lambda w, o: {r.goal.account_id for r in o.responses[:-1]} == {w.a.account_id}
         and len(o.responses) == 4, until=snapshot_done),
+    # The what-if of A's goal over June 1: its one recorded conversion (last touch).
+    "/goals.v1.ConfigService/SimulateGoal": Case(
+        lambda w: config_pb2.SimulateGoalRequest(goal_id=w.a_ids.goal_id, start_date=JUNE_1,
+                                                 end_date=JUNE_1),
+        lambda w, o: o.responses[-1].result.models[1].conversions == 1
+        and all(r.HasField("progress") for r in o.responses[:-1])),
+    "/goals.v1.TrackerService/ReplayGoal": Case(
+        lambda w: tracker_pb2.ReplayGoalRequest(
+            goal=config_pb2.Goal(id=w.a_ids.goal_id, agent_group_ids=["alpha-sales"],
+                                 conditions=[url_condition("/alpha-checkout")]),
+            start_time=_ts(T0 - T0.hour * HOUR), end_time=_ts(T0 + DAY)),
+        lambda w, o: o.responses[-1].result.models[1].conversions == 1),
     "/goals.v1.TrackerService/IngestEvents": Case(
         lambda w: [tracker_pb2.IngestEventsRequest(batch_id="matrix", events=[
             message(w.a_ids.conversation_id, T0, w.a_ids.agent_id)])],
@@ -191,7 +203,7 @@ READS_OF_AN_AGENT = READS_OF_A_SUPERVISOR - {"/goals.v1.TrackerService/GetReport
 
 
 def test_every_rpc_of_every_service_is_in_the_policy_and_the_matrix():
-    assert len(METHODS) == 25  # a sanity floor: the descriptors really were read
+    assert len(METHODS) == 27  # a sanity floor: the descriptors really were read
     assert set(METHODS) == set(METHOD_ROLES), "an RPC without roles is closed to everyone"
     assert set(METHODS) == set(CASES), "every RPC needs a case in this matrix"
     for path in METHODS:

@@ -209,6 +209,48 @@ def update_paths(request: config_pb2.UpdateGoalRequest) -> tuple[str, ...]:
     return paths
 
 
+def override_paths(request: config_pb2.SimulateGoalRequest) -> tuple[str, ...]:
+    """The fields a simulation overrides: those its mask names (as UpdateGoal's update
+    mask), every writable one for an empty mask with overrides set, else none."""
+    paths = tuple(request.override_mask.paths)
+    if not paths:
+        return rules.UPDATABLE if request.HasField("overrides") else ()
+    for path in paths:
+        if path not in rules.UPDATABLE:
+            allowed = ", ".join(rules.UPDATABLE)
+            raise InvalidArgument(
+                "override_mask", f"{path[:64]!r} cannot be overridden; allowed: {allowed}")
+    return paths
+
+
+def nested(prefix: str, error: InvalidArgument) -> InvalidArgument:
+    """``error`` naming its field inside the request's ``prefix`` message."""
+    return InvalidArgument(f"{prefix}.{error.field}", error.rule)
+
+
+def simulated_goal(
+    request: config_pb2.SimulateGoalRequest,
+) -> tuple[GoalFields | None, GoalPatch]:
+    """What a simulation's goal is made of: a definition's fields, validated as CreateGoal
+    validates them (and no patch), or for a goal_id the overrides (``None`` fields). Errors
+    name the field inside ``definition`` or ``overrides``."""
+    which = request.WhichOneof("goal")
+    if which is None:
+        raise InvalidArgument("goal", "required: a definition or a goal_id")
+    if which == "definition":
+        if request.HasField("overrides") or request.override_mask.paths:
+            raise InvalidArgument("overrides", "only with goal_id")
+        try:
+            return goal_fields(request.definition), GoalPatch()
+        except InvalidArgument as exc:
+            raise nested("definition", exc) from None
+    paths = override_paths(request)
+    try:
+        return None, goal_patch(request.overrides, paths)
+    except InvalidArgument as exc:
+        raise nested("overrides", exc) from None
+
+
 def activation_dates(request: config_pb2.ActivateGoalRequest) -> GoalPatch:
     """The start and end dates an activation sets, if any."""
     patch = GoalPatch()

@@ -9,23 +9,38 @@ from typing import Any
 
 import structlog
 
+from config_svc.adapters.replays import TrackerReplays
 from config_svc.api import convert
 from config_svc.domain.counts import ConversionCounts, seven_day_counts
 from config_svc.domain.goals import Goals
 from config_svc.domain.model import ChangeKind, Goal, GoalChange
+from config_svc.domain.simulation import definition_goal, existing_goal, simulation_range
 from config_svc.store.protocols import GoalStore
 from goalflow_common.auth import KeyStore, current_principal
 from goalflow_common.clock import Clock, today_in
 from goalflow_common.errors import InvalidArgument
 from goalflow_common.lifecycle import Lifecycle
 from goalflow_common.pb.goals.v1 import config_pb2, config_pb2_grpc
-from goalflow_common.protoconv import decode_page_token, encode_page_token, timestamp
+from goalflow_common.protoconv import (
+    date_between,
+    decode_page_token,
+    encode_page_token,
+    timestamp,
+)
 
 log = structlog.get_logger(__name__)
 
 DEFAULT_PAGE, MAX_PAGE = 50, 200
 # grpc ships no type information: the servicer context is untyped.
 Context = Any
+
+
+def simulation_day(name: str, request: config_pb2.SimulateGoalRequest) -> dt.date:
+    """A required day of a simulation's range."""
+    if not request.HasField(name):
+        raise InvalidArgument(name, "required")
+    day: dt.date = date_between(name, getattr(request, name))
+    return day
 
 
 class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
@@ -37,6 +52,8 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         counts: ConversionCounts,
         lifecycle: Lifecycle,
         page_bytes: int = 4 * 1024 * 1024,
+        replays: TrackerReplays | None = None,
+        simulation_max_days: int = 92,
     ) -> None:
         self._store = store
         self._goals = Goals(store, clock)
@@ -45,6 +62,8 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
         self._counts = counts
         self._lifecycle = lifecycle
         self._page_bytes = page_bytes
+        self._replays = replays or TrackerReplays(None)
+        self._simulation_max_days = simulation_max_days
 
     async def _account(self, requested: str = "") -> tuple[str, str, dt.date]:
         """The caller's account (or the one a platform key names), its time zone and
@@ -179,6 +198,25 @@ class ConfigServicer(config_pb2_grpc.ConfigServiceServicer):
                 )
             async for change in changes:
                 yield convert.change_to_proto(change, await self._changed_goal(change))
+
+    async def SimulateGoal(
+        self, request: config_pb2.SimulateGoalRequest, context: Context
+    ) -> AsyncIterator[config_pb2.SimulateGoalResponse]:
+        fields, patch = convert.simulated_goal(request)
+        first_day = simulation_day("start_date", request)
+        last_day = simulation_day("end_date", request)
+        account_id, tz, today = await self._account()
+        span = simulation_range(first_day, last_day, today, tz, self._simulation_max_days)
+        if fields is not None:
+            goal = definition_goal(account_id, fields, self._clock.now())
+        else:
+            goal = await existing_goal(self._goals, account_id, request.goal_id, patch)
+        message = convert.goal_to_proto(goal, today, tz)
+        async for update in self._replays.replay(account_id, message, span.start, span.end):
+            if update.HasField("progress"):
+                yield config_pb2.SimulateGoalResponse(progress=update.progress)
+            elif update.HasField("result"):
+                yield config_pb2.SimulateGoalResponse(result=update.result)
 
     async def _changed_goal(self, change: GoalChange) -> config_pb2.Goal:
         if change.kind is ChangeKind.DELETED or change.goal is None:

@@ -16,6 +16,7 @@ from goalflow_common.pb.goals.v1 import tracker_pb2, tracker_pb2_grpc
 from tracker_svc.api.convert import conversion_to_proto
 from tracker_svc.api.ingest import IngestHandler
 from tracker_svc.api.queries import ConversionQueries
+from tracker_svc.api.replay import ReplayHandler
 from tracker_svc.api.reports import ReportHandler
 from tracker_svc.domain.feed import ConversionFeed, SubscriberDropped
 from tracker_svc.domain.model import ConversionRecord
@@ -38,12 +39,13 @@ def feed_message(record: ConversionRecord) -> tracker_pb2.SubscribeConversionsRe
 class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):
     def __init__(
         self, ingest: IngestHandler, feed: Feed, queries: ConversionQueries,
-        reports: ReportHandler,
+        reports: ReportHandler, replays: ReplayHandler,
     ) -> None:
         self._ingest = ingest
         self._feed = feed
         self._queries = queries
         self._reports = reports
+        self._replays = replays
 
     async def IngestEvents(
         self, request_iterator: AsyncIterator[tracker_pb2.IngestEventsRequest],
@@ -117,3 +119,9 @@ class TrackerServicer(tracker_pb2_grpc.TrackerServiceServicer):
         self, request: tracker_pb2.GetReportRequest, context: aio.ServicerContext
     ) -> tracker_pb2.GetReportResponse:
         return await self._reports.report(request)
+
+    async def ReplayGoal(
+        self, request: tracker_pb2.ReplayGoalRequest, context: aio.ServicerContext
+    ) -> AsyncIterator[tracker_pb2.ReplayGoalResponse]:
+        async for update in self._replays.replay(request):
+            yield update

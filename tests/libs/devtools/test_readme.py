@@ -45,7 +45,7 @@ def test_the_marked_blocks_are_the_cli_walkthrough():
                     "goals activate", "goals deactivate", "goals delete", "events send",
                     "conversions tail", "conversions list", "report", "export request",
                     "export status", "export list", "accounts create", "accounts list",
-                    "keys create", "keys list", "keys revoke", "token mint"):
+                    "keys create", "keys list", "keys revoke", "token mint", "goals simulate"):
         assert f"goalflow {command}" in walkthrough, command
     # No placeholder is left for the reader to fill in (comments may name one).
     commands = re.sub(r"\s#.*", "", walkthrough)

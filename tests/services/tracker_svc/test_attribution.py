@@ -9,6 +9,7 @@ import pytest
 
 from goalflow_common.auth import Role
 from goalflow_common.pb.goals.v1 import config_pb2, tracker_pb2
+from goalflow_common.protoconv import timestamp
 from tests.services.config_svc.helpers import url_condition
 from tests.services.tracker_svc.builders import (
     agent,
@@ -74,10 +75,23 @@ SCENARIOS = [
 ]
 
 
+async def replayed_credits(stack, tenant, goal: config_pb2.Goal, model: int) -> list[str]:
+    """The agents a simulation (ReplayGoal over the stored events, from the day before T0
+    to the day after the latest hit) credits under ``model``."""
+    start = dt.datetime.combine(T0.date() - DAY, dt.time(), tzinfo=dt.UTC)
+    request = tracker_pb2.ReplayGoalRequest(
+        goal=goal, start_time=timestamp(start), end_time=timestamp(start + 10 * DAY))
+    updates = [u async for u in stack.tracker(tenant.keys[Role.SERVICE]).ReplayGoal(request)]
+    [result] = [m for m in updates[-1].result.models if m.attribution_model == model]
+    return sorted(row.key for row in result.agents)
+
+
 @pytest.mark.parametrize(("model", "active", "inside", "expected"), SCENARIOS)
 async def test_attribution_table(stack, make_tenant, clock, model, active, inside, expected):
+    """Live ingest, then a simulation of the same goal over the stored events: the same
+    credits (docs/rules.md §7 D23)."""
     tenant = await make_tenant()
-    await create_goal(stack, tenant, "Checkout", model=model, period=7)
+    goal = await create_goal(stack, tenant, "Checkout", model=model, period=7)
     events = two_agent_conversation(close_at=None if active else HOUR)
     hit_at = T0 + 2 * HOUR if inside else T0 + 8 * DAY
     clock.set(hit_at)
@@ -86,6 +100,7 @@ async def test_attribution_table(stack, make_tenant, clock, model, active, insid
     docs = await conversions(stack, tenant.account_id)
     assert credited(docs) == ([expected] if expected else [])
     assert acks[1].conversions == (1 if expected else 0)
+    assert await replayed_credits(stack, tenant, goal, model) == sorted(expected)
 
 
 async def test_period_counts_back_from_the_hit_per_agent(stack, make_tenant, clock):

@@ -22,6 +22,7 @@ from goalflow_client.cli.export import export
 from goalflow_client.cli.goals import goals
 from goalflow_client.cli.report import report
 from goalflow_client.cli.session import Options
+from goalflow_client.cli.simulate import simulate
 
 
 class _Goalflow(click.Group):
@@ -86,5 +87,6 @@ def main(ctx: click.Context, key: str | None, config_address: str, tracker_addre
                       tls or bool(tls_ca_file), tls_ca_file or "")
 
 
+goals.add_command(simulate)
 for _command in (goals, events, conversions, report, export, accounts, keys, token):
     main.add_command(_command)

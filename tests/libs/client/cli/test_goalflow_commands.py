@@ -374,3 +374,69 @@ async def test_export_request_waits_for_the_mail_and_status_shows_it(
     assert (shown["id"], shown["state"], shown["rowCount"], shown["downloadUrl"]) == (
         export_id, "EXPORT_STATE_MAILED", "1", job["link"]
     )
+
+
+async def test_goals_simulate_a_definition_and_an_existing_goal(
+    cli_stack: CliStack, purchase: Purchase, tmp_path: Path
+):
+    """The purchase's conversation replayed under a definition never created (YAML), and
+    under the purchase goal itself, unchanged and with its groups overridden."""
+    definition = tmp_path / "what-if.yaml"
+    definition.write_text(
+        "name: Purchase\n"  # an existing goal's name: nothing is created, so that is fine
+        "agent_group_ids: [sales]\n"
+        "attribution_model: first-touch\n"
+        "attribution_period_days: 7\n"
+        "conditions:\n"
+        "  - {category: url, operator: contains, value: /checkout/confirm}\n")
+    span = ("--from", str(purchase.today - dt.timedelta(days=1)), "--to", str(purchase.today))
+    table, as_json = await asyncio.gather(
+        cli_stack.run("goals", "simulate", *span, "--file", str(definition)),
+        cli_stack.run("goals", "simulate", *span, "--goal", purchase.goal_id,
+                      "--format", "json", "--no-progress"),
+    )
+    assert (table.code, as_json.code) == (0, 0), (table.err, as_json.err)
+    lines = table.out.splitlines()
+    assert lines[0].startswith(f"Simulated conversions, {span[1]} to {span[3]}")
+    header = lines[1].split()
+    assert header == ["FIRST-TOUCH", "LAST-TOUCH", "ALL-TOUCHES"]
+    assert [line.split() for line in lines if line.strip().startswith(
+        ("conversions", "transaction", "agent #1"))] == [
+        ["conversions", "1", "1", "1"],
+        ["transaction", "values", "49.90", "USD", "49.90", "USD", "49.90", "USD"],
+        ["agent", "#1", "Agent", "agent-a", "(1)", "Agent", "agent-a", "(1)", "Agent",
+         "agent-a", "(1)"],
+    ]
+    # The bar's last state on stderr: every event of the range read.
+    assert "simulating" in table.err and "goal hits" in table.err
+    result = json.loads(as_json.out)
+    assert [m["attributionModel"] for m in result["models"]] == [
+        "ATTRIBUTION_MODEL_FIRST_TOUCH", "ATTRIBUTION_MODEL_LAST_TOUCH",
+        "ATTRIBUTION_MODEL_ALL_TOUCHES"]
+    assert [m["conversions"] for m in result["models"]] == ["1", "1", "1"]
+    assert result["models"][1]["agents"][0]["key"] == "agent-a"
+    assert result["eventsScanned"] == "5"  # the send's five events, sent twice, stored once
+
+    overrides = tmp_path / "support-only.json"
+    overrides.write_text(json.dumps({"agent_group_ids": ["support"]}))
+    changed = await cli_stack.run("goals", "simulate", *span, "--goal", purchase.goal_id,
+                                  "--file", str(overrides), "--format", "json")
+    assert changed.code == 0, changed.err
+    assert [m["conversions"] for m in json.loads(changed.out)["models"]] == ["0", "0", "0"]
+    shown = await cli_stack.run("goals", "show", purchase.goal_id)
+    assert _fields(shown.out)["groups"] == "sales"  # overrides are never saved
+
+
+async def test_goals_simulate_refusals(cli_stack: CliStack, purchase: Purchase):
+    tomorrow = str(purchase.today + dt.timedelta(days=1))
+    future, neither, agent_key = await asyncio.gather(
+        cli_stack.run("goals", "simulate", "--from", str(purchase.today), "--to", tomorrow,
+                      "--goal", purchase.goal_id),
+        cli_stack.run("goals", "simulate", "--from", str(purchase.today), "--to",
+                      str(purchase.today)),
+        cli_stack.run("goals", "simulate", "--from", str(purchase.today), "--to",
+                      str(purchase.today), "--goal", purchase.goal_id, key=Role.AGENT),
+    )
+    assert future.code == 3 and "end_date: must not be after today" in future.error_line
+    assert neither.code == 2 and "--file" in neither.err
+    assert agent_key.code == 4, agent_key.err

@@ -32,6 +32,7 @@ ALLOWED: dict[str, set[Role]] = {
     "DeleteGoal": {Role.ADMIN},
     "ListActiveGoals": {Role.ADMIN, Role.SERVICE},
     "WatchGoals": {Role.ADMIN, Role.SERVICE},
+    "SimulateGoal": {Role.ADMIN},
 }
 REFUSED = [(rpc, role) for rpc in ALLOWED for role in TENANT_ROLES
            if role not in ALLOWED[rpc]]
@@ -59,6 +60,8 @@ def _request(rpc: str, goal: config_pb2.Goal, today):
         "DeleteGoal": lambda: config_pb2.DeleteGoalRequest(goal_id=goal.id),
         "ListActiveGoals": lambda: config_pb2.ListActiveGoalsRequest(),
         "WatchGoals": lambda: config_pb2.WatchGoalsRequest(send_snapshot=True),
+        "SimulateGoal": lambda: config_pb2.SimulateGoalRequest(
+            goal_id=goal.id, start_date=date(today), end_date=date(today)),
     }[rpc]()
 
 
@@ -67,7 +70,10 @@ def bearer(key: str) -> tuple[tuple[str, str], ...]:
 
 
 async def _call(stub, rpc: str, request, metadata=None):
-    """Unary: the response. WatchGoals: the messages up to SNAPSHOT_COMPLETE."""
+    """Unary: the response. WatchGoals: the messages up to SNAPSHOT_COMPLETE. SimulateGoal:
+    every message."""
+    if rpc == "SimulateGoal":
+        return [m async for m in stub.SimulateGoal(request, metadata=metadata)]
     if rpc != "WatchGoals":
         return await getattr(stub, rpc)(request, metadata=metadata)
     call = stub.WatchGoals(request, metadata=metadata)

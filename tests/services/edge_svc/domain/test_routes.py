@@ -14,7 +14,7 @@ from tests.security.rpcs import METHODS
 BROWSER_RPCS = {
     "/goals.v1.ConfigService/" + m for m in (
         "CreateGoal", "GetGoal", "UpdateGoal", "ListGoals", "ActivateGoal", "DeactivateGoal",
-        "DeleteGoal", "ListActiveGoals")
+        "DeleteGoal", "ListActiveGoals", "SimulateGoal")
 } | {
     "/goals.v1.TrackerService/" + m for m in (
         "SubscribeConversions", "ListConversions", "GetReport")
@@ -25,7 +25,8 @@ BROWSER_RPCS = {
 def test_exactly_the_browser_rpcs_are_routed():
     assert set(ROUTES_BY_PATH) == BROWSER_RPCS
     assert len(ROUTES) == len(BROWSER_RPCS)
-    for never in ("IngestEvents", "StreamConversions", "CountConversions", "WatchGoals"):
+    for never in ("IngestEvents", "StreamConversions", "CountConversions", "WatchGoals",
+                  "ReplayGoal"):
         assert not [p for p in ROUTES_BY_PATH if p.endswith(f"/{never}")]
     assert [p for p in ROUTES_BY_PATH if "AccountService" in p] == [
         "/goals.v1.AccountService/MintToken"]
@@ -44,5 +45,5 @@ def test_routes_match_the_protos():
 def test_only_goal_writes_and_reports_take_large_bodies():
     large = {r.method: r.body for r in ROUTES if r.body is not BodySize.SMALL}
     assert large == {"CreateGoal": BodySize.GOAL, "UpdateGoal": BodySize.GOAL,
-                     "GetReport": BodySize.REPORT}
+                     "SimulateGoal": BodySize.GOAL, "GetReport": BodySize.REPORT}
     assert all(r.method.startswith(("Get", "List")) for r in ROUTES if r.safe)

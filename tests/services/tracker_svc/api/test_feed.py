@@ -309,7 +309,7 @@ class FeedServer:
         self.feed = ConversionFeed(store.watch_conversions(), self.lifecycle, feed_message,
                                    **feed_options)
         settings = TrackerSettings(mongodb_uri=mongo_uri, grpc_port=0, shutdown_grace_s=1.0)
-        servicer = TrackerServicer(None, self.feed, None, None)  # type: ignore[arg-type]
+        servicer = TrackerServicer(None, self.feed, None, None, None)  # type: ignore[arg-type]
         self.server, port = build_server(
             settings, port=0, keys=keys, lifecycle=self.lifecycle, on_stop=[self.feed.stop],
             registrations=[Registration(
