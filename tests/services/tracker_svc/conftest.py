@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -13,7 +14,6 @@ from config_svc.server import create_server as create_config
 from goalflow_common.client import make_channel
 from goalflow_common.pb.goals.v1 import config_pb2_grpc, tracker_pb2_grpc
 from goalflow_common.server import GoalflowServer
-from goalflow_dev.embedded_mongo import free_port
 from tests.conftest import TOKEN_KEYS
 from tracker_svc.server import create_server as create_tracker
 from tracker_svc.settings import TrackerSettings
@@ -46,8 +46,15 @@ class Stack:
 
 @pytest.fixture
 async def stack(mongo_uri, db_prefix, clock, platform_key, config_settings) -> AsyncIterator[Stack]:
-    # Each side needs the other's address: the tracker's port is chosen first.
-    tracker_port = free_port()
+    # Each side needs the other's address: the tracker's port is chosen first, and held
+    # (bound, SO_REUSEPORT like gRPC's own sockets, not listening) until the tracker listens
+    # on it: a port only found free a moment earlier was once handed to config's port-0
+    # bind, and both servers shared it (gRPC binds with SO_REUSEPORT), so calls reached
+    # either at random (UNIMPLEMENTED, 1 run in ~20 on a loaded machine).
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    holder.bind(("127.0.0.1", 0))
+    tracker_port = holder.getsockname()[1]
     config_settings = config_settings.model_copy(update={
         "tracker_address": f"127.0.0.1:{tracker_port}", "service_api_key": platform_key,
     })
@@ -61,6 +68,7 @@ async def stack(mongo_uri, db_prefix, clock, platform_key, config_settings) -> A
     )
     tracker, tracker_port = await create_tracker(tracker_settings, clock=clock)
     await tracker.start()
+    holder.close()
     result = Stack(f"127.0.0.1:{config_port}", f"127.0.0.1:{tracker_port}", tracker_settings,
                    [tracker, config], tracker_server=tracker)
     try:
