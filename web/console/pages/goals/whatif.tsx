@@ -93,7 +93,7 @@ function ModelCard({ model }: { model: SimulationModelResult }) {
       <h3 id={id}>{title}</h3>
       <dl>
         <dt>Conversions</dt>
-        <dd data-testid="whatif-conversions">{model.conversions.toLocaleString()}</dd>
+        <dd class="count" data-testid="whatif-conversions">{model.conversions.toLocaleString()}</dd>
         <dt>Transaction values</dt>
         <dd data-testid="whatif-transaction-values">{moneyList(model.transactionValues)}</dd>
         <dt>Lead values</dt>
@@ -103,7 +103,9 @@ function ModelCard({ model }: { model: SimulationModelResult }) {
         <div class="table-wrap">
           <table>
             <caption>Top {top.length === 1 ? "agent" : `${top.length} agents`}</caption>
-            <thead><tr><th scope="col">Agent</th><th scope="col">Conversions</th></tr></thead>
+            <thead>
+              <tr><th scope="col">Agent</th><th scope="col" class="num">Conversions</th></tr>
+            </thead>
             <tbody>
               {top.map((row) => (
                 <tr key={row.key}>
@@ -111,7 +113,7 @@ function ModelCard({ model }: { model: SimulationModelResult }) {
                     {row.label || row.key}
                     {row.label && row.label !== row.key && <span class="id"> {row.key}</span>}
                   </th>
-                  <td>{row.conversions.toLocaleString()}</td>
+                  <td class="num">{row.conversions.toLocaleString()}</td>
                 </tr>
               ))}
             </tbody>
