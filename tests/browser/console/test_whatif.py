@@ -15,7 +15,9 @@ import pytest
 from google.protobuf.field_mask_pb2 import FieldMask
 from playwright.async_api import Page, expect
 
+from goalflow_common.auth import Role
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, tracker_pb2
+from goalflow_common.tokens import TokenAuthority
 from tests.browser.console.conftest import PHONE, ConsolePages, ConsoleWorld, screenshot
 from tests.services.config_svc.helpers import date, url_condition
 from tests.services.tracker_svc.builders import agent, assigned, ingest, opened, visit
@@ -265,3 +267,35 @@ async def test_a_saved_goal_simulates_the_forms_unsaved_change(
         "The goal has changed in the form since this simulation")
     after = (await admin.GetGoal(config_pb2.GetGoalRequest(goal_id=stored.id))).goal
     assert after.revision == stored.revision and list(after.agent_group_ids) == ["support"]
+
+
+async def test_a_tracker_down_is_said_in_words(
+    world_with_events: ConsoleWorld, console_pages: ConsolePages,
+) -> None:
+    world = world_with_events
+    page = await console_pages.signed_in(world, page="goals/new")
+    await fill_form(page)
+    assert world.stack.tracker_server is not None
+    await world.stack.tracker_server.stop(0.5)
+    await page.get_by_role("button", name="Simulate", exact=True).click()
+    banner = page.get_by_role("region", name="What if").get_by_role("alert")
+    await expect(banner).to_have_attribute("data-problem", "unavailable")
+    await expect(banner).to_contain_text("goalflow cannot be reached right now")
+    await expect(page.get_by_test_id("whatif-progress-text")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Simulate", exact=True)).to_be_enabled()
+
+
+async def test_a_supervisor_sees_no_what_if(
+    world_with_events: ConsoleWorld, console_pages: ConsolePages, tokens: TokenAuthority,
+) -> None:
+    world = world_with_events
+    admin = world.stack.config(world.admin_key)
+    stored = (await admin.CreateGoal(config_pb2.CreateGoalRequest(
+        name="Checkout", agent_group_ids=["sales"], active=False,
+        attribution_model=config_pb2.ATTRIBUTION_MODEL_FIRST_TOUCH, attribution_period_days=7,
+        conditions=[url_condition("/checkout")]))).goal
+    token = tokens.mint(world.tenant.account_id, Role.SUPERVISOR).token
+    page = await console_pages.signed_in(world, credential=token, page=f"goals/{stored.id}")
+    await expect(page.get_by_label("Name", exact=True)).to_have_value("Checkout")
+    await expect(page.get_by_role("heading", name="What if")).to_have_count(0)
+    await expect(page.get_by_role("button", name="Simulate")).to_have_count(0)

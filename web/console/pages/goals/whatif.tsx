@@ -212,8 +212,13 @@ function useSimulation(onGoalProblem: (problem: Problem | null) => void) {
       }
     }
   };
+  const stop = () => {
+    abort.current?.abort();
+    abort.current = null;
+    setRun(null);
+  };
   const running = run !== null && run.result === null;
-  return { run, problem, setProblem, start, running };
+  return { run, problem, setProblem, start, stop, running };
 }
 
 /** The goal-level refusal in words: the field it names is beside the form's input (see
@@ -303,9 +308,9 @@ export function WhatIfPanel({ today, timeZone, goal, current, onGoalProblem }: {
         after today.
       </p>
       <div class="actions">
-        <button type="button" onClick={simulate} disabled={sim.running}>
-          {sim.running ? "Simulating…" : "Simulate"}
-        </button>
+        {/* A new run stops the one still streaming. */}
+        <button type="button" onClick={simulate}>Simulate</button>
+        {sim.running && <button type="button" class="secondary" onClick={sim.stop}>Stop</button>}
       </div>
       <Refusal problem={sim.problem} placed={placed} />
       <div aria-live="polite" data-testid="whatif-live">
