@@ -178,6 +178,9 @@ async def test_a_new_goal_is_simulated_and_nothing_is_created(
     assert all(int(s[2]) == result.events_scanned for s in streamed), seen
     await expect(page.get_by_test_id("whatif-progress-text")).to_contain_text(
         f"Done: {result.events_scanned} of {result.events_scanned} events scanned.")
+    await expect(page.get_by_test_id("whatif-summary")).to_have_text(
+        f"{today - 29 * DAY} to {today}: {result.events_scanned} events read, "
+        f"{result.hits} matching the conditions.")
     await screenshot(page, "whatif")
 
     listed = await world.stack.config(world.admin_key).ListGoals(config_pb2.ListGoalsRequest())

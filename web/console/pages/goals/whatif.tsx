@@ -124,13 +124,13 @@ function ModelCard({ model }: { model: SimulationModelResult }) {
   );
 }
 
-function Results({ result, stale }: { result: SimulationResult; stale: boolean }) {
+function Results({ run, result, stale }: { run: Run; result: SimulationResult; stale: boolean }) {
   return (
-    <div aria-labelledby="whatif-results-title">
+    <section aria-labelledby="whatif-results-title">
       <h3 id="whatif-results-title" class="visually-hidden">Simulated conversions</h3>
       <p class="hint" data-testid="whatif-summary">
-        {result.eventsScanned.toLocaleString()} events read,{" "}
-        {result.hits.toLocaleString()} matching the conditions.
+        {run.startDate} to {run.endDate}: {result.eventsScanned.toLocaleString()} events
+        read, {result.hits.toLocaleString()} matching the conditions.
       </p>
       {stale && (
         <p class="notice" role="status">
@@ -143,7 +143,7 @@ function Results({ result, stale }: { result: SimulationResult; stale: boolean }
       {result.models.some((m) => m.rowsTruncated) && (
         <p class="hint">Only the first 500 rows of a list were counted into the top agents.</p>
       )}
-    </div>
+    </section>
   );
 }
 
@@ -161,6 +161,9 @@ function finalProgress(run: Run, result: SimulationResult): SimulationProgress {
 interface Run {
   /** The goal simulated, as JSON (to tell when the form has changed since). */
   goalKey: string;
+  /** The range simulated, as the panel's date inputs held it. */
+  startDate: string;
+  endDate: string;
   progress: SimulationProgress | null;
   result: SimulationResult | null;
 }
@@ -179,7 +182,7 @@ function useSimulation(onGoalProblem: (problem: Problem | null) => void) {
     const goalKey = JSON.stringify(goal);
     setProblem(null);
     onGoalProblem(null);
-    setRun({ goalKey, progress: null, result: null });
+    setRun({ goalKey, startDate, endDate, progress: null, result: null });
     try {
       const stream = api.config.simulateGoal(
         { ...goal, startDate: dateOf(startDate), endDate: dateOf(endDate) },
@@ -315,7 +318,7 @@ export function WhatIfPanel({ today, timeZone, goal, current, onGoalProblem }: {
       <Refusal problem={sim.problem} placed={placed} />
       <div aria-live="polite" data-testid="whatif-live">
         {run !== null && <Progress progress={run.progress} done={run.result !== null} />}
-        {run?.result && <Results result={run.result} stale={current !== run.goalKey} />}
+        {run?.result && <Results run={run} result={run.result} stale={current !== run.goalKey} />}
       </div>
     </section>
   );
