@@ -6,9 +6,12 @@ the date it names; on a saved goal the form's unsaved change is simulated as an 
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import Any
 
 import grpc
 import pytest
@@ -18,7 +21,13 @@ from playwright.async_api import Page, expect
 from goalflow_common.auth import Role
 from goalflow_common.pb.goals.v1 import common_pb2, config_pb2, tracker_pb2
 from goalflow_common.tokens import TokenAuthority
-from tests.browser.console.conftest import PHONE, ConsolePages, ConsoleWorld, screenshot
+from tests.browser.console.conftest import (
+    PHONE,
+    UI_WAIT_MS,
+    ConsolePages,
+    ConsoleWorld,
+    screenshot,
+)
 from tests.services.config_svc.helpers import date, url_condition
 from tests.services.tracker_svc.builders import agent, assigned, ingest, opened, visit
 
@@ -302,3 +311,74 @@ async def test_a_supervisor_sees_no_what_if(
     await expect(page.get_by_label("Name", exact=True)).to_have_value("Checkout")
     await expect(page.get_by_role("heading", name="What if")).to_have_count(0)
     await expect(page.get_by_role("button", name="Simulate")).to_have_count(0)
+
+
+class Gate:
+    """Holds the tracker's replays before their first window of events (the real store's
+    ``events_between``, entered only once ``open`` is set) and counts the replays begun
+    and the ones cancelled while held: a run the page stopped."""
+
+    def __init__(self, inner: Callable[..., AsyncIterator[Any]]) -> None:
+        self.open = asyncio.Event()
+        self.begun = 0
+        self.cancelled = 0
+        self._inner = inner
+
+    def events_between(self, *args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+        async def gated() -> AsyncIterator[Any]:
+            self.begun += 1
+            try:
+                await self.open.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
+            async for chunk in self._inner(*args, **kwargs):
+                yield chunk
+        return gated()
+
+    async def until(self, what: str, done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + UI_WAIT_MS / 1000
+        while not done():
+            assert time.monotonic() < deadline, (
+                f"{what}: {self.begun} begun, {self.cancelled} cancelled")
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+def gate(world_with_events: ConsoleWorld, monkeypatch: pytest.MonkeyPatch) -> Gate:
+    server = world_with_events.stack.tracker_server
+    assert server is not None
+    store = server.components["store"]
+    held = Gate(store.events_between)
+    monkeypatch.setattr(store, "events_between", held.events_between)
+    return held
+
+
+async def test_a_new_run_or_leaving_the_form_stops_the_stream(
+    world_with_events: ConsoleWorld, console_pages: ConsolePages, gate: Gate,
+) -> None:
+    world = world_with_events
+    page = await console_pages.signed_in(world, page="goals/new")
+    await fill_form(page)
+    button = page.get_by_role("button", name="Simulate", exact=True)
+    await button.click()
+    await gate.until("first run held", lambda: gate.begun == 1)
+    progress = page.get_by_test_id("whatif-progress-text")
+    await expect(progress).to_have_text(re.compile(r"^0 of \d+ events scanned"))
+    await expect(page.get_by_role("button", name="Stop")).to_be_visible()
+
+    # A second run stops the first (its replay is cancelled) and is the one shown.
+    await button.click()
+    await gate.until("first run cancelled", lambda: gate.begun == 2 and gate.cancelled == 1)
+    gate.open.set()
+    await expect(progress).to_contain_text("Done:")
+    await expect(page.get_by_role("button", name="Stop")).to_have_count(0)
+
+    # Leaving the form while a run is held stops it too.
+    gate.open.clear()
+    await button.click()
+    await gate.until("third run held", lambda: gate.begun == 3)
+    await page.get_by_role("link", name="← All goals").click()
+    await page.get_by_role("link", name="New goal").wait_for()
+    await gate.until("third run cancelled", lambda: gate.cancelled == 2)
+    gate.open.set()
