@@ -1,8 +1,11 @@
 """The goal form's What if panel, over events ingested natively before any goal exists:
 the page's per-model conversions, values and top agents are a native SimulateGoal call's
 final result (first touch and last touch credit different agents), its progress was shown
-as the stream came, and nothing was created; the server's refusal of a range is shown beside
-the date it names; on a saved goal the form's unsaved change is simulated as an override."""
+as the stream came, and nothing was created; a refusal of the goal is shown beside the
+form's field and one of the range beside the panel's date (the server's message); on a
+saved goal the form's unsaved change is simulated as an override; a tracker that is down
+is said in words; a new run and leaving the form cancel the replay on the tracker;
+supervisors see no panel."""
 
 from __future__ import annotations
 

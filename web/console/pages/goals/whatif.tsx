@@ -158,6 +158,23 @@ function finalProgress(run: Run, result: SimulationResult): SimulationProgress {
   });
 }
 
+/** What the last run was refused: a field of the goal (`inGoal`, named as the form names
+ * it) or anything else (the range, the service). */
+interface Refused {
+  problem: Problem;
+  inGoal: boolean;
+}
+
+/** The refusal when it is about the range's days (shown beside the panel's dates). */
+function rangeProblem(refused: Refused | null): Problem | null {
+  if (refused === null || refused.inGoal) {
+    return null;
+  }
+  const { problem } = refused;
+  return fieldMessage(problem, "start_date") || fieldMessage(problem, "end_date")
+    ? problem : null;
+}
+
 interface Run {
   /** The goal simulated, as JSON (to tell when the form has changed since). */
   goalKey: string;
@@ -171,7 +188,7 @@ interface Run {
 function useSimulation(onGoalProblem: (problem: Problem | null) => void) {
   const { api, fail } = useApp();
   const [run, setRun] = useState<Run | null>(null);
-  const [problem, setProblem] = useState<Problem | null>(null);
+  const [problem, setProblem] = useState<Refused | null>(null);
   const abort = useRef<AbortController | null>(null);
   useEffect(() => () => abort.current?.abort(), []); // leaving the form stops the stream
 
@@ -207,7 +224,8 @@ function useSimulation(onGoalProblem: (problem: Problem | null) => void) {
       const described = fail(err);
       const inGoal = goalFieldProblem(described);
       onGoalProblem(inGoal);
-      setProblem(inGoal ?? described);
+      setProblem(inGoal ? { problem: inGoal, inGoal: true }
+        : { problem: described, inGoal: false });
       setRun(null);
     } finally {
       if (abort.current === controller) {
@@ -226,11 +244,12 @@ function useSimulation(onGoalProblem: (problem: Problem | null) => void) {
 
 /** The goal-level refusal in words: the field it names is beside the form's input (see
  * `onGoalProblem`); a range field beside the panel's date; any other as a banner. */
-function Refusal({ problem, placed }: { problem: Problem | null; placed: boolean }) {
-  if (problem === null || fieldMessage(problem, "start_date") || fieldMessage(problem, "end_date")) {
+function Refusal({ refused, placed }: { refused: Refused | null; placed: boolean }) {
+  const problem = refused?.problem ?? null;
+  if (problem === null || rangeProblem(refused) !== null) {
     return null;
   }
-  if (problem.kind === "invalid" && placed) {
+  if (problem.kind === "invalid" && refused?.inGoal && placed) {
     return (
       <p class="field-error" role="alert">
         Not simulated: see the message beside {labelFor(problem.field)} in the form above.
@@ -282,12 +301,12 @@ export function WhatIfPanel({ today, timeZone, goal, current, onGoalProblem }: {
     const built = goal();
     if ("kind" in built) {
       setPlaced(onGoalProblem(built));
-      sim.setProblem(built);
+      sim.setProblem({ problem: built, inGoal: true });
       return;
     }
     void sim.start(built, startDate, endDate);
   };
-  const dateProblem = sim.problem;
+  const dateProblem = rangeProblem(sim.problem);
 
   return (
     <section class="whatif" aria-labelledby="whatif-title">
@@ -315,7 +334,7 @@ export function WhatIfPanel({ today, timeZone, goal, current, onGoalProblem }: {
         <button type="button" onClick={simulate}>Simulate</button>
         {sim.running && <button type="button" class="secondary" onClick={sim.stop}>Stop</button>}
       </div>
-      <Refusal problem={sim.problem} placed={placed} />
+      <Refusal refused={sim.problem} placed={placed} />
       <div aria-live="polite" data-testid="whatif-live">
         {run !== null && <Progress progress={run.progress} done={run.result !== null} />}
         {run?.result && <Results run={run} result={run.result} stale={current !== run.goalKey} />}
