@@ -30,6 +30,7 @@ type SimulateInit = MessageInitShape<typeof SimulateGoalRequestSchema>;
 export type SimulatedGoal = Pick<SimulateInit, "goal" | "overrides" | "overrideMask">;
 
 const DEFAULT_DAYS = 30;
+const ENDED_EARLY = "The simulation ended before its result. Try again in a moment.";
 const TOP_AGENTS = 5;
 /** The request's message names a field of the goal inside it (`definition.conditions[0]`). */
 const GOAL_FIELD_RE = /^(?:definition|overrides)\.(.+)$/;
@@ -200,6 +201,7 @@ function useSimulation(onGoalProblem: (problem: Problem | null) => void) {
     setProblem(null);
     onGoalProblem(null);
     setRun({ goalKey, startDate, endDate, progress: null, result: null });
+    let finished = false;
     try {
       const stream = api.config.simulateGoal(
         { ...goal, startDate: dateOf(startDate), endDate: dateOf(endDate) },
@@ -214,8 +216,14 @@ function useSimulation(onGoalProblem: (problem: Problem | null) => void) {
           setRun((last) => (last && { ...last, progress }));
         } else if (update.case === "result") {
           const result = update.value;
+          finished = true;
           setRun((last) => (last && { ...last, result, progress: finalProgress(last, result) }));
         }
+      }
+      if (!finished && !controller.signal.aborted) {
+        // The stream closed cleanly before its result (a server shutting down, say).
+        setProblem({ problem: { kind: "unavailable", message: ENDED_EARLY }, inGoal: false });
+        setRun(null);
       }
     } catch (err: unknown) {
       if (controller.signal.aborted) {
