@@ -49,8 +49,9 @@ const UNAVAILABLE =
 /** Said as well when the failed call was a change (a save, an activation, a request). */
 const NOT_SAVED = " Your changes were not saved.";
 
-/** The server's field-first messages ("conditions: at most 100 ..."), docs/rules.md. */
-const FIELD_RE = /^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+)*): (.+)$/s;
+/** The server's field-first messages ("conditions: at most 100 ...", also inside a request's
+ * message: "definition.conditions[0].value: ..."), docs/rules.md. */
+const FIELD_RE = /^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*): (.+)$/s;
 
 /** What went wrong, in words, from any error a call threw; `saving`: the call was a change,
  * and an unreachable service must also say that nothing was saved. */

@@ -32,6 +32,8 @@ import {
   updateGoal,
 } from "./model.js";
 import type { GoalForm } from "./model.js";
+import { WhatIfPanel } from "./whatif.js";
+import type { SimulatedGoal } from "./whatif.js";
 
 interface Loaded {
   /** The goal being edited (null for a new one). */
@@ -92,6 +94,44 @@ async function loadForm(app: ReturnType<typeof useApp>, goalId: string | null): 
   return { ...loaded, initial: draft.initial, restored: draft.form };
 }
 
+const PERIOD_RULE = "a whole number of days from 0 to 31";
+
+/** The period a request carries (undefined: unset), or the problem with it: not a number a
+ * request can carry, or emptied on an update (where unset means 0). */
+function checkedPeriod(form: GoalForm, initial: GoalForm, creating: boolean
+): number | undefined | Problem {
+  const period = periodOf(form.period);
+  if (period === null || (!creating && period === undefined
+    && form.period.trim() !== initial.period)) {
+    return local("attribution_period_days", PERIOD_RULE);
+  }
+  return period;
+}
+
+/** The goal a what-if simulates, built as saving would send it: a new goal's definition
+ * (CreateGoal's request), or a saved goal's id with the changed fields as overrides
+ * (UpdateGoal's goal and mask; nothing changed: the goal as saved). */
+function simulatedGoal(form: GoalForm, initial: GoalForm, goalId: string | null
+): SimulatedGoal | Problem {
+  const period = checkedPeriod(form, initial, goalId === null);
+  if (typeof period === "object") {
+    return period;
+  }
+  if (goalId === null) {
+    return { goal: { case: "definition", value: createRequest(form, period) } };
+  }
+  const mask = changedFields(initial, form);
+  if (!mask.length) {
+    return { goal: { case: "goalId", value: goalId } };
+  }
+  return { goal: { case: "goalId", value: goalId }, overrides: updateGoal(form, period),
+    overrideMask: { paths: mask } };
+}
+
+function whatIfKey(goal: SimulatedGoal | Problem): string | null {
+  return "kind" in goal ? null : JSON.stringify(goal);
+}
+
 /** Attributes tying an input to its hint and to the server's message about `fields`. */
 function fieldAttrs(problem: Problem | null) {
   return (id: string, fields: string[], hintId?: string) => {
@@ -148,6 +188,8 @@ export function GoalFormView({ goalId, onSaved }: {
   const [form, setForm] = useState<GoalForm | null>(null);
   const [loadProblem, setLoadProblem] = useState<Problem | null>(null);
   const [problem, setProblem] = useState<Problem | null>(null);
+  /** The what-if's refusal of a field of the goal (shown beside it, as a save's is). */
+  const [simProblem, setSimProblem] = useState<Problem | null>(null);
   const [busy, setBusy] = useState(false);
   const [attempt, setAttempt] = useState(0);
   const route = goalId ?? "new";
@@ -180,16 +222,17 @@ export function GoalFormView({ goalId, onSaved }: {
   }, [route]);
 
   // The first (and only: the server names one) field the server refused gets the focus.
+  const shownProblem = problem ?? simProblem;
   useEffect(() => {
-    if (problem?.kind === "invalid" && form) {
-      const id = inputFor(problem.field, form);
+    if (shownProblem?.kind === "invalid" && form) {
+      const id = inputFor(shownProblem.field, form);
       if (id) {
         document.getElementById(id)?.focus();
       }
     }
-  }, [problem]);
+  }, [shownProblem]);
 
-  const field = fieldAttrs(problem);
+  const field = fieldAttrs(shownProblem);
   if (loaded === null || form === null) {
     return (
       <section>
@@ -249,11 +292,10 @@ export function GoalFormView({ goalId, onSaved }: {
     if (readOnly || busy) {
       return;
     }
-    const period = periodOf(form.period);
-    if (period === null || (goalId !== null && period === undefined
-      && form.period.trim() !== loaded.initial.period)) {
-      // Not a number a request can carry (or emptied on an update, where unset means 0).
-      setProblem(local("attribution_period_days", "a whole number of days from 0 to 31"));
+    const period = checkedPeriod(form, loaded.initial, goalId === null);
+    setSimProblem(null);
+    if (typeof period === "object") {
+      setProblem(period);
       return;
     }
     setBusy(true);
@@ -344,7 +386,7 @@ export function GoalFormView({ goalId, onSaved }: {
             The start date is required while the goal is active and cannot be before today.
           </p>
 
-          <GroupsField groups={form.groups} problem={problem} readOnly={readOnly}
+          <GroupsField groups={form.groups} problem={shownProblem} readOnly={readOnly}
             onChange={(groups) => set({ groups })} />
 
           <div class="pair">
@@ -393,7 +435,7 @@ export function GoalFormView({ goalId, onSaved }: {
           </select>
           {goalType.error}
 
-          <ConditionsField rows={form.conditions} problem={problem} readOnly={readOnly}
+          <ConditionsField rows={form.conditions} problem={shownProblem} readOnly={readOnly}
             onChange={(conditions) => set({ conditions })} />
         </fieldset>
 
@@ -404,6 +446,18 @@ export function GoalFormView({ goalId, onSaved }: {
         ) : <ProblemBanner problem={problem} />}
         <Buttons creating={goalId === null} busy={busy} readOnly={readOnly} />
       </form>
+      {!readOnly && (
+        <WhatIfPanel today={todayIn(loaded.timeZone)} timeZone={loaded.timeZone}
+          goal={() => simulatedGoal(form, loaded.initial, goalId)}
+          current={whatIfKey(simulatedGoal(form, loaded.initial, goalId))}
+          onGoalProblem={(found) => {
+            if (found) {
+              setProblem(null); // the newer refusal is the one shown
+            }
+            setSimProblem(found);
+            return found?.kind === "invalid" && inputFor(found.field, form) !== null;
+          }} />
+      )}
     </section>
   );
 }
