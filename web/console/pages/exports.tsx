@@ -14,7 +14,7 @@ import { formatTime } from "../../embed/format.js";
 import type { Problem } from "../api.js";
 import { useApp } from "../app.js";
 import type { Route } from "../router.js";
-import { fieldMessage, ProblemBanner } from "../ui/problem.js";
+import { FieldError, fieldMessage, ProblemBanner } from "../ui/problem.js";
 
 /** How often a queued or building job is read again. */
 export const POLL_MS = 1000;
@@ -88,12 +88,6 @@ export function newRequestId(): string {
 function StateBadge({ job }: { job: Export }) {
   const words = STATE_WORDS[job.state] ?? "Unknown";
   return <span class={`badge export-${words.toLowerCase()}`}>{words}</span>;
-}
-
-/** The server's message for `field`, tied to its input by id. */
-function FieldError({ id, problem, field }: { id: string; problem: Problem | null; field: string }) {
-  const message = fieldMessage(problem, field);
-  return message ? <p class="field-error" id={id}>{message}</p> : null;
 }
 
 function ExportForm({ goals, onRequested }: {
@@ -170,28 +164,28 @@ function ExportForm({ goals, onRequested }: {
             aria-describedby={invalid("goal_id") ? "export-goal-error" : undefined}>
             {goals.map((goal) => <option value={goal.id}>{goal.name}</option>)}
           </select>
-          <FieldError id="export-goal-error" problem={problem} field="goal_id" />
+          <FieldError id="export-goal-error" message={fieldMessage(problem, "goal_id")} />
         </div>
         <div>
           <label for="export-start">First day</label>
           <input id="export-start" type="date" value={start} onInput={edited(setStart)}
             aria-invalid={invalid("start_date")}
             aria-describedby={invalid("start_date") ? "export-start-error" : undefined} />
-          <FieldError id="export-start-error" problem={problem} field="start_date" />
+          <FieldError id="export-start-error" message={fieldMessage(problem, "start_date")} />
         </div>
         <div>
           <label for="export-end">Last day</label>
           <input id="export-end" type="date" value={end} onInput={edited(setEnd)}
             aria-invalid={invalid("end_date")}
             aria-describedby={invalid("end_date") ? "export-end-error" : undefined} />
-          <FieldError id="export-end-error" problem={problem} field="end_date" />
+          <FieldError id="export-end-error" message={fieldMessage(problem, "end_date")} />
         </div>
         <div>
           <label for="export-email">Recipient e-mail</label>
           <input id="export-email" type="email" autocomplete="email" value={email}
             onInput={edited(setEmail)} aria-invalid={invalid("recipient_email")}
             aria-describedby={invalid("recipient_email") ? "export-email-error" : undefined} />
-          <FieldError id="export-email-error" problem={problem} field="recipient_email" />
+          <FieldError id="export-email-error" message={fieldMessage(problem, "recipient_email")} />
         </div>
       </div>
       {!fieldNamed && <ProblemBanner problem={problem} />}

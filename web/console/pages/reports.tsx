@@ -28,7 +28,7 @@ import type { ChartOption, MetricId, Point } from "../charts.js";
 import { csvOf, downloadCsv } from "../csv.js";
 import type { Route } from "../router.js";
 import { Chart } from "../ui/chart.js";
-import { ProblemBanner, fieldMessage } from "../ui/problem.js";
+import { FieldError, ProblemBanner, fieldMessage } from "../ui/problem.js";
 
 interface Grouping {
   value: ReportGrouping;
@@ -200,11 +200,6 @@ function requestOf(form: Form, grouping: ReportGrouping): GetReportRequest {
   });
 }
 
-function FieldError({ problem, field, id }: { problem: Problem | null; field: string; id: string }) {
-  const message = fieldMessage(problem, field);
-  return message === null ? null : <p class="field-error" id={id} role="alert">{message}</p>;
-}
-
 interface GoalChoice {
   id: string;
   name: string;
@@ -264,7 +259,7 @@ function Controls({ form, setForm, chosen, setChosen, problem, busy, onSubmit, g
       <input id={`report-${field}`} value={form[field]} placeholder="all"
         aria-invalid={invalid(name)} aria-describedby={described(name)}
         onInput={(e) => setForm({ [field]: e.currentTarget.value })} />
-      <FieldError problem={problem} field={name} id={`${name}-error`} />
+      <FieldError id={`${name}-error`} message={fieldMessage(problem, name)} alert />
     </div>
   );
   return (
@@ -276,14 +271,14 @@ function Controls({ form, setForm, chosen, setChosen, problem, busy, onSubmit, g
           <input id="report-start" type="date" value={form.start} required
             aria-invalid={invalid("start_date")} aria-describedby={described("start_date")}
             onInput={(e) => setForm({ start: e.currentTarget.value })} />
-          <FieldError problem={problem} field="start_date" id="start_date-error" />
+          <FieldError id="start_date-error" message={fieldMessage(problem, "start_date")} alert />
         </div>
         <div class="field">
           <label for="report-end">To</label>
           <input id="report-end" type="date" value={form.end} required
             aria-invalid={invalid("end_date")} aria-describedby={described("end_date")}
             onInput={(e) => setForm({ end: e.currentTarget.value })} />
-          <FieldError problem={problem} field="end_date" id="end_date-error" />
+          <FieldError id="end_date-error" message={fieldMessage(problem, "end_date")} alert />
         </div>
         <div class="field">
           <label for="report-offset">UTC offset</label>
@@ -295,7 +290,7 @@ function Controls({ form, setForm, chosen, setChosen, problem, busy, onSubmit, g
               <option value={String(minutes)}>{offsetLabel(minutes)}</option>
             ))}
           </select>
-          <FieldError problem={problem} field="utc_offset_minutes" id="utc_offset_minutes-error" />
+          <FieldError id="utc_offset_minutes-error" message={fieldMessage(problem, "utc_offset_minutes")} alert />
         </div>
         <div class="field">
           <label for="report-grouping">Group rows by</label>
@@ -304,7 +299,7 @@ function Controls({ form, setForm, chosen, setChosen, problem, busy, onSubmit, g
             onChange={(e) => setForm({ grouping: Number(e.currentTarget.value) })}>
             {GROUPINGS.map((g) => <option value={String(g.value)}>{g.title}</option>)}
           </select>
-          <FieldError problem={problem} field="group_by" id="group_by-error" />
+          <FieldError id="group_by-error" message={fieldMessage(problem, "group_by")} alert />
         </div>
       </div>
       <div class="toolbar">
@@ -322,7 +317,7 @@ function Controls({ form, setForm, chosen, setChosen, problem, busy, onSubmit, g
           <p class="hint" id="report-goals-hint">
             {goals.trouble ?? "None selected: all goals."}
           </p>
-          <FieldError problem={problem} field="goal_ids" id="goal_ids-error" />
+          <FieldError id="goal_ids-error" message={fieldMessage(problem, "goal_ids")} alert />
         </div>
         {text("skills", "skills", "Skills (comma-separated)")}
         {text("groups", "group_ids", "Agent group ids (comma-separated)")}

@@ -29,3 +29,14 @@ export function fieldMessage(problem: Problem | null, field: string): string | n
   }
   return null;
 }
+
+/** A field's message under its input (`id`: what the input's aria-describedby names);
+ * nothing without one. `alert`: also announced as it appears. */
+export function FieldError({ id, message, alert = false }: {
+  id: string;
+  message: string | null;
+  alert?: boolean;
+}) {
+  return message ? <p class="field-error" id={id} role={alert ? "alert" : undefined}>{message}</p>
+    : null;
+}

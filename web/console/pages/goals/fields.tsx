@@ -4,7 +4,7 @@ import { useState } from "preact/hooks";
 
 import { ConditionOperator } from "../../../src/gen/goals/v1/config_pb.js";
 import type { Problem } from "../../api.js";
-import { fieldMessage } from "../../ui/problem.js";
+import { FieldError, fieldMessage } from "../../ui/problem.js";
 import { MAX_CONDITIONS, OPERATORS } from "./model.js";
 import type { ConditionRow, GoalForm } from "./model.js";
 
@@ -71,10 +71,6 @@ export function inputFor(field: string, form: GoalForm): string | null {
       : "goal-condition-add";
   }
   return null;
-}
-
-function FieldError({ id, message }: { id: string; message: string | null }) {
-  return message ? <p class="field-error" id={id}>{message}</p> : null;
 }
 
 export function GroupsField({ groups, problem, readOnly, onChange }: {
